@@ -1,0 +1,3 @@
+"""OsteoAI core: phantomless vBMD from CT. No Slicer imports here (see mrml.py)."""
+
+__version__ = "0.1.0"

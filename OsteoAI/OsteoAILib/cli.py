@@ -1,0 +1,63 @@
+"""``osteoai`` command line. Each subcommand lives in its own module exposing
+``add_arguments(parser)`` and ``main(args) -> int``; this file only wires them up, so the
+modules stay importable (and testable) on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import OsteoAIError
+
+# name -> (module, one-line help). Modules are imported lazily: `osteoai phantom` must not pay
+# for importing torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "phantom": ("OsteoAILib.phantom.command", "write a synthetic spine CT with known vBMD"),
+    "run": ("OsteoAILib.commands.run", "screen a CT: vertebrae, ROIs, calibration, vBMD, key images"),
+    "demo": ("OsteoAILib.commands.demo", "build the default phantom and screen it"),
+    "evaluate-segmenter": ("OsteoAISegmentLib.evaluate", "Dice and identification per segmenter"),
+    "train-segmenter": ("OsteoAISegmentLib.training.command", "train the MONAI vertebra segmenter"),
+    "train-vbmd": ("OsteoAILib.vbmd_model.train", "train the AI vBMD estimator on phantoms"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osteoai", description="Opportunistic osteoporosis screening from CT.")
+    parser.add_argument("--version", action="version", version=f"osteoai {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as e:
+            if not e.name or not module.startswith(e.name):
+                raise
+            p.set_defaults(_missing=True)  # listed but not built into this install
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        print(f"osteoai: command {args.command!r} is not available in this install", file=sys.stderr)
+        return 2
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except OsteoAIError as e:
+        print(f"osteoai {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"osteoai {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands of the pipeline (run, demo)."""

@@ -1,0 +1,87 @@
+"""Read CT volumes (NIfTI, NRRD, MHA, DICOM folders) into :class:`Volume`; write labelmaps back.
+
+Everything goes through SimpleITK so that geometry is handled one way only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import write_with
+from .errors import InputError
+from .volume import Volume
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def volume_from_sitk(img: sitk.Image, meta: dict | None = None) -> Volume:
+    arr = sitk.GetArrayFromImage(img)
+    return Volume(arr, img.GetSpacing(), img.GetOrigin(), np.array(img.GetDirection()).reshape(3, 3), meta or {})
+
+
+def volume_to_sitk(vol: Volume, array: np.ndarray | None = None) -> sitk.Image:
+    img = sitk.GetImageFromArray(vol.array if array is None else array)
+    img.SetSpacing(vol.spacing)
+    img.SetOrigin(vol.origin)
+    img.SetDirection(tuple(np.asarray(vol.direction).ravel()))
+    return img
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a file or a DICOM folder. Raises InputError with a one-line reason on failure."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input not found: {p}")
+    if p.is_dir():
+        from .dicom import read_dicom_folder
+
+        return read_dicom_folder(p)
+    if not p.name.lower().endswith(VOLUME_SUFFIXES):
+        raise InputError(f"unsupported file type: {p.name} (expected NIfTI, NRRD, MHA or a DICOM folder)")
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError as e:
+        raise InputError(f"cannot read {p.name}: {str(e).strip().splitlines()[-1][:200]}") from None
+    meta = {"source": p.name, "format": p.suffix.lstrip(".")}
+    sidecar = p.parent / "ct.json"  # acquisition tags next to a converted volume, if present
+    if sidecar.exists():
+        import json
+
+        try:
+            meta["tags"] = json.loads(sidecar.read_text())
+        except ValueError:
+            pass
+    return volume_from_sitk(img, meta)
+
+
+def write_volume(vol: Volume, path: str | os.PathLike, array: np.ndarray | None = None) -> Path:
+    """Write ``array`` (default ``vol.array``) on ``vol``'s grid, atomically, compressed."""
+    img = volume_to_sitk(vol, array)
+    return write_with(path, lambda tmp: sitk.WriteImage(img, str(tmp), useCompression=True))
+
+
+def to_canonical(vol: Volume) -> Volume:
+    """Permute/flip axes so that i -> patient left, j -> posterior, k -> superior (see volume.py).
+
+    Only axis permutations and flips are applied (no resampling), so values are untouched and the
+    transform is exactly invertible with :func:`from_canonical`. A residual oblique rotation (gantry
+    tilt, rotated acquisition) is kept in ``direction``; meta['canonical_residual_deg'] reports it.
+    """
+    img = volume_to_sitk(vol)
+    out = sitk.DICOMOrient(img, "LPS")
+    can = volume_from_sitk(out, dict(vol.meta))
+    cos = np.clip(np.abs(np.diag(can.direction)), -1, 1)
+    can.meta["canonical_residual_deg"] = float(np.degrees(np.arccos(cos.min())))
+    return can
+
+
+def from_canonical(labels: np.ndarray, canonical: Volume, original: Volume) -> np.ndarray:
+    """Map a labelmap on the canonical grid back onto the original input grid (nearest neighbour)."""
+    src = volume_to_sitk(canonical, labels)
+    ref = volume_to_sitk(original, np.zeros(original.shape, dtype=labels.dtype))
+    res = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, src.GetPixelID())
+    return sitk.GetArrayFromImage(res)

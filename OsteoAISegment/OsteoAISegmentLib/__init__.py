@@ -1,0 +1,1 @@
+"""OsteoAISegment core: vertebra segmentation and labelling (no Slicer imports)."""
