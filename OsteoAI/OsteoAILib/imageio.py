@@ -46,16 +46,43 @@ def read_volume(path: str | os.PathLike) -> Volume:
         img = sitk.ReadImage(str(p))
     except RuntimeError as e:
         raise InputError(f"cannot read {p.name}: {str(e).strip().splitlines()[-1][:200]}") from None
+    if img.GetDimension() != 3:
+        raise InputError(f"{p.name} is a {img.GetDimension()}D image: a 3D CT volume is needed")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{p.name} has {img.GetNumberOfComponentsPerPixel()} components per voxel: not a CT")
     meta = {"source": p.name, "format": p.suffix.lstrip(".")}
-    sidecar = p.parent / "ct.json"  # acquisition tags next to a converted volume, if present
+    sidecar = p.parent / "ct.json"  # acquisition tags beside a converted volume (DICOM keywords)
     if sidecar.exists():
         import json
 
         try:
-            meta["tags"] = json.loads(sidecar.read_text())
-        except ValueError:
+            meta.update(acquisition_meta(json.loads(sidecar.read_text())))
+        except (ValueError, TypeError):
             pass
     return volume_from_sitk(img, meta)
+
+
+def acquisition_meta(tags: dict) -> dict:
+    """DICOM-keyword tags (as in a ct.json sidecar) -> the meta keys the pipeline reads."""
+
+    def num(key):
+        try:
+            return float(tags[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    age = str(tags.get("PatientAge", "")).strip()
+    return {
+        "modality": tags.get("Modality", "CT"),
+        "kvp": num("KVP"),
+        "kernel": tags.get("ConvolutionKernel"),
+        "slice_thickness": num("SliceThickness"),
+        "ctdivol": num("CTDIvol"),
+        "manufacturer": tags.get("Manufacturer"),
+        "model": tags.get("ManufacturerModelName"),
+        "age": float(age[:-1]) if age[:-1].isdigit() and age.endswith("Y") else None,
+        "sex": tags.get("PatientSex"),
+    }
 
 
 def write_volume(vol: Volume, path: str | os.PathLike, array: np.ndarray | None = None) -> Path:
