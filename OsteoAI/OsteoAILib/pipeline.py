@@ -6,10 +6,15 @@ progress and assembles the :class:`~OsteoAILib.results.Results`.
 
 from __future__ import annotations
 
+import platform
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .levels import NAMES
 from .results import Results
 from .volume import Volume
 
@@ -37,3 +42,194 @@ class PipelineOutput:
     bodies: np.ndarray | None = None  # vertebral bodies on the input grid
     key_images: list = field(default_factory=list)  # keyimages.KeyImage
     radiomics: list[dict] | None = None
+
+
+class _Stages:
+    """Times the stages and turns them into progress fractions for the caller's callback."""
+
+    WEIGHTS = {"load": 0.05, "segment": 0.45, "roi": 0.1, "calibrate": 0.1, "vbmd": 0.1, "key_images": 0.15,
+               "radiomics": 0.05}
+
+    def __init__(self, progress, cancel):
+        self.progress, self.cancel = progress, cancel
+        self.timing: dict[str, float] = {}
+        self.done = 0.0
+
+    @contextmanager
+    def stage(self, name: str, message: str):
+        from .errors import CancelledError
+
+        if self.cancel is not None and self.cancel():
+            raise CancelledError("cancelled by the user")
+        if self.progress:
+            self.progress(self.done, message)
+        t0 = time.perf_counter()
+        yield self.sub(name)
+        self.timing[name] = round(time.perf_counter() - t0, 3)
+        self.done = min(1.0, self.done + self.WEIGHTS.get(name, 0.0))
+
+    def sub(self, name):
+        """Progress callback for a stage that reports its own fraction."""
+        if not self.progress:
+            return None
+        base, w = self.done, self.WEIGHTS.get(name, 0.0)
+        return lambda f, msg: self.progress(base + w * float(np.clip(f, 0, 1)), msg)
+
+
+def _software(seg_name: str, model_version: str | None) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def v(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    return {
+        "osteoai": __version__,
+        "segmenter": seg_name,
+        "vbmd_model": model_version,
+        "python": platform.python_version(),
+        **{pkg: v(pkg) for pkg in ("numpy", "SimpleITK", "torch", "monai")},
+    }
+
+
+def _input_description(vol: Volume, canonical: Volume) -> dict:
+    """What was screened, without patient name or ID."""
+    keep = ("source", "series", "format", "modality", "kvp", "kernel", "slice_thickness", "ctdivol",
+            "manufacturer", "model", "age", "sex")
+    d = {k: vol.meta.get(k) for k in keep if vol.meta.get(k) is not None}
+    d.update(shape_kji=list(vol.shape), spacing_mm=[round(s, 4) for s in vol.spacing],
+             orientation=_orientation_code(vol.direction))
+    return d
+
+
+def _orientation_code(direction: np.ndarray) -> str:
+    """Three letters, the LPS direction each array axis i, j, k points to (ITK convention, e.g. 'LPS')."""
+    letters = ("LR", "PA", "SI")
+    code = ""
+    for axis in range(3):
+        v = direction[:, axis]
+        m = int(np.argmax(np.abs(v)))
+        code += letters[m][0] if v[m] > 0 else letters[m][1]
+    return code
+
+
+def run_pipeline(
+    vol: Volume,
+    options: PipelineOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> PipelineOutput:
+    """Screen one CT volume. ``vol`` is on any grid; every output is returned on that same grid."""
+    from OsteoAISegmentLib.api import segment_spine
+
+    from . import bmd, calibration, keyimages, qc, roi
+    from .imageio import from_canonical, to_canonical
+    from .levels import parse_range
+    from .validate import validate
+
+    opt = options or PipelineOptions()
+    st = _Stages(progress, cancel)
+    with st.stage("load", "checking the input"):
+        canonical = to_canonical(vol)
+        scan_qc = validate(canonical)
+    with st.stage("segment", f"segmenting vertebrae ({opt.segmenter})") as sub:
+        seg = segment_spine(canonical, method=opt.segmenter, device=opt.device, progress=sub, cancel=cancel)
+        if opt.levels:
+            _keep_levels(seg, parse_range(opt.levels))
+        scan_qc += seg.qc
+    with st.stage("roi", "placing trabecular ROIs"):
+        rois = roi.place_rois(canonical, seg)
+    with st.stage("calibrate", f"calibrating ({opt.calibration})"):
+        cal = calibration.calibrate(canonical, seg, method=opt.calibration, kvp=opt.kvp,
+                                    phantom_pairs=opt.phantom_pairs)
+        scan_qc += cal.qc
+    with st.stage("vbmd", "estimating vBMD"):
+        level_qc, extra = _level_context(canonical, seg, rois, cal)
+        estimator, model_version = _estimator(opt, canonical, cal)
+        levels = bmd.measure_levels(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc,
+                                    extra=extra, estimator=estimator)
+        for lv in levels:
+            lv.qc = _dedupe(lv.qc)
+        scan_qc += qc.scan_flags(canonical, seg, cal) if hasattr(qc, "scan_flags") else []
+        diagnosis = bmd.diagnose(levels, opt.diagnostic_levels)
+    with st.stage("key_images", "rendering key images"):
+        images = keyimages.select_and_render(canonical, seg.vertebrae, rois.labelmap, levels, opt.n_key_images)
+    radiomics_rows = None
+    if opt.radiomics:
+        with st.stage("radiomics", "extracting radiomics features"):
+            from .radiomics_features import extract
+
+            radiomics_rows = extract(canonical, rois.labelmap, [lv.label for lv in levels])
+    results = Results(
+        input=_input_description(vol, canonical),
+        levels=levels,
+        diagnosis=diagnosis,
+        calibration=cal,
+        qc=_dedupe(scan_qc),
+        timing_s=st.timing,
+        software=_software(seg.segmenter, model_version),
+        key_images=[im.describe() for im in images],
+    )
+    if progress:
+        progress(1.0, "done")
+    return PipelineOutput(
+        results=results,
+        volume=vol,
+        vertebrae=from_canonical(seg.vertebrae, canonical, vol),
+        rois=from_canonical(rois.labelmap, canonical, vol),
+        bodies=from_canonical(seg.bodies, canonical, vol),
+        key_images=images,
+        radiomics=radiomics_rows,
+    )
+
+
+def _keep_levels(seg, wanted: list[int]) -> None:
+    drop = [lab for lab in seg.levels if lab not in wanted]
+    for arr in (seg.vertebrae, seg.bodies):
+        arr[np.isin(arr, drop)] = 0
+    seg.levels = [lab for lab in seg.levels if lab in wanted]
+
+
+def _dedupe(flags: list[str]) -> list[str]:
+    return list(dict.fromkeys(flags))
+
+
+def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict[int, dict]]:
+    """Per-level QC flags and measurements (ROI box, body heights, fracture grade) before vBMD."""
+    from . import qc
+
+    flags: dict[int, list[str]] = {}
+    extra: dict[int, dict] = {}
+    partial = set(seg.info.get("partial_levels", []))
+    for lab in seg.levels:
+        info = rois.info.get(lab)
+        f = list(info.qc) if info is not None else []
+        if lab in partial:
+            f.append(f"fov_cut: {NAMES.get(lab, lab)} is cut by the edge of the scan")
+        if hasattr(qc, "level_flags"):
+            f += qc.level_flags(canonical, seg, rois, cal, lab)
+        flags[lab] = f
+        if info is not None:
+            extra[lab] = {"roi_box_kji": [list(map(int, c)) for c in info.box_kji],
+                          "roi_center_kji": [float(c) for c in info.center_kji],
+                          "heights_mm": {k: round(float(v), 1) for k, v in (info.heights_mm or {}).items()}}
+    return flags, extra
+
+
+def _estimator(opt: PipelineOptions, canonical, cal):
+    """The AI vBMD estimator when asked for and available; None keeps the calibrated-HU estimate."""
+    if opt.vbmd_method == "calibrated-hu":
+        return None, None
+    try:
+        from .vbmd_model.infer import make_estimator
+    except ImportError:
+        if opt.vbmd_method == "ai":
+            from .errors import OsteoAIError
+
+            raise OsteoAIError("the AI vBMD model is not installed") from None
+        return None, None
+    return make_estimator(canonical, cal, required=opt.vbmd_method == "ai")
