@@ -1,0 +1,31 @@
+"""Terminal progress: a bar on a terminal, one line per message otherwise (logs, CI, Slicer's subprocess)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class TerminalProgress:
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last_msg = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.t0
+        if self.tty:
+            n = int(30 * fraction)
+            bar = "#" * n + "." * (30 - n)
+            self.stream.write(f"\r[{bar}] {fraction * 100:5.1f}% {elapsed:5.1f}s {message[:50]:<50}")
+            if fraction >= 1.0:
+                self.stream.write("\n")
+        elif message != self.last_msg:
+            # "PROGRESS <pct> <msg>" is parsed by the Slicer module's background runner.
+            self.stream.write(f"PROGRESS {fraction * 100:5.1f}% {elapsed:6.1f}s {message}\n")
+        self.last_msg = message
+        self.stream.flush()
