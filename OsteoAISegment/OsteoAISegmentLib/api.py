@@ -1,0 +1,66 @@
+"""Public entry point of the segmentation stage: one result type, one dispatcher.
+
+Every segmenter (classical, the trained model, TotalSegmentator) returns a
+:class:`SpineSegmentation` on the canonical grid of the volume it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from OsteoAILib.errors import InputError
+from OsteoAILib.volume import Volume
+
+METHODS = ("auto", "classical", "model", "totalsegmentator")
+
+
+@dataclass
+class SpineSegmentation:
+    vertebrae: np.ndarray  # int16 [k, j, i] VerSe ids, whole vertebra, canonical grid
+    bodies: np.ndarray  # int16, vertebral body only (same ids)
+    levels: list[int]  # ids present, cranial -> caudal
+    qc: list[str] = field(default_factory=list)  # "code: explanation"
+    info: dict = field(default_factory=dict)  # rib_pairs, partial_levels, canal_centerline_kji, ...
+    segmenter: str = ""
+
+
+def _model_available() -> bool:
+    try:
+        from .ai.inference import model_available
+    except ImportError:
+        return False
+    try:
+        return bool(model_available())
+    except Exception:  # a broken model install must not stop the classical fallback
+        return False
+
+
+def segment_spine(
+    vol: Volume,
+    method: str = "auto",
+    device: str = "cpu",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SpineSegmentation:
+    """Segment and label the vertebrae of a canonical volume (see imageio.to_canonical).
+
+    Raises InputError when the volume shows no spine.
+    """
+    method = (method or "auto").lower()
+    if method not in METHODS:
+        raise InputError(f"unknown segmenter {method!r} (expected one of {', '.join(METHODS)})")
+    if method == "auto":
+        method = "model" if _model_available() else "classical"
+    if method == "model":
+        from .ai.inference import segment_with_model
+
+        return segment_with_model(vol, device=device, progress=progress, cancel=cancel)
+    if method == "totalsegmentator":
+        from .totalseg import segment_with_totalsegmentator
+
+        return segment_with_totalsegmentator(vol, device=device, progress=progress, cancel=cancel)
+    from .classical import segment_classical
+
+    return segment_classical(vol, progress=progress, cancel=cancel)
