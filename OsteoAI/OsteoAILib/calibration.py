@@ -1,0 +1,303 @@
+"""Calibration: from the scanner's CT numbers to HA-equivalent vBMD (mg/cm3).
+
+Methods
+-------
+``internal`` (phantomless)
+    Reference tissues found in the scan (``reference_tissues.py``: air outside the body,
+    subcutaneous fat, paraspinal muscle, aortic blood) are fitted against their expected CT numbers
+    at the scan's kVp (``physics.reference_hu``): ``HU_true = slope * HU_measured + intercept``.
+    The vBMD is then the physics model's inverse at that kVp, ``physics.vbmd_from_hu``. Because the
+    fit absorbs any linear change of the scanner's HU scale, vBMD does not move when the scan is
+    rescaled (``HU' = a HU + b``). Outlier resistance: a weighted least-squares fit, then the one
+    reference whose removal most improves the fit is dropped when its residual exceeds
+    ``OUTLIER_HU`` (a muscle with fatty infiltration, an enhanced aorta missed by the contrast
+    check...), provided at least three references remain; air, the anchor of the HU scale, is
+    never dropped.
+``phantom``
+    User-given (rod HU, rod density mg/cm3 HA) pairs; a straight line HU = a + b * density.
+``none``
+    No scanner correction: the scan's HU are taken as true and converted with the physics model at
+    the scan's kVp (120 kVp when unknown), the documented standard conversion
+    (120 kVp, standard marrow: vBMD = (HU + 28.7) / 1.718). Flagged ``uncalibrated``.
+``auto``
+    ``internal``; when its references cannot be found or fit poorly, ``none`` with a QC flag.
+
+Marrow fat: yellow marrow lowers the trabecular HU at equal mineral. The fat fraction is taken
+from the patient's age when known (``physics.marrow_fat_fraction_for_age``), else the standard
+fraction; the choice is written in the calibration's notes and baked into ``hu_at_zero_mg_cm3`` and
+``hu_per_mg_cm3`` (vBMD = (slope * HU + intercept - hu_at_zero) / hu_per_mg).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import physics
+from .errors import InputError
+from .reference_tissues import REFERENCE_NAMES, measure_references
+from .results import Calibration
+from .volume import Volume
+
+METHODS = ("auto", "internal", "phantom", "none")
+DEFAULT_KVP = 120.0
+OUTLIER_HU = 12.0  # a reference further than this from the fit of the others is left out
+POOR_FIT_RMS_HU = 15.0
+SLOPE_RANGE = (0.8, 1.25)  # scanners are calibrated to water/air: a larger correction is suspicious
+CONTRAST_ABOVE_HU = 150.0  # calibrated aortic blood above this: iodinated contrast
+MILD_ENHANCEMENT_HU = 35.0  # calibrated blood this far above unenhanced blood: left out of the fit
+# Relative trust in each reference (typical biological spread of its true CT number).
+WEIGHTS = {"air": 1.0, "fat": 1.0, "muscle": 0.7, "blood": 0.8}
+
+
+def resolve_kvp(vol: Volume, kvp: float | None = None) -> tuple[float, str, list[str]]:
+    """(kVp, source, qc flags): the user's value, else the volume's tag, else 120 with a flag."""
+    if kvp is not None:
+        return float(kvp), "user", []
+    meta = vol.meta or {}
+    val, source = meta.get("kvp"), meta.get("kvp_source")
+    if val is None:
+        tags = meta.get("tags") or {}
+        val = tags.get("kvp", tags.get("KVP"))
+        source = source or "sidecar"
+    if val is not None:
+        try:
+            v = float(val)
+        except (TypeError, ValueError):
+            v = None
+        if v is not None and 60.0 <= v <= 150.0:
+            if source is None:
+                source = "dicom" if str(meta.get("format", "")).lower() == "dicom" else "sidecar"
+            return v, str(source), []
+        return DEFAULT_KVP, "default", [f"kvp_unknown: tube voltage {val!r} is outside 60-150 kV; 120 kV assumed"]
+    return DEFAULT_KVP, "default", ["kvp_unknown: tube voltage not recorded; 120 kV assumed"]
+
+
+def marrow_fat_fraction(vol: Volume) -> tuple[float, str]:
+    age = (vol.meta or {}).get("age")
+    try:
+        age = float(age) if age is not None else None
+    except (TypeError, ValueError):
+        age = None
+    if age is not None and 0 < age < 120:
+        return physics.marrow_fat_fraction_for_age(age), f"age {age:g} y"
+    return physics.STANDARD_MARROW_FAT_FRACTION, "standard (age unknown)"
+
+
+def _wls(x, y, w) -> tuple[float, float]:
+    x, y, w = (np.asarray(v, dtype=float) for v in (x, y, w))
+    if x.size == 2 or np.ptp(x) == 0:
+        if np.ptp(x) == 0:
+            return 1.0, float(np.average(y - x, weights=w))
+    A = np.stack([x, np.ones_like(x)], axis=1) * np.sqrt(w)[:, None]
+    (s, c), *_ = np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)
+    return float(s), float(c)
+
+
+def robust_fit(points: dict[str, tuple[float, float, float]]) -> dict:
+    """Fit HU_true = slope * measured + intercept over name -> (measured, expected, weight).
+
+    Returns slope, intercept, rms (of the kept points), used names, dropped {name: why}.
+    """
+    names = list(points)
+    if len(names) < 2:
+        raise ValueError("at least two references are needed")
+    x = np.array([points[n][0] for n in names])
+    y = np.array([points[n][1] for n in names])
+    w = np.array([points[n][2] for n in names])
+    keep = np.ones(len(names), bool)
+    dropped: dict[str, str] = {}
+    s, c = _wls(x, y, w)
+    res = y - (s * x + c)
+    if len(names) >= 4:
+        # Leave-one-out: the reference farthest from the line fitted through the others. Air is
+        # never a candidate: it is -1000 HU by definition of the scale, and its leverage would let
+        # the soft tissues' biological spread (e.g. fatty paraspinal muscle) push it out.
+        best = None
+        for i in range(len(names)):
+            if names[i] == "air":
+                continue
+            m = keep.copy()
+            m[i] = False
+            si, ci = _wls(x[m], y[m], w[m])
+            r_out = abs(y[i] - (si * x[i] + ci))
+            r_in = np.sqrt(np.average((y[m] - (si * x[m] + ci)) ** 2, weights=w[m]))
+            if best is None or r_out - r_in > best[0]:
+                best = (r_out - r_in, i, r_out)
+        if best is not None and best[2] > OUTLIER_HU:
+            i = best[1]
+            keep[i] = False
+            dropped[names[i]] = f"outlier: {best[2]:.0f} HU from the fit of the other references"
+            s, c = _wls(x[keep], y[keep], w[keep])
+    res = y - (s * x + c)
+    rms = float(np.sqrt(np.average(res[keep] ** 2, weights=w[keep])))
+    return {
+        "slope": s,
+        "intercept": c,
+        "rms": rms,
+        "used": [n for n, k in zip(names, keep, strict=True) if k],
+        "dropped": dropped,
+        "residuals": {n: float(r) for n, r in zip(names, res, strict=True)},
+    }
+
+
+def detect_contrast(references: dict, kvp: float = DEFAULT_KVP) -> tuple[bool, str]:
+    """Is the aortic blood iodine-enhanced? Calibrates blood with the other references (or takes
+    it as measured when they are missing) and compares it with 150 HU."""
+    blood = references.get("blood") or {}
+    b = blood.get("measured_hu")
+    if b is None:
+        return False, "no aortic ROI: contrast could not be checked"
+    expected = physics.reference_hu(kvp)
+    pts = {
+        n: (references[n]["measured_hu"], expected[n], WEIGHTS[n])
+        for n in ("air", "fat", "muscle")
+        if n in references and references[n].get("measured_hu") is not None
+    }
+    cal_b = float(b)
+    if len(pts) >= 2:
+        x = np.array([p[0] for p in pts.values()])
+        if np.ptp(x) > 50:
+            s, c = _wls(x, [p[1] for p in pts.values()], [p[2] for p in pts.values()])
+            cal_b = s * b + c
+    if cal_b > CONTRAST_ABOVE_HU:
+        return True, (f"contrast: aortic blood reads {cal_b:.0f} HU (unenhanced blood ~{expected['blood']:.0f} HU); "
+                      "iodinated contrast raises trabecular HU, vBMD may be overestimated")
+    return False, f"aortic blood {cal_b:.0f} HU: no contrast enhancement"
+
+
+def _linear_density(cal: Calibration, fat_fraction: float) -> None:
+    cal.hu_at_zero_mg_cm3 = float(physics.trabecular_hu(0.0, fat_fraction, cal.kvp))
+    cal.hu_per_mg_cm3 = float(physics.mineral_hu_per_mg(cal.kvp, fat_fraction))
+
+
+def _phantom(pairs, kvp, source, qc) -> Calibration:
+    try:
+        arr = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise InputError("phantom calibration needs (rod HU, rod density mg/cm3) pairs") from None
+    if arr.shape[0] < 2 or np.ptp(arr[:, 1]) <= 0 or not np.all(np.isfinite(arr)):
+        raise InputError("phantom calibration needs at least two rods of different known density")
+    b1, b0 = np.polyfit(arr[:, 1], arr[:, 0], 1)
+    if b1 <= 0:
+        raise InputError("phantom rods: HU does not increase with density; check the (HU, density) pairs")
+    res = arr[:, 0] - (b0 + b1 * arr[:, 1])
+    rms = float(np.sqrt(np.mean(res**2))) if arr.shape[0] > 2 else 0.0
+    cal = Calibration(method="phantom", slope=1.0, intercept=0.0, residual_hu=rms, kvp=kvp, kvp_source=source,
+                      hu_per_mg_cm3=float(b1), hu_at_zero_mg_cm3=float(b0), qc=list(qc))
+    cal.references = {f"rod_{i + 1}": {"measured_hu": float(h), "expected_mg_cm3": float(d),
+                                       "residual_hu": float(r), "used": True}
+                      for i, ((h, d), r) in enumerate(zip(arr, res, strict=True))}
+    cal.notes = f"phantom: HU = {b0:.1f} + {b1:.3f} * density over {arr.shape[0]} rods"
+    if rms > 10.0:
+        cal.qc.append(f"calib_fit: phantom rods deviate {rms:.0f} HU RMS from a straight line")
+    return cal
+
+
+def _none(kvp, source, qc, fat_fraction, fat_why, why="") -> Calibration:
+    cal = Calibration(method="none", slope=1.0, intercept=0.0, residual_hu=None, kvp=kvp, kvp_source=source,
+                      qc=list(qc))
+    _linear_density(cal, fat_fraction)
+    cal.qc.append("uncalibrated: " + (why or "no scanner calibration") +
+                  f"; standard conversion at {kvp:g} kV, vBMD may be off by the scanner's HU bias")
+    cal.notes = (f"none: HU taken as true; vBMD = (HU - {cal.hu_at_zero_mg_cm3:.1f}) / {cal.hu_per_mg_cm3:.3f} "
+                 f"(physics model at {kvp:g} kV, marrow fat {fat_fraction:.2f}, {fat_why})")
+    return cal
+
+
+def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why) -> tuple[Calibration, bool]:
+    """(calibration, ok): ok is False when the fit cannot be trusted."""
+    refs = measure_references(vol, seg)
+    expected = physics.reference_hu(kvp)
+    flags = list(qc)
+    is_contrast, contrast_msg = detect_contrast(refs, kvp)
+    table = {}
+    points = {}
+    for n in REFERENCE_NAMES:
+        r = dict(refs[n])
+        r["expected_hu"] = float(expected[n])
+        if r["used"]:
+            if n == "blood" and is_contrast:
+                r["used"], r["why"] = False, "left out: contrast-enhanced"
+            else:
+                w = WEIGHTS[n] * (0.5 if "clipped" in r["why"] else 1.0)
+                points[n] = (float(r["measured_hu"]), float(expected[n]), w)
+        table[n] = r
+    if is_contrast:
+        flags.append(contrast_msg)
+    cal = Calibration(method="internal", kvp=kvp, kvp_source=source, qc=flags)
+    ok = True
+    spans_air = "air" in points
+    if len(points) < 2 or (len(points) == 2 and not spans_air):
+        missing = ", ".join(f"{n} ({table[n]['why']})" for n in REFERENCE_NAMES if n not in points)
+        cal.qc.append(f"calib_refs: only {len(points)} usable reference tissue(s); missing {missing}")
+        cal.references = table
+        return cal, False
+    fit = robust_fit(points)
+    cal.slope, cal.intercept, cal.residual_hu = fit["slope"], fit["intercept"], fit["rms"]
+    for n in REFERENCE_NAMES:
+        r = table[n]
+        if n in points:
+            r["calibrated_hu"] = float(fit["slope"] * r["measured_hu"] + fit["intercept"])
+            r["residual_hu"] = fit["residuals"][n]
+            r["used"] = n in fit["used"]
+            r["why"] = "used in the fit" if r["used"] else "left out: " + fit["dropped"][n]
+    cal.references = table
+    _linear_density(cal, fat_fraction)
+    if len(fit["used"]) < 3:
+        cal.qc.append(f"calib_refs: only {len(fit['used'])} references in the fit ({', '.join(fit['used'])})")
+    if not SLOPE_RANGE[0] <= cal.slope <= SLOPE_RANGE[1]:
+        cal.qc.append(f"calib_slope: fitted slope {cal.slope:.3f} is outside {SLOPE_RANGE[0]}-{SLOPE_RANGE[1]}")
+        ok = False
+    if cal.residual_hu > POOR_FIT_RMS_HU:
+        cal.qc.append(f"calib_fit: reference tissues deviate {cal.residual_hu:.0f} HU RMS from the fit")
+        ok = False
+    cal.notes = (
+        f"internal: HU_true = {cal.slope:.4f} * HU + {cal.intercept:.1f} over {', '.join(fit['used'])}"
+        + (f" (left out: {', '.join(fit['dropped'])})" if fit["dropped"] else "")
+        + f"; residual {cal.residual_hu:.1f} HU RMS; expected HU at {kvp:g} kV from physics.reference_hu;"
+        f" marrow fat {fat_fraction:.2f} ({fat_why})"
+    )
+    return cal, ok
+
+
+def calibrate(vol: Volume, seg=None, method: str = "auto", kvp: float | None = None,
+              phantom_pairs=None) -> Calibration:
+    """Calibrate a canonical CT volume (HU). ``seg`` (a SpineSegmentation) locates the spine for the
+    paraspinal muscle and aorta references; without it those are searched more crudely."""
+    method = (method or "auto").lower()
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r} (expected one of {', '.join(METHODS)})")
+    kvp_val, source, qc = resolve_kvp(vol, kvp)
+    ff, ff_why = marrow_fat_fraction(vol)
+    if method == "phantom":
+        if not phantom_pairs:
+            raise InputError("phantom calibration needs rod (HU, density mg/cm3) pairs")
+        return _phantom(phantom_pairs, kvp_val, source, qc)
+    if method == "none":
+        return _none(kvp_val, source, qc, ff, ff_why)
+    cal, ok = _internal(vol, seg, kvp_val, source, qc, ff, ff_why)
+    if ok:
+        return cal
+    # auto (and a failed explicit internal): no correction, but keep what was measured and why.
+    fallback = _none(kvp_val, source, cal.qc, ff, ff_why,
+                     why=f"internal calibration not trusted ({'; '.join(f.split(':')[0] for f in cal.qc[len(qc):])})")
+    fallback.references = cal.references
+    fallback.notes += f" | rejected internal fit: slope {cal.slope:.3f}, intercept {cal.intercept:.1f}"
+    return fallback
+
+
+def hu_to_vbmd(hu_measured, cal: Calibration, marrow_fat_fraction: float | None = None):
+    """Measured trabecular HU (scalar or array) -> vBMD mg/cm3 HA through ``cal``."""
+    h = np.asarray(hu_measured, dtype=float)
+    if cal.method == "phantom":
+        out = (h - cal.hu_at_zero_mg_cm3) / cal.hu_per_mg_cm3
+    else:
+        true = cal.slope * h + cal.intercept
+        if marrow_fat_fraction is not None or cal.hu_per_mg_cm3 is None or cal.hu_at_zero_mg_cm3 is None:
+            ff = physics.STANDARD_MARROW_FAT_FRACTION if marrow_fat_fraction is None else float(marrow_fat_fraction)
+            h0 = physics.trabecular_hu(0.0, ff, cal.kvp)
+            sens = physics.mineral_hu_per_mg(cal.kvp, ff)
+        else:
+            h0, sens = cal.hu_at_zero_mg_cm3, cal.hu_per_mg_cm3
+        out = (true - h0) / sens
+    return float(out) if out.ndim == 0 else out
