@@ -296,3 +296,31 @@ def test_synthetic_truth_is_consistent(out):
         assert lr.roi_mean_hu == pytest.approx(out.volume.array[out.rois == lr.label].mean())
     assert isinstance(out.volume, Volume) and isinstance(out.results, Results)
     assert isinstance(out.results.calibration, Calibration)
+
+
+def test_calibration_fit_table_and_chart(hs, out):
+    vol = mrml.add_volume_node(hs.scene, out.volume, "ct")
+    out.results.calibration.references = {
+        "air": {"measured_hu": -990.0, "expected_hu": -1000.0, "used": True},
+        "fat": {"measured_hu": -90.0, "expected_hu": -100.0, "used": True},
+        "blood": {"measured_hu": 60.0, "expected_hu": 40.0, "used": False},
+    }
+    table, chart = mrml.add_calibration_fit(hs.scene, out.results, vol)
+    rows = {r["Reference"]: r for r in mrml.table_to_rows(table)}
+    cal = out.results.calibration
+    assert rows["fat"]["Fit"] == pytest.approx(cal.slope * -90.0 + cal.intercept)
+    assert rows["blood"]["Used"] == 0 and rows["air"]["Expected HU"] == -1000.0
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    out.results.calibration.references = {}
+    assert mrml.add_calibration_fit(hs.scene, out.results, vol) == (None, None)
+
+
+def test_bone_contrast_separates_cortical_shell_from_trabecular_roi(hs, out):
+    nodes = _scene_with_results(hs, out)
+    c = mrml.bone_contrast(hs.scene, nodes.volume, nodes.vertebrae, nodes.rois, "L1")
+    assert c["trabecular_hu"] == pytest.approx(out.volume.array[out.rois == IDS["L1"]].mean())
+    assert c["cortical_hu"] == pytest.approx(500, abs=10)  # the synthetic shell is 500 +- 20 HU
+    # the ROI centre maps back into the ROI
+    m = np.linalg.inv(mrml.ijk_to_ras(nodes.volume))
+    i, j, k = np.round((m @ np.r_[c["roi_center_ras"], 1.0])[:3]).astype(int)
+    assert out.rois[k, j, i] == IDS["L1"]
