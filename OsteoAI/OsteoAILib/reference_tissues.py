@@ -7,7 +7,7 @@ undo the scanner's own HU scale and offset (``calibration.py``).
 
 Design choices:
 - Work on a sample of axial slices spread over the spine (or the whole scan without a
-  segmentation): the references are large and homogeneous, so ~24 slices give thousands of voxels
+  segmentation): the references are large and homogeneous, so ~16 slices give thousands of voxels
   and keep this stage well under a second on a 512x512x300 scan.
 - Select tissue on a lightly smoothed image, erode the selection, and measure on the raw image with
   the median: thresholds then only decide *where* to measure, never clip the measured distribution.
@@ -28,7 +28,8 @@ from scipy.stats import norm
 from .volume import Volume
 
 REFERENCE_NAMES = ("air", "fat", "muscle", "blood")
-N_SLICES = 24
+N_SLICES = 16
+MAX_VOXELS = 200_000  # per reference: more adds time, not precision
 MIN_VOXELS = 30  # fewer voxels than this and the reference is not trusted
 BODY_THRESHOLD_HU = -500.0  # air vs anything else; safe under any plausible HU scale change
 PADDING_BELOW_HU = -1500.0  # values outside the reconstruction circle (-2048, -3024...)
@@ -62,7 +63,7 @@ def _sample_slices(vol: Volume, seg) -> np.ndarray:
 
 
 def _robust_stats(values: np.ndarray, clip_value: float | None = None) -> tuple[float, float]:
-    """Median and MAD-scaled SD; with ``clip_value``, a normal censored at the clip is assumed."""
+    """Robust location and MAD-scaled SD; with ``clip_value``, a normal censored at the clip is assumed."""
     v = np.asarray(values, dtype=float)
     if clip_value is not None:
         f = float(np.mean(v <= clip_value))
@@ -72,8 +73,15 @@ def _robust_stats(values: np.ndarray, clip_value: float | None = None) -> tuple[
             za, zb = norm.ppf(qa), norm.ppf(qb)
             sd = (xb - xa) / (zb - za)
             return float(xb - zb * sd), float(sd)
+    # Median and MAD locate the bulk; the mean within 3 SD of it is continuous (the median of
+    # integer HU is quantised to 0.5 HU) and still ignores stray voxels of another tissue.
     med = float(np.median(v))
-    return med, float(1.4826 * np.median(np.abs(v - med)))
+    sd = float(1.4826 * np.median(np.abs(v - med)))
+    if sd > 0:
+        core = v[np.abs(v - med) <= 3.0 * sd]
+        if core.size:
+            return float(core.mean()), sd
+    return med, sd
 
 
 class _Spine:
@@ -175,6 +183,11 @@ def _body_mask(sm: np.ndarray, spacing_ji) -> np.ndarray:
         return obj
     sizes = ndi.sum(obj, lab, index=np.arange(1, n + 1))
     body = lab == (int(np.argmax(sizes)) + 1)
+    # A body cut by the image edge leaves its lungs and bowel gas open to the outside; closing
+    # the touched edges lets hole filling count them as inside (never as outside air).
+    for edge in ((0, slice(None)), (-1, slice(None)), (slice(None), 0), (slice(None), -1)):
+        if body[edge].any():
+            body[edge] = True
     return ndi.binary_fill_holes(body)
 
 
@@ -219,16 +232,40 @@ def _blood_in_slice(cal_sm, body, spine, bodies_mask, spacing_ji, prefer_enhance
     return float(jj[best]), float(ii[best]), float(r[best]), float(score[best])
 
 
+def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return x.astype(np.float32)
+    nj, ni = x.shape[0] // f, x.shape[1] // f
+    return x[: nj * f, : ni * f].astype(np.float32).reshape(nj, f, ni, f).mean(axis=(1, 3))
+
+
+def _expand(kji, f: int):
+    """Indices on the f-times coarser in-plane grid -> every full-resolution voxel they cover."""
+    kk, jj, ii = kji
+    if f == 1:
+        return kk, jj, ii
+    dj, di = np.meshgrid(np.arange(f), np.arange(f), indexing="ij")
+    return (np.repeat(kk, f * f), (jj[:, None] * f + dj.ravel()).ravel(), (ii[:, None] * f + di.ravel()).ravel())
+
+
 def reference_voxels(vol: Volume, seg=None) -> dict:
     """Find the reference ROIs. Returns name -> {"kji": (k, j, i) index arrays, "why": str,
     "clip": float | None}; "kji" is None when the tissue was not found."""
     a = vol.array
-    si, sj, _ = vol.spacing
+    si0, sj0, _ = vol.spacing
+    # Masks are built on ~1.5-2 mm pixels (block means: linear, so the HU-scale invariance holds)
+    # and measured on every full-resolution voxel they cover.
+    f = max(1, int(round(1.6 / min(si0, sj0))))
+    si, sj = si0 * f, sj0 * f
     spacing_ji = (sj, si)
     px = min(sj, si)
     ks = _sample_slices(vol, seg)
-    bodies_masks: dict[int, np.ndarray] = {}
-    spine = _Spine(vol, seg, ks, bodies_masks)
+    full_bodies: dict[int, np.ndarray] = {}
+    spine = _Spine(vol, seg, ks, full_bodies)
+    for k, row in list(spine.rows.items()):
+        if row is not None:
+            spine.rows[k] = tuple(x / f for x in row)
+    bodies_masks = {k: _block_mean(b, f) > 0 for k, b in full_bodies.items()}
     vmin = float(a.min())
     # A clipped scanner minimum (e.g. -1024 or -1000 stored for all air below it) holds many voxels.
     clip = vmin if vmin > PADDING_BELOW_HU and np.mean(a[ks] == vmin) > 0.01 else None
@@ -239,11 +276,10 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
     skin_dist: dict[int, np.ndarray] = {}
     out = {n: {"kji": None, "why": "", "clip": None} for n in REFERENCE_NAMES}
     acc = {n: [] for n in REFERENCE_NAMES}
-    size = max(3, int(round(2.0 / px)) | 1)
     for k in ks:
-        s = a[k].astype(np.float32)
+        s = _block_mean(a[k], f)
         raw[k] = s
-        sm[k] = ndi.uniform_filter(s, size=size)
+        sm[k] = ndi.uniform_filter(s, size=3)
         b = _body_mask(sm[k], spacing_ji)
         body[k] = b
         skin_dist[k] = ndi.distance_transform_edt(b, sampling=spacing_ji)
@@ -252,12 +288,16 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
             if found_spine is not None:
                 spine.rows[int(k)], bodies_masks[int(k)] = found_spine
 
-    # --- air: anterior, away from the body, table, objects, image and reconstruction edges
+    # --- air: anterior (the table is posterior), 10 mm from the body and from anything denser than
+    # air (blankets, clothing folds, tubes), and from the image and reconstruction-circle edges.
+    outside = [raw[k][~body[k] & (raw[k] > PADDING_BELOW_HU)] for k in ks if body[k].any()]
+    outside = np.concatenate(outside) if outside else np.zeros(0)
+    air_level = float(np.median(outside)) if outside.size else -1000.0
     for k in ks:
         s, b = raw[k], body[k]
         if not b.any():
             continue
-        objects = sm[k] > BODY_THRESHOLD_HU
+        objects = (sm[k] > min(BODY_THRESHOLD_HU, air_level + 120.0)) | b
         far = ndi.distance_transform_edt(~objects, sampling=spacing_ji) > 10.0
         pad = s < PADDING_BELOW_HU
         if pad.any():
@@ -268,12 +308,7 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         bj = np.nonzero(b.any(axis=1))[0]
         anterior = np.zeros_like(b)
         anterior[: int((bj.min() + bj.max()) / 2), :] = True
-        sel = far & edge & anterior & ~b
-        if sel.sum() > 4000:  # plenty: keep the voxels nearest the body (least beam-edge effects)
-            d = ndi.distance_transform_edt(~b, sampling=spacing_ji)
-            thr = np.sort(d[sel])[4000]
-            sel &= d <= thr
-        jj, ii = np.nonzero(sel)
+        jj, ii = np.nonzero(far & edge & anterior)
         acc["air"].append((np.full(jj.size, k), jj, ii))
 
     # --- fat (pass 1, wide window): subcutaneous ring 2-30 mm under the skin
@@ -293,7 +328,10 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         kk = np.concatenate([p[0] for p in pieces]).astype(np.intp)
         jj = np.concatenate([p[1] for p in pieces]).astype(np.intp)
         ii = np.concatenate([p[2] for p in pieces]).astype(np.intp)
-        return (kk, jj, ii) if kk.size else None
+        if kk.size * f * f > MAX_VOXELS:
+            step = int(np.ceil(kk.size * f * f / MAX_VOXELS))
+            kk, jj, ii = kk[::step], jj[::step], ii[::step]
+        return _expand((kk, jj, ii), f) if kk.size else None
 
     from . import physics
 
@@ -301,7 +339,7 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
     air_kji = gather(acc["air"])
     air_hu = _robust_stats(a[air_kji], clip)[0] if air_kji is not None and air_kji[0].size >= MIN_VOXELS else None
     fat_kji = gather(fat_pass(lambda x: x))
-    fat_hu = float(np.median(a[fat_kji])) if fat_kji is not None and fat_kji[0].size >= MIN_VOXELS else None
+    fat_hu = _robust_stats(a[fat_kji])[0] if fat_kji is not None and fat_kji[0].size >= MIN_VOXELS else None
 
     # Preliminary map onto an approximately calibrated scale (only to place windows).
     if air_hu is not None and fat_hu is not None and fat_hu - air_hu > 300:

@@ -1,0 +1,316 @@
+"""Quality-control flags: short ``"code: clear text"`` strings, per level and per scan.
+
+Every check is a small function returning a list of flags (empty when all is well). ``FLAGS``
+lists every code and whether it takes the level out of the diagnosis (``EXCLUDING``): a vBMD
+that is probably wrong for a known reason (fracture, metal, cut by the field of view, too few
+voxels, impossible value) must not decide the category; the other flags are warnings kept
+beside the number.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .levels import NAMES
+from .volume import Volume
+
+# code -> (excludes the level from the diagnosis, meaning)
+FLAGS: dict[str, tuple[bool, str]] = {
+    "fracture": (True, "vertebral compression fracture (Genant grade 1-3): the body reads falsely dense"),
+    "roi_small": (True, "trabecular ROI below the minimum volume: the mean is unreliable"),
+    "fov_cut": (True, "vertebra partly outside the field of view"),
+    "metal": (True, "metal or streak artifacts near the vertebra"),
+    "implausible": (True, "vBMD outside 0-350 mg/cm3: a measurement or segmentation error"),
+    "no_roi": (True, "no trabecular ROI could be placed"),
+    "contrast": (False, "iodinated contrast in the aorta: trabecular HU and vBMD read high"),
+    "noise": (False, "high image noise (low dose or sharp kernel): wider uncertainty"),
+    "calib_fit": (False, "reference tissues fit the calibration line poorly"),
+    "calib_refs": (False, "too few reference tissues for the internal calibration"),
+    "calib_slope": (False, "implausible calibration slope: the scanner scale or a reference is off"),
+    "uncalibrated": (False, "no scanner calibration: the standard conversion was used"),
+    "kvp_unknown": (False, "tube voltage unknown: 120 kV assumed"),
+}
+EXCLUDING = {c for c, (excl, _) in FLAGS.items() if excl}
+
+METAL_ABOVE_HU = 2500.0  # cortical bone stays below ~2000 HU; metal saturates near 3071
+METAL_MIN_MM3 = 5.0
+STREAK_RATIO = 2.5  # local high-frequency noise this many times the scan's: streaks
+NEIGHBOURHOOD_MM = 20.0
+MIN_ROI_MM3 = 1000.0  # ~1 cm3: a 60% body-height ellipse in the smallest thoracic body is larger
+NOISE_HIGH_HU = 35.0
+VBMD_RANGE = (0.0, 350.0)
+GENANT = ((0.40, 3), (0.25, 2), (0.20, 1))  # height loss -> grade (Genant 1993)
+
+
+def code(flag: str) -> str:
+    return flag.split(":", 1)[0].strip()
+
+
+def excluding_reasons(flags: list[str]) -> list[str]:
+    """The flags that take a level out of the diagnosis."""
+    return [f for f in flags if code(f) in EXCLUDING]
+
+
+def _name(label) -> str:
+    return NAMES.get(int(label), str(label)) if label is not None else "the vertebra"
+
+
+# --- contrast ----------------------------------------------------------------------------------
+
+def contrast_flags(references: dict, kvp: float = 120.0) -> list[str]:
+    from .calibration import detect_contrast
+
+    enhanced, msg = detect_contrast(references, kvp)
+    return [msg] if enhanced else []
+
+
+# --- metal and streaks -------------------------------------------------------------------------
+
+def _highpass_sd(a: np.ndarray, mask: np.ndarray) -> float | None:
+    """SD of the in-plane high-pass image over soft-tissue voxels of ``mask`` (noise + streaks)."""
+    if mask.sum() < 50:
+        return None
+    hp = a - ndi.uniform_filter(a, size=(1, 5, 5))
+    soft = mask & (a > -200) & (a < 200)
+    if soft.sum() < 50:
+        return None
+    return float(np.std(hp[soft]))
+
+
+def metal_flags(vol: Volume, region: np.ndarray, label=None, scan_noise_hu: float | None = None) -> list[str]:
+    """Metal (> 2500 HU clusters) or streaks (local high-pass noise >> the scan's) within 20 mm of
+    ``region`` (a vertebra or ROI mask on ``vol``'s grid)."""
+    if not region.any():
+        return []
+    box = ndi.find_objects(region.astype(np.uint8))[0]
+    pad = [int(np.ceil(NEIGHBOURHOOD_MM / s)) for s in (vol.spacing[2], vol.spacing[1], vol.spacing[0])]
+    sl = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, vol.shape, strict=True))
+    a = vol.array[sl].astype(np.float32)
+    flags = []
+    hot = a > METAL_ABOVE_HU
+    vox_mm3 = vol.voxel_volume_mm3
+    if hot.sum() * vox_mm3 >= METAL_MIN_MM3:
+        lab, n = ndi.label(hot)
+        biggest = ndi.sum(hot, lab, index=np.arange(1, n + 1)).max() * vox_mm3
+        if biggest >= METAL_MIN_MM3:
+            flags.append(f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
+                         f"of {_name(label)}")
+    if scan_noise_hu and not flags:
+        body = ndi.binary_erosion(a > -500, iterations=2)
+        local = _highpass_sd(a, body)
+        if local is not None and local > STREAK_RATIO * scan_noise_hu:
+            flags.append(f"metal: streak artifacts near {_name(label)} (local noise {local:.0f} HU, "
+                         f"{local / scan_noise_hu:.1f}x the scan's)")
+    return flags
+
+
+# --- compression fracture ----------------------------------------------------------------------
+
+def genant_grade(loss: float) -> int:
+    for thr, g in GENANT:
+        if loss > thr - 1e-9:
+            return g
+    return 0
+
+
+def vertebral_heights(body: np.ndarray, spacing) -> dict[str, float] | None:
+    """Anterior, middle and posterior heights (mm) of one vertebral body mask (canonical grid).
+
+    Measured in a 5 mm mid-sagittal slab: columns along k at 5-20%, 40-60% and 80-95% of the
+    body's antero-posterior depth; each height is the median column length.
+    """
+    si, sj, sk = spacing
+    kk, jj, ii = np.nonzero(body)
+    if kk.size < 20:
+        return None
+    i_c = np.median(ii)
+    slab = np.abs(ii - i_c) <= max(1, 2.5 / si)
+    kk, jj, ii = kk[slab], jj[slab], ii[slab]
+    j0, j1 = jj.min(), jj.max()
+    depth = j1 - j0 + 1
+    cols: dict[tuple[int, int], int] = {}
+    for j, i in zip(jj, ii, strict=True):
+        cols[(j, i)] = cols.get((j, i), 0) + 1
+    out = {}
+    for name, (a, b) in {"anterior": (0.05, 0.2), "middle": (0.4, 0.6), "posterior": (0.8, 0.95)}.items():
+        lo, hi = j0 + a * depth, j0 + b * depth
+        h = [c for (j, _i), c in cols.items() if lo <= j <= hi]
+        if not h:
+            return None
+        out[name] = float(np.median(h) * sk)
+    return out
+
+
+def fracture_grade(heights: dict[str, float], neighbours: list[dict] | None = None) -> tuple[int, float, str]:
+    """(Genant grade, height loss 0-1, which comparison) from the three heights of one body,
+    compared with its own largest height (wedge, biconcave) and with its neighbours' (crush)."""
+    h = [heights[k] for k in ("anterior", "middle", "posterior") if heights.get(k)]
+    if len(h) < 2:
+        return 0, 0.0, ""
+    loss_own = 1.0 - min(h) / max(h)
+    loss, how = loss_own, "own"
+    nb = [max(v for v in n.values() if v) for n in (neighbours or []) if n and any(n.values())]
+    if nb:
+        loss_nb = 1.0 - min(h) / float(np.mean(nb))
+        if loss_nb > loss:
+            loss, how = loss_nb, "neighbours"
+    return genant_grade(loss), float(loss), how
+
+
+def fracture_flags(heights: dict[str, float] | None, label=None, neighbours=None) -> list[str]:
+    if not heights:
+        return []
+    g, loss, how = fracture_grade(heights, neighbours)
+    if g == 0:
+        return []
+    ref = "its own largest height" if how == "own" else "the neighbouring vertebrae"
+    hs = ", ".join(f"{k[0].upper()} {v:.1f}" for k, v in heights.items())
+    return [f"fracture: {_name(label)} Genant grade {g} ({loss:.0%} height loss against {ref}; heights mm {hs})"]
+
+
+# --- ROI, field of view, noise, calibration, vBMD ----------------------------------------------
+
+def roi_small_flags(roi_volume_mm3: float, label=None, min_mm3: float = MIN_ROI_MM3) -> list[str]:
+    if roi_volume_mm3 >= min_mm3:
+        return []
+    return [f"roi_small: {_name(label)} trabecular ROI {roi_volume_mm3:.0f} mm3 is below {min_mm3:.0f} mm3"]
+
+
+def fov_flags(mask: np.ndarray, label=None) -> list[str]:
+    """The vertebra touches the edge of the scanned volume (top/bottom slice or in-plane border)."""
+    if not mask.any():
+        return []
+    sides = []
+    names = (("bottom", "top"), ("front", "back"), ("right", "left"))
+    for ax in range(3):
+        proj = mask.any(axis=tuple(a for a in range(3) if a != ax))
+        if proj[0]:
+            sides.append(names[ax][0])
+        if proj[-1]:
+            sides.append(names[ax][1])
+    if not sides:
+        return []
+    return [f"fov_cut: {_name(label)} touches the {'/'.join(sides)} edge of the scan"]
+
+
+def estimate_noise_sigma(vol: Volume, refs: dict | None = None) -> float | None:
+    """Image noise (HU): the smallest robust SD among fat, muscle and (unclipped) air references.
+
+    Tissue texture only adds to a reference's spread, so the smallest is closest to pure noise;
+    the SDs are robust (MAD) estimates over thousands of voxels. ``refs`` is the output of
+    ``reference_tissues.measure_references`` (or a calibration's ``references``); measured when None.
+    """
+    if refs is None:
+        from .reference_tissues import measure_references
+
+        refs = measure_references(vol, None)
+    sds = []
+    for n in ("fat", "muscle", "air"):
+        r = refs.get(n) or {}
+        sd, nvox = r.get("sd_hu"), r.get("n_voxels", 0) or 0
+        if sd is None or nvox < 30 or (n == "air" and "clipped" in str(r.get("why", ""))):
+            continue
+        sds.append(float(sd))
+    return min(sds) if sds else None
+
+
+def noise_flags(sigma_hu: float | None, threshold: float = NOISE_HIGH_HU) -> list[str]:
+    if sigma_hu is None or sigma_hu <= threshold:
+        return []
+    return [f"noise: image noise {sigma_hu:.0f} HU exceeds {threshold:.0f} HU (low dose or sharp kernel); "
+            "vBMD is less precise"]
+
+
+def calibration_flags(cal) -> list[str]:
+    """The calibration's own flags that concern fit quality (the calibration writes them)."""
+    keep = {"calib_fit", "calib_refs", "calib_slope", "uncalibrated"}
+    return [f for f in (cal.qc or []) if code(f) in keep]
+
+
+def implausible_flags(vbmd_mg_cm3: float | None, label=None) -> list[str]:
+    if vbmd_mg_cm3 is None:
+        return []
+    lo, hi = VBMD_RANGE
+    if lo <= vbmd_mg_cm3 <= hi:
+        return []
+    return [f"implausible: {_name(label)} vBMD {vbmd_mg_cm3:.0f} mg/cm3 is outside {lo:.0f}-{hi:.0f}"]
+
+
+# --- pipeline hooks ----------------------------------------------------------------------------
+
+_BOX_CACHE: dict[int, tuple[np.ndarray, list]] = {}  # id -> (array kept alive, boxes)
+
+
+def _boxes(arr: np.ndarray) -> list:
+    """Bounding boxes of every label, computed once per labelmap (level_flags runs per level)."""
+    hit = _BOX_CACHE.get(id(arr))
+    if hit is None or hit[0] is not arr:
+        if len(_BOX_CACHE) >= 4:
+            _BOX_CACHE.clear()
+        hit = (arr, ndi.find_objects(np.asarray(arr).astype(np.int32)))
+        _BOX_CACHE[id(arr)] = hit
+    return hit[1]
+
+
+def _label_mask(arr: np.ndarray, lab: int):
+    boxes = _boxes(arr)
+    if lab < 1 or lab > len(boxes) or boxes[lab - 1] is None:
+        return None, None
+    sl = boxes[lab - 1]
+    return sl, arr[sl] == lab
+
+
+def _heights_of(seg, rois, lab, spacing):
+    info = getattr(rois, "info", {}).get(lab) if rois is not None else None
+    h = getattr(info, "heights_mm", None) if info is not None else None
+    if h and all(k in h for k in ("anterior", "middle", "posterior")):
+        return {k: float(h[k]) for k in ("anterior", "middle", "posterior")}
+    bodies = getattr(seg, "bodies", None)
+    if bodies is None:
+        return None
+    sl, m = _label_mask(bodies, lab)
+    return None if m is None else vertebral_heights(m, spacing)
+
+
+def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
+    """Per-level checks before vBMD: fracture, metal/streaks, ROI size, field of view."""
+    flags: list[str] = []
+    levels = list(getattr(seg, "levels", []) or [])
+    heights = _heights_of(seg, rois, lab, vol.spacing)
+    if heights:
+        nbs = []
+        if lab in levels:
+            idx = levels.index(lab)
+            for j in (idx - 1, idx + 1):
+                if 0 <= j < len(levels):
+                    nbs.append(_heights_of(seg, rois, levels[j], vol.spacing))
+        flags += fracture_flags(heights, lab, [n for n in nbs if n])
+    sl, m = _label_mask(seg.vertebrae, lab)
+    if m is not None:
+        full = np.zeros(vol.shape, bool)
+        full[sl] = m
+        noise = None
+        if cal is not None and cal.references:
+            noise = estimate_noise_sigma(vol, cal.references)
+        flags += metal_flags(vol, full, lab, noise)
+        if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
+            flags += fov_flags(full, lab)
+    info = getattr(rois, "info", {}).get(lab) if rois is not None else None
+    already = {code(f) for f in (getattr(info, "qc", None) or [])}
+    if "roi_small" not in already and "no_roi" not in already and rois is not None:
+        lm = getattr(rois, "labelmap", None)
+        if lm is not None:
+            sl_r, mr = _label_mask(lm, lab)
+            vol_mm3 = 0.0 if mr is None else float(mr.sum()) * vol.voxel_volume_mm3
+            if vol_mm3 > 0:
+                flags += roi_small_flags(vol_mm3, lab)
+    return flags
+
+
+def scan_flags(vol: Volume, seg, cal) -> list[str]:
+    """Per-scan checks: image noise (the calibration already flags contrast and fit quality)."""
+    refs = cal.references if cal is not None and cal.references else None
+    if refs is not None and not any((r or {}).get("sd_hu") for r in refs.values()):
+        refs = None
+    return noise_flags(estimate_noise_sigma(vol, refs))
