@@ -37,8 +37,8 @@ TERMINOLOGY_FILE = "SegmentationCategoryTypeModifier-OsteoAI.term.json"
 TEACHING_HTML = """
 <h3>What OsteoAI measures</h3>
 <p><b>Cortical bone</b> is the thin dense shell of the vertebra (several hundred HU up to 1000+ HU).
-<b>Trabecular (cancellous) bone</b> is the sponge inside the vertebral body; it turns over about
-eight times faster than cortical bone, so osteoporosis shows there first. OsteoAI measures only a
+<b>Trabecular (cancellous) bone</b> is the sponge inside the vertebral body; it turns over several
+times faster than cortical bone, so bone loss shows there first. OsteoAI measures only a
 trabecular ROI in the middle of the body, away from the shell, the endplates and the basivertebral
 vein. <i>Cortical vs trabecular</i> shows both on this case in a bone window.</p>
 <p><b>Calibration.</b> A CT number (HU) depends on the scanner and the tube voltage. Without a
