@@ -96,6 +96,8 @@ MATERIALS: dict[str, tuple[float, dict[str, float]]] = {
     "csf": (1.007, {"H": 0.111, "O": 0.880, "Na": 0.005, "Cl": 0.004}),  # Woodard & White 1986
     "spinal_cord": (1.04, {"H": 0.107, "C": 0.145, "N": 0.022, "O": 0.712, "Na": 0.002, "P": 0.004,
                            "S": 0.002, "Cl": 0.003, "K": 0.003}),  # ICRU-44 brain
+    "liver": (1.06, {"H": 0.102, "C": 0.139, "N": 0.030, "O": 0.716, "Na": 0.002, "P": 0.003, "S": 0.003,
+                     "Cl": 0.002, "K": 0.003}),  # solid abdominal organs
     "hydroxyapatite": (HA_DENSITY_G_CM3, _HA),
 }
 

@@ -12,9 +12,8 @@ def _strictly(values, direction: str) -> bool:
     return bool(np.all(d > 0) if direction == "up" else np.all(d < 0))
 
 
-# Published CT numbers at 120 kVp (typical adult body CT; e.g. Lamba et al. AJR 2014, Hounsfield
-# scale reviews): water 0, subcutaneous fat about -100, skeletal muscle about +50, unenhanced
-# blood about +40.
+# Typical CT numbers at 120 kVp quoted in radiology texts and in issue 2: water 0, subcutaneous fat
+# about -100, skeletal muscle about +50, unenhanced blood about +40.
 PUBLISHED_120 = {"water": 0.0, "adipose": -100.0, "muscle": 50.0, "blood": 40.0}
 
 
