@@ -20,38 +20,37 @@ from .features import FEATURE_NAMES, volume_level_features
 RANGES = {
     "kvp": [80, 90, 100, 110, 120, 130, 140],
     "dose": ["standard", "low", "ultralow"],
-    "age_years": (30.0, 90.0),
-    "marrow_fat_jitter_sd": 0.06,  # biological spread of marrow fat around its age mean
+    "age_years": (30.0, 90.0),  # marrow fat: the phantom's age mean + its own seeded jitter
     "hu_scale": (0.9, 1.1),
     "hu_offset": (-30.0, 30.0),
-    "beam_hardening": (0.0, 1.0),
+    "beam_hardening": (0.0, 0.5),  # cupping up to 20 HU at the body centre
     "contrast_probability": 0.3,
-    "vbmd_mg_cm3": (30.0, 250.0),
-    "age_known_probability": 0.5,
+    "vbmd_mg_cm3": (30.0, 250.0),  # the phantom's mean level; levels spread around it
+    "age_known_probability": 0.8,  # else the age is removed from the scan's tags
 }
 SMALL_GRID = {"matrix": 192, "spacing": (1.5, 1.5, 2.0), "levels": "T11-L2"}
-CACHE_VERSION = 1
+LEVELS = ("T11", "T12", "L1", "L2")
+CACHE_VERSION = 2
 
 
 def sample_params(seed: int) -> dict:
     """PhantomParams keyword arguments for phantom ``seed`` (deterministic in the seed)."""
-    from ..physics import marrow_fat_fraction_for_age
-
     rng = np.random.default_rng([CACHE_VERSION, int(seed)])
-    age = float(rng.uniform(*RANGES["age_years"]))
-    fat = marrow_fat_fraction_for_age(age) + rng.normal(0.0, RANGES["marrow_fat_jitter_sd"])
     lo, hi = RANGES["vbmd_mg_cm3"]
+    base = float(rng.uniform(lo, hi))
+    # thoracic a little denser than lumbar, plus a level-to-level scatter, as in real spines
+    bmd = {name: round(float(np.clip(base + 1.5 * (2 - i) + rng.normal(0.0, 4.0), 5.0, 300.0)), 2)
+           for i, name in enumerate(LEVELS)}
     return {
         "seed": int(seed),
         "kvp": float(rng.choice(RANGES["kvp"])),
         "dose": str(rng.choice(RANGES["dose"])),
-        "age": round(age, 1),
-        "marrow_fat_fraction": float(np.clip(fat, 0.05, 0.9)),
-        "hu_scale": float(rng.uniform(*RANGES["hu_scale"])),
-        "hu_offset": float(rng.uniform(*RANGES["hu_offset"])),
-        "beam_hardening": float(rng.uniform(*RANGES["beam_hardening"])),
+        "age": round(float(rng.uniform(*RANGES["age_years"])), 1),
+        "hu_scale": round(float(rng.uniform(*RANGES["hu_scale"])), 4),
+        "hu_offset": round(float(rng.uniform(*RANGES["hu_offset"])), 2),
+        "beam_hardening": round(float(rng.uniform(*RANGES["beam_hardening"])), 3),
         "contrast": bool(rng.random() < RANGES["contrast_probability"]),
-        "bmd": float(rng.uniform(lo, hi)),
+        "bmd": bmd,
         "_age_known": bool(rng.random() < RANGES["age_known_probability"]),
         **SMALL_GRID,
     }
@@ -76,16 +75,65 @@ def truth_segmentation(ph):
     )
 
 
+class _Rois:
+    def __init__(self, labelmap):
+        self.labelmap = labelmap
+        self.info = {}
+
+
+def truth_core_rois(ph, margin_mm: float = 2.5) -> _Rois:
+    """Trabecular core of each phantom body (>= margin_mm from cortex and vein): ROIs without roi.py."""
+    from scipy import ndimage
+
+    from ..phantom import TISSUES
+
+    out = np.zeros(ph.bodies.shape, np.int16)
+    sp = ph.volume.spacing
+    trab = ph.tissues == TISSUES["trabecular"]
+    for lab, box in enumerate(ndimage.find_objects(ph.bodies.astype(np.int32)), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        m = (ph.bodies[box] == lab) & trab[box]
+        d = ndimage.distance_transform_edt(m, sampling=(sp[2], sp[1], sp[0]))
+        out[box][d > margin_mm] = lab
+    return _Rois(out)
+
+
 def measure(vol, masks: str = "pipeline", ph=None, kvp: float | None = None):
-    """(rois, calibration, seg) of a canonical volume through the real stages."""
-    from OsteoAISegmentLib.api import segment_spine
+    """(rois, calibration, seg) of a canonical volume through the real stages.
 
-    from .. import calibration, roi
+    ``masks="truth"``: the phantom's own vertebra masks replace the segmenter; the ROIs are placed
+    by roi.py on them (or, where roi.py is not installed, are the phantom's trabecular cores).
+    """
+    from .. import calibration
 
-    seg = truth_segmentation(ph) if masks == "truth" else segment_spine(vol, method="classical")
-    rois = roi.place_rois(vol, seg)
+    if masks == "truth":
+        seg = truth_segmentation(ph)
+    else:
+        from OsteoAISegmentLib.api import segment_spine
+
+        seg = segment_spine(vol, method="classical")
+    try:
+        from .. import roi
+    except ImportError:
+        if masks != "truth":
+            raise
+        rois = truth_core_rois(ph)
+    else:
+        rois = roi.place_rois(vol, seg)
     cal = calibration.calibrate(vol, seg, method="internal", kvp=kvp)
     return rois, cal, seg
+
+
+def scan_volume(ph, params: dict):
+    """The phantom's volume as the pipeline would get it: without the age tag when 'unknown'."""
+    from dataclasses import replace
+
+    vol = ph.volume
+    if not params.get("_age_known", True):
+        vol = replace(vol, meta={k: v for k, v in vol.meta.items() if k != "age"})
+    return vol
 
 
 def truth_by_label(ph) -> dict[int, dict]:
@@ -99,14 +147,14 @@ def phantom_rows(params: dict, masks: str = "pipeline") -> list[dict]:
     from ..phantom import make_phantom
 
     ph = make_phantom(_phantom_params(params))
-    rois, cal, _ = measure(ph.volume, masks, ph, kvp=params["kvp"])
+    vol = scan_volume(ph, params)
+    rois, cal, _ = measure(vol, masks, ph, kvp=params["kvp"])
     truth = truth_by_label(ph)
-    age = params["age"] if params.get("_age_known", True) else None
-    feats = volume_level_features(ph.volume, rois.labelmap, sorted(truth), cal, age=age)
+    feats = volume_level_features(vol, rois.labelmap, sorted(truth), cal, age=vol.meta.get("age"))
     rows = []
     for lab, f in feats.items():
         t = truth[lab]
-        if t.get("fracture"):
+        if t.get("fracture") or t.get("partial"):
             continue  # a fractured body reads falsely dense by design; the QC flag handles it
         rows.append({
             "label": lab, "features": f, "vbmd": float(t["vbmd_mg_cm3"]),
@@ -140,7 +188,7 @@ def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", lo
                 rows = phantom_rows(params, masks)
             except Exception as e:  # noqa: BLE001 - one bad phantom must not stop a long run
                 log(f"  phantom {s}: skipped ({type(e).__name__}: {e})")
-                rows = []
+                continue  # not cached: a fixed stage gets another chance on the next run
             for r in rows:
                 r["features"] = [float(v) for v in r["features"]]
             if f is not None:

@@ -148,7 +148,10 @@ def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | No
         vals = np.asarray(values)
         if vals.size < 2:
             return None
-        f = level_features(LevelInput(vals, level_cal, canonical.spacing, noise, age))
+        try:
+            f = level_features(LevelInput(vals, level_cal, canonical.spacing, noise, age))
+        except ValueError:  # e.g. a kVp the physics tables do not cover
+            return None
         if model.in_domain(f) is not None:
             return None
         v, lo, hi = model.predict(f)
