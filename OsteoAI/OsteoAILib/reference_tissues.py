@@ -29,6 +29,7 @@ from .volume import Volume
 
 REFERENCE_NAMES = ("air", "fat", "muscle", "blood")
 N_SLICES = 16
+MAX_CLIPPED = 0.75  # air clipped beyond this fraction is unusable (its level is below the clip)
 MAX_VOXELS = 200_000  # per reference: more adds time, not precision
 MIN_VOXELS = 30  # fewer voxels than this and the reference is not trusted
 BODY_THRESHOLD_HU = -500.0  # air vs anything else; safe under any plausible HU scale change
@@ -67,7 +68,7 @@ def _robust_stats(values: np.ndarray, clip_value: float | None = None) -> tuple[
     v = np.asarray(values, dtype=float)
     if clip_value is not None:
         f = float(np.mean(v <= clip_value))
-        if 0.25 < f < 0.9:
+        if 0.25 < f <= MAX_CLIPPED:
             qa, qb = f + (1 - f) * 0.25, f + (1 - f) * 0.75
             xa, xb = np.quantile(v, [qa, qb])
             za, zb = norm.ppf(qa), norm.ppf(qb)
@@ -337,7 +338,11 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
 
     expected = physics.reference_hu(120.0)
     air_kji = gather(acc["air"])
-    air_hu = _robust_stats(a[air_kji], clip)[0] if air_kji is not None and air_kji[0].size >= MIN_VOXELS else None
+    air_clipped = False
+    if air_kji is not None and clip is not None:
+        air_clipped = float(np.mean(a[air_kji] <= clip)) > MAX_CLIPPED
+    usable = air_kji is not None and air_kji[0].size >= MIN_VOXELS and not air_clipped
+    air_hu = _robust_stats(a[air_kji], clip)[0] if usable else None
     fat_kji = gather(fat_pass(lambda x: x))
     fat_hu = _robust_stats(a[fat_kji])[0] if fat_kji is not None and fat_kji[0].size >= MIN_VOXELS else None
 
@@ -423,6 +428,10 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         if has_seg
         else "not searched: the aorta is located from the spine segmentation, none was given",
     }
+    if air_clipped:
+        found["air"] = None
+        why_missing["air"] = (f"outside air is clipped at {clip:.0f} HU by the scanner or converter: "
+                              "its true level is unknown")
     for n in REFERENCE_NAMES:
         kji = found[n]
         if kji is None or kji[0].size < MIN_VOXELS:
