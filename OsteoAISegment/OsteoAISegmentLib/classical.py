@@ -1,0 +1,212 @@
+"""Classical (no training data) vertebra segmentation and labelling.
+
+bone threshold on a ~2 mm grid -> spinal canal tracked slice by slice -> body centreline just
+anterior to it -> discs at the regularly spaced dark bands of the density profile along the
+body centreline (tilted planes) -> whole vertebrae = bone in an envelope around the canal, split
+by the disc planes -> body = the part anterior to the canal's anterior wall -> labels from the
+ribs (labelling.py) -> masks back on the input grid, refined against the full-resolution bone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from OsteoAILib import levels as lv
+from OsteoAILib.errors import CancelledError, InputError
+from OsteoAILib.volume import Volume
+from scipy import ndimage as ndi
+
+from . import canal, discs, labelling, workgrid
+from .api import SpineSegmentation
+
+VERSION = "0.1.0"
+WS = 2.0  # work grid spacing, mm
+
+
+def _step(progress, cancel, frac, msg):
+    if cancel is not None and cancel():
+        raise CancelledError("segmentation cancelled")
+    if progress is not None:
+        progress(frac, msg)
+
+
+def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None = None,
+                      cancel: Callable[[], bool] | None = None) -> SpineSegmentation:
+    arr = vol.array
+    if arr.ndim != 3 or min(arr.shape) < 2:
+        raise InputError("no spine found: the volume is not 3D")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        arr = np.nan_to_num(arr, nan=-1000.0, posinf=-1000.0, neginf=-1000.0)
+    _step(progress, cancel, 0.0, "resampling")
+    work, grid = workgrid.make_work(arr, vol.spacing, WS)
+    if float(work.max()) - float(work.min()) < 200:
+        raise InputError("no spine found: the volume has no bone contrast")
+
+    _step(progress, cancel, 0.1, "finding the spinal canal")
+    rows = canal.canal_candidates(work, WS)
+    if len(rows):
+        filled = canal._fill_holes_2d(ndi.binary_closing(work > 150, structure=canal._PLANE, iterations=2))
+        rows = rows[canal._anterior_bone_score(rows, filled, WS) > 0.3]
+    chain = rows[canal.track_canal(rows, WS)] if len(rows) else rows
+    if len(chain) < max(3, int(12 / WS)) or (chain[:, 0].max() - chain[:, 0].min()) * WS < 15:
+        raise InputError("no spine found: no spinal canal enclosed by bone was detected")
+    canal_ji, k0, k1 = canal.centerline(chain, work.shape[0], 4.0, WS)
+
+    _step(progress, cancel, 0.3, "finding the discs")
+    bc = discs.body_centerline(work, canal_ji, k0, WS)
+    if bc["valid"].sum() < 3:
+        raise InputError("no spine found: no vertebral bodies anterior to the canal")
+    ks = np.arange(k0, k1 + 1).astype(float)
+    pts = np.stack([ks, bc["body_j"], bc["body_i"]], 1)
+    disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 14.0, bc["depth_mm"])
+    tang, _u, _v = discs._frames(pts)
+    rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
+    planes = [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx]
+
+    _step(progress, cancel, 0.45, "splitting vertebrae")
+    lab_w, body_w, seg_info = _split(work, canal_ji, k0, k1, bc, planes)
+    n_seg = len(seg_info)
+    if n_seg == 0:
+        raise InputError("no spine found: no vertebra could be separated")
+
+    _step(progress, cancel, 0.6, "labelling from the ribs")
+    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc)
+    mapping = lab_res["mapping"]  # segment index -> VerSe id (0 = drop)
+
+    _step(progress, cancel, 0.75, "refining masks at full resolution")
+    vert_full = _to_full(lab_w, grid, arr, mapping)
+    body_full = _to_full(body_w, grid, arr, mapping)
+    body_full[vert_full == 0] = 0
+    vert_full[(body_full > 0) & (vert_full == 0)] = body_full[(body_full > 0) & (vert_full == 0)]
+
+    present = [int(x) for x in np.unique(vert_full) if x]
+    qc = list(lab_res["qc"])
+    partial = _partial_levels(vert_full)
+    for lab in partial:
+        qc.append(f"fov_cut: {lv.name(lab)} is cut by the edge of the scan")
+    canal_full = grid.work_to_full_kji(np.column_stack([ks, canal_ji]))
+    info = {
+        "rib_pairs": lab_res["rib_pairs"],
+        "ribs": lab_res["ribs"],
+        "partial_levels": partial,
+        "canal_centerline_kji": canal_full.round(2).tolist(),
+        "discs_kji": [grid.work_to_full_kji(p).round(2).tolist() for p, _n in planes],
+        "label_anchor": lab_res["anchor"],
+        "pitch_mm": float(np.median(pitch) * WS),
+        "work_spacing_mm": WS,
+    }
+    _step(progress, cancel, 1.0, "segmentation done")
+    return SpineSegmentation(vertebrae=vert_full.astype(np.int16), bodies=body_full.astype(np.int16),
+                             levels=_cranial_first(present), qc=qc, info=info,
+                             segmenter=f"classical@{VERSION}")
+
+
+def _cranial_first(ids: list[int]) -> list[int]:
+    return sorted(ids, key=lambda x: lv.ORDER.index(x) if x in lv.ORDER else 99)
+
+
+def _split(work, canal_ji, k0, k1, bc, planes):
+    """Work-grid labelmaps (segment index from 1, caudal -> cranial) of whole vertebrae and bodies."""
+    nk, nj, ni = work.shape
+    kk = np.arange(nk)
+    # per-slice envelope geometry (extrapolated flat beyond the canal range)
+    r = np.clip(kk - k0, 0, k1 - k0)
+    cj, ci = canal_ji[r, 0], canal_ji[r, 1]
+    pw, aw, bi = bc["post_wall_j"][r], bc["ant_wall_j"][r], bc["body_i"][r]
+    depth = np.maximum(pw - aw, 8 / WS)
+    inside_k = (kk >= k0 - int(20 / WS)) & (kk <= k1 + int(20 / WS))
+    J = np.arange(nj)[None, :, None]
+    Ii = np.arange(ni)[None, None, :]
+    lat = np.abs(Ii - ci[:, None, None]) * WS
+    env = (J >= (aw - 4 / WS)[:, None, None]) & (J <= (cj + 50 / WS)[:, None, None])
+    env = env & (lat <= 42) & inside_k[:, None, None]
+    bony = ndi.gaussian_filter(work, 0.6) > 120
+    bony = canal._fill_holes_2d(ndi.binary_closing(bony, structure=canal._PLANE, iterations=1)) & env
+    bony &= ~((work < 150) & _canal_tube(work.shape, canal_ji, k0, k1))
+    lab, n = ndi.label(bony)
+    if n == 0:
+        return np.zeros(work.shape, np.int16), np.zeros(work.shape, np.int16), []
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    keep = sizes >= max(50, 0.05 * sizes.max())
+    bony = keep[lab]
+    # segment index by the disc planes
+    seg = np.zeros(work.shape, np.int16)
+    pos = np.nonzero(bony)
+    P = np.stack(pos, 1).astype(np.float32)
+    idx = np.ones(len(P), np.int16)
+    for p, nrm in planes:
+        idx += ((P - p) @ nrm > 0).astype(np.int16)
+    seg[pos] = idx
+    # body: anterior to the canal's anterior wall, within a body-wide band
+    body_zone = (J <= pw[:, None, None] + 0.5) & (J >= 0) & (np.abs(Ii - bi[:, None, None]) <= (0.85 * depth)[:, None, None])
+    body = np.where(body_zone, seg, 0).astype(np.int16)
+    # drop disc voxels (thin slab around each plane) from the bodies
+    if planes:
+        for p, nrm in planes:
+            d = np.abs((P - p) @ nrm) * WS
+            near = d < 1.5
+            body[tuple(c[near] for c in pos)] = 0
+    body = _largest_per_label(body)
+    info = []
+    for s in range(1, len(planes) + 2):
+        m = body == s
+        if m.sum() * WS**3 < 1500:  # < 1.5 cm3: a sliver above/below the last disc
+            seg[seg == s] = 0
+            body[m] = 0
+            continue
+        c = np.argwhere(m).mean(0)
+        info.append({"index": s, "center": c, "body_voxels": int(m.sum())})
+    return seg, body, info
+
+
+def _canal_tube(shape, canal_ji, k0, k1) -> np.ndarray:
+    nk, nj, ni = shape
+    out = np.zeros(shape, bool)
+    rr = int(6 / WS)
+    for r in range(len(canal_ji)):
+        k = k0 + r
+        j, i = int(round(canal_ji[r, 0])), int(round(canal_ji[r, 1]))
+        out[k, max(0, j - rr) : j + rr + 1, max(0, i - rr) : i + rr + 1] = True
+    return out
+
+
+def _largest_per_label(lab: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(lab)
+    for s in np.unique(lab):
+        if s == 0:
+            continue
+        m = lab == s
+        cc, n = ndi.label(m)
+        if n > 1:
+            sizes = np.bincount(cc.ravel())
+            sizes[0] = 0
+            m = cc == np.argmax(sizes)
+        out[m] = s
+    return out
+
+
+def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict) -> np.ndarray:
+    """Work labels -> full grid: smooth union boundary (linear), labels by nearest, bone-refined."""
+    lut = np.zeros(int(lab_w.max()) + 1, np.int16)
+    for s, v in mapping.items():
+        if s < len(lut):
+            lut[s] = v
+    lab_w = lut[lab_w]
+    soft = ndi.gaussian_filter((lab_w > 0).astype(np.float32), 0.5)
+    union = workgrid.to_full(soft, grid, 0.0, linear=True) > 0.45
+    nearest = workgrid.to_full(ndi.grey_dilation(lab_w, size=3) if lab_w.any() else lab_w, grid, 0, linear=False)
+    out = np.where(union, nearest, 0).astype(np.int16)
+    # refine against the full-resolution image: drop soft tissue (< 0 HU) caught at the boundary
+    out[arr < 0] = 0
+    return out
+
+
+def _partial_levels(lab: np.ndarray) -> list[int]:
+    border = set()
+    for ax in range(3):
+        for sl in (0, -1):
+            face = np.take(lab, sl, axis=ax)
+            border.update(int(x) for x in np.unique(face) if x)
+    return sorted(border, key=lambda x: lv.ORDER.index(x) if x in lv.ORDER else 99)
