@@ -426,8 +426,10 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
                     if other is not None:
                         if ref == "OsteoAI.plot":
                             bands = other.GetNodeReference("OsteoAI.bands")
-                            for i in range(other.GetNumberOfPlotSeriesNodes()):
-                                scene.RemoveNode(other.GetNthPlotSeriesNode(i))
+                            # collect first: removing a series shrinks the chart's list
+                            series = [other.GetNthPlotSeriesNode(i) for i in range(other.GetNumberOfPlotSeriesNodes())]
+                            for s in series:
+                                scene.RemoveNode(s)
                             if bands is not None:
                                 scene.RemoveNode(bands)
                         scene.RemoveNode(other)

@@ -437,8 +437,12 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
         volumeNode = parameterNode.inputVolume
         labels = np.load(os.path.join(workDir, "labels.npz"))
         info = json.load(open(os.path.join(workDir, "segmentation.json")))
-        if parameterNode.outputSegmentation:
-            slicer.mrmlScene.RemoveNode(parameterNode.outputSegmentation)
+        old = parameterNode.outputSegmentation
+        if old:  # a second Apply replaces the previous result, bodies included
+            bodies = old.GetNodeReference(coremrml.ATTR + "bodies")
+            if bodies is not None:
+                slicer.mrmlScene.RemoveNode(bodies)
+            slicer.mrmlScene.RemoveNode(old)
         scene = slicer.mrmlScene
         vert = coremrml.add_vertebrae_segmentation(scene, labels["vertebrae"], volumeNode, surface=parameterNode.show3D)
         vert.SetAttribute(coremrml.ATTR + "segmenter", info.get("segmenter", ""))

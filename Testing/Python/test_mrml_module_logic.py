@@ -1,0 +1,199 @@
+"""The Slicer modules' logic against real MRML (slicer-core), with only Slicer's GUI-side Python
+(ScriptedLoadableModule, parameterNodeWrapper, slicer.app) replaced by small stand-ins.
+
+Checks what the module code does with the scene: the command line it builds is one the real CLI
+accepts, results load from an ``osteoai run`` output folder, Recompute updates the table, and a
+second Apply leaves no stale nodes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from OsteoAILib import mrml  # noqa: E402
+from test_mrml_synthetic import synthetic_output  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _Choice:
+    def __init__(self, *a, **k):
+        pass
+
+
+def _parameter_node_wrapper(cls):
+    """Stand-in for slicer.parameterNodeWrapper: same storage encoding as the real serializers."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+
+    def base(t):
+        return t.__origin__ if typing.get_origin(t) is typing.Annotated else t
+
+    fields = {k: base(v) for k, v in hints.items()}
+
+    class Wrapped:
+        def __init__(self, node):
+            object.__setattr__(self, "parameterNode", node)
+            for name, typ in fields.items():
+                if not _is_node(typ) and not node.HasParameter(name):
+                    setattr(self, name, getattr(cls, name, typ()))
+
+        def __getattr__(self, name):
+            typ = fields[name]
+            node = object.__getattribute__(self, "parameterNode")
+            if _is_node(typ):
+                return node.GetNodeReference(name)
+            text = node.GetParameter(name)
+            return text == "True" if typ is bool else typ(text)
+
+        def __setattr__(self, name, value):
+            typ = fields[name]
+            node = self.parameterNode
+            if _is_node(typ):
+                node.SetParameter(name, "")
+                node.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+            else:
+                node.SetParameter(name, ("True" if value else "False") if typ is bool else str(value))
+
+    return Wrapped
+
+
+def _is_node(t):
+    return isinstance(t, type) and issubclass(t, slicer.vtkMRMLNode)
+
+
+class _Logic:
+    def __init__(self, *a, **k):
+        pass
+
+    def getParameterNode(self):
+        return mrml.get_parameter_node(slicer.mrmlScene, self.moduleName)
+
+
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    hs = mrml.new_scene()
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleTest"):
+        setattr(slm, name, type(name, (), {"__init__": lambda self, *a, **k: None}))
+    slm.ScriptedLoadableModuleLogic = _Logic
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper, pnw.Choice, pnw.WithinRange = _parameter_node_wrapper, _Choice, _Choice
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setattr(slicer, "mrmlScene", hs.scene, raising=False)
+    app = types.SimpleNamespace(cachePath=str(tmp_path / "cache"), connect=lambda *a: None, layoutManager=lambda: None)
+    monkeypatch.setattr(slicer, "app", app, raising=False)
+    for d in ("OsteoAI", "OsteoAISegment"):
+        monkeypatch.syspath_prepend(str(REPO / d))
+    for name in ("OsteoAI", "OsteoAISegment"):
+        sys.modules.pop(name, None)
+    mod = importlib.import_module("OsteoAI")
+    mod.OsteoAILogic.moduleName = "OsteoAI"
+    yield mod, hs
+    for name in ("OsteoAI", "OsteoAISegment"):
+        sys.modules.pop(name, None)
+    hs.close()
+
+
+def _output_folder(tmp_path):
+    from OsteoAILib.outputs import write_outputs
+
+    out = synthetic_output()
+    write_outputs(out, tmp_path / "out")
+    return out, tmp_path / "out"
+
+
+def test_cli_arguments_are_accepted_by_the_real_cli(module):
+    mod, _ = module
+    from OsteoAILib.cli import build_parser
+
+    logic = mod.OsteoAILogic()
+    p = logic.getParameterNode()
+    p.levels, p.calibration, p.kvp, p.phantomPairs, p.radiomics = "T11-L2", "phantom", 100.0, "10:0, 210:150", True
+    p.segmenter, p.diagnosticLevels, p.vbmdMethod, p.nKeyImages = "classical", "L1,L2", "calibrated-hu", 3
+    argv = logic.cliArguments(p, "/data/ct.nii.gz", "/tmp/out")
+    assert argv[:3] == ["-m", "OsteoAILib.cli", "run"]
+    args = build_parser().parse_args(argv[2:])
+    assert args.input == "/data/ct.nii.gz" and args.out == "/tmp/out"
+    assert args.levels == "T11-L2" and args.calibration == "phantom" and args.kvp == 100.0
+    assert args.phantom_rods == "10:0,210:150" and args.radiomics and args.segmenter == "classical"
+    assert args.key_images == 3 and args.vbmd_method == "calibrated-hu" and args.diagnostic_levels == "L1,L2"
+
+
+def test_load_results_recompute_and_reapply(module, tmp_path):
+    mod, hs = module
+    out, folder = _output_folder(tmp_path)
+    logic = mod.OsteoAILogic()
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, out.volume, "ct")
+    p.kvp = 110.0
+    logic.loadResults(p, str(folder))
+    assert p.roiSegmentation.GetName() == "ct trabecular ROIs"
+    np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, p.vertebraeSegmentation, p.inputVolume),
+                                  out.vertebrae)  # fmt: skip
+    assert [r["Level"] for r in mrml.table_to_rows(p.resultsTable)] == ["T12", "L1", "L2"]
+    assert "mg/cm&sup3;" in logic.diagnosisHtml(p)
+    settings, _ = mrml.read_parameter_node(hs.scene)
+    assert settings.kvp == 110.0
+
+    # Recompute after erasing the L1 ROI: that level loses its ROI, nothing else moves.
+    before = {r["Level"]: r for r in mrml.table_to_rows(p.resultsTable)}
+    mrml.set_segment_mask(p.roiSegmentation, 20, np.zeros(out.rois.shape, bool), p.inputVolume)
+    res = logic.recompute(p)
+    after = {r["Level"]: r for r in mrml.table_to_rows(p.resultsTable)}
+    assert after["L1"]["ROI volume"] == 0 and after["T12"]["Mean"] == before["T12"]["Mean"]
+    assert any(q.startswith("no_roi") for q in next(r for r in res.levels if r.level == "L1").qc)
+
+    # A second Apply replaces every result node instead of adding a second set.
+    counts = {c: hs.scene.GetNumberOfNodesByClass(c) for c in
+              ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode", "vtkMRMLPlotChartNode",
+               "vtkMRMLPlotSeriesNode", "vtkMRMLTextNode", "vtkMRMLMarkupsFiducialNode")}  # fmt: skip
+    logic.loadResults(p, str(folder))
+    assert {c: hs.scene.GetNumberOfNodesByClass(c) for c in counts} == counts
+
+
+def test_segment_module_loads_labels_and_replaces_them_on_reapply(module, tmp_path):
+    import json
+
+    _, hs = module
+    seg_mod = importlib.import_module("OsteoAISegment")
+    seg_mod.OsteoAISegmentLogic.moduleName = "OsteoAISegment"
+    out = synthetic_output()
+    bodies = out.vertebrae.copy()
+    bodies[:, :15] = 0
+    np.savez_compressed(tmp_path / "labels.npz", vertebrae=out.vertebrae, bodies=bodies)
+    (tmp_path / "segmentation.json").write_text(json.dumps({"qc": ["rib_count: 12 pairs"], "segmenter": "fake@1"}))
+    logic = seg_mod.OsteoAISegmentLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, out.volume, "ct")
+    p.show3D = False
+    node = logic.loadResults(p, str(tmp_path))
+    assert p.outputSegmentation.GetID() == node.GetID()
+    np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, node, p.inputVolume), out.vertebrae)
+    assert node.GetNodeReference(mrml.ATTR + "bodies").GetName() == "ct vertebral bodies"
+    logic.loadResults(p, str(tmp_path))
+    assert hs.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2  # vertebrae + bodies, once
+
+
+def test_progress_lines_of_both_producers_are_parsed(module):
+    seg_mod = importlib.import_module("OsteoAISegment")
+    assert seg_mod.parseProgress("OSTEOAI_PROGRESS\t0.2500\tsegmenting") == (0.25, "segmenting")
+    assert seg_mod.parseProgress("PROGRESS  42.0%    3.1s placing trabecular ROIs") == (0.42, "placing trabecular ROIs")
+    assert seg_mod.parseProgress("Traceback (most recent call last):") is None
+    # the exact line the CLI's TerminalProgress writes when not on a terminal
+    import io
+
+    from OsteoAILib.commands.progress import TerminalProgress
+
+    buf = io.StringIO()
+    TerminalProgress(stream=buf)(0.5, "calibrating (auto)")
+    assert seg_mod.parseProgress(buf.getvalue().strip()) == (0.5, "calibrating (auto)")
