@@ -1,0 +1,136 @@
+"""Internal calibration against the digital phantom's truth (known vBMD, tissue map, scanner scale).
+
+Fast tests use a coarse phantom (256 x 256 at 1.4 mm, T12-L2). The accuracy sweep over seeds and
+kVp at the default resolution is marked slow; run it and see its table with
+``.venv/bin/python -m pytest -m slow -s Testing/Python/test_calibration_phantom.py``.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from OsteoAILib import calibration, qc
+from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
+from OsteoAILib.reference_tissues import reference_voxels
+from scipy import ndimage as ndi
+
+COARSE = dict(levels="T12-L2", matrix=256, spacing=(1.4, 1.4, 2.0))
+CORE_MM = 2.5  # as the phantom's own truth core
+
+
+def _seg(ph):
+    return SimpleNamespace(vertebrae=ph.vertebrae, bodies=ph.bodies, levels=[], info={}, qc=[])
+
+
+_CORES: dict[int, dict] = {}
+
+
+def _cores(ph):
+    """label -> trabecular core (index arrays) >= 2.5 mm from cortex and vein, from the tissue map."""
+    if id(ph) in _CORES:
+        return _CORES[id(ph)]
+    si, sj, sk = ph.volume.spacing
+    trab = (ph.tissues == TISSUES["trabecular"]) & (ph.bodies > 0)
+    boxes = ndi.find_objects(np.where(trab, ph.bodies, 0).astype(np.int32))
+    out = {}
+    for lv in ph.truth["levels"]:
+        lab = lv["label"]
+        if lv["partial"] or lab > len(boxes) or boxes[lab - 1] is None:
+            continue
+        sl = boxes[lab - 1]
+        m = trab[sl] & (ph.bodies[sl] == lab)
+        core = ndi.distance_transform_edt(np.pad(m, 1), sampling=(sk, sj, si))[1:-1, 1:-1, 1:-1] > CORE_MM
+        if core.sum() >= 50:
+            kk, jj, ii = np.nonzero(core)
+            out[lab] = (kk + sl[0].start, jj + sl[1].start, ii + sl[2].start)
+    _CORES[id(ph)] = out
+    return out
+
+
+def _errors(ph, arr=None, cal=None):
+    arr = ph.volume.array if arr is None else arr
+    vol = ph.volume.with_array(arr)
+    cal = cal or calibration.calibrate(vol, _seg(ph))
+    truth = {lv["label"]: lv["vbmd_mg_cm3"] for lv in ph.truth["levels"]}
+    est = {lab: calibration.hu_to_vbmd(float(arr[m].mean()), cal) for lab, m in _cores(ph).items()}
+    return {lab: est[lab] - truth[lab] for lab in est}, est, cal
+
+
+@pytest.fixture(scope="module")
+def ph_scaled():
+    # Air at -1020 HU: about a third of it is clipped at -1024 and estimated from the rest.
+    return make_phantom(PhantomParams(seed=11, kvp=100, hu_scale=1.05, hu_offset=30.0, **COARSE))
+
+
+@pytest.mark.parametrize("kvp,scale,offset", [(80, 0.95, -15.0), (140, 1.05, 20.0)])
+def test_vbmd_matches_phantom_truth(kvp, scale, offset):
+    ph = make_phantom(PhantomParams(seed=kvp, kvp=kvp, hu_scale=scale, hu_offset=offset, **COARSE))
+    err, _, cal = _errors(ph)
+    assert cal.method == "internal" and cal.kvp == kvp
+    assert len(err) >= 2
+    assert np.mean(np.abs(list(err.values()))) <= 3.0, err
+    assert cal.slope == pytest.approx(1 / scale, rel=0.03)
+
+
+def test_references_land_in_the_right_tissue(ph_scaled):
+    vox = reference_voxels(ph_scaled.volume, _seg(ph_scaled))
+    for name, minimum in (("air", 0.99), ("fat", 0.95), ("muscle", 0.9), ("blood", 0.6)):
+        t = ph_scaled.tissues[vox[name]["kji"]]
+        assert np.mean(t == TISSUES[name]) >= minimum, name
+
+
+def test_reference_hu_match_the_truth(ph_scaled):
+    cal = calibration.calibrate(ph_scaled.volume, _seg(ph_scaled))
+    for name, truth_hu in ph_scaled.truth["reference_hu"].items():
+        r = cal.references[name]
+        assert r["measured_hu"] == pytest.approx(truth_hu, abs=4.0), name
+        assert r["expected_hu"] == pytest.approx(ph_scaled.truth["reference_hu_physics"][name], abs=0.01)
+
+
+@pytest.mark.parametrize("a,b", [(0.9, -30.0), (1.1, 30.0), (0.92, 25.0), (1.06, -20.0)])
+def test_vbmd_invariant_under_linear_hu_change(ph_scaled, a, b):
+    _, base, _ = _errors(ph_scaled)
+    arr = np.round(a * ph_scaled.volume.array.astype(np.float32) + b).astype(np.int16)
+    _, moved, _ = _errors(ph_scaled, arr)
+    for lab in base:
+        assert abs(moved[lab] - base[lab]) <= 0.02 * base[lab], (lab, base[lab], moved[lab])
+
+
+def test_contrast_phantom_is_flagged_and_blood_left_out():
+    ph = make_phantom(PhantomParams(seed=5, kvp=120, contrast=True, **COARSE))
+    cal = calibration.calibrate(ph.volume, _seg(ph))
+    assert any(qc.code(f) == "contrast" for f in cal.qc)
+    assert not cal.references["blood"]["used"] and "contrast" in cal.references["blood"]["why"]
+    assert cal.method == "internal" and cal.residual_hu < 3.0
+
+
+def test_low_dose_adds_little_error():
+    ph = make_phantom(PhantomParams(seed=8, kvp=120, dose="ultralow", **COARSE))
+    err, _, cal = _errors(ph)
+    assert np.mean(np.abs(list(err.values()))) <= 4.0, err
+
+
+@pytest.mark.slow
+def test_accuracy_sweep_default_resolution():
+    """MAE / bias over seeds x kVp x scanner scale at the phantom's default 0.7 x 0.7 x 1 mm grid."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for kvp in (80, 100, 120, 140):
+        for seed in (1, 2, 3):
+            a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
+            ph = make_phantom(PhantomParams(seed=100 * seed + kvp, kvp=kvp, levels="T11-L2", hu_scale=a,
+                                            hu_offset=b))
+            err, _, cal = _errors(ph)
+            rows.append((kvp, seed, a, b, cal.method, list(err.values())))
+    print("\nkVp seed  scale  offset method   MAE   bias  (mg/cm3)")
+    all_err = []
+    for kvp, seed, a, b, method, e in rows:
+        all_err += e
+        print(f"{kvp:3d} {seed:4d} {a:6.3f} {b:7.1f} {method:8s} {np.mean(np.abs(e)):5.2f} {np.mean(e):6.2f}")
+    for kvp in (80, 100, 120, 140):
+        e = [x for r in rows if r[0] == kvp for x in r[5]]
+        print(f"kVp {kvp}: MAE {np.mean(np.abs(e)):.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
+    print(f"all: MAE {np.mean(np.abs(all_err)):.2f}  bias {np.mean(all_err):+.2f}  n={len(all_err)}")
+    assert np.mean(np.abs(all_err)) <= 5.0
