@@ -96,7 +96,7 @@ class OsteoAIParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     segmenter: Annotated[str, Choice(["auto", "model", "classical", "totalsegmentator"])] = "auto"
-    device: Annotated[str, Choice(["cpu", "cuda", "mps"])] = "cpu"
+    device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     levels: str = ""
     calibration: Annotated[str, Choice(["auto", "internal", "phantom", "none"])] = "auto"
     kvp: Annotated[float, WithinRange(0, 150)] = 0.0
@@ -328,8 +328,9 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
                 "--key-images", str(opts.n_key_images)]  # fmt: skip
         if opts.levels:
             argv += ["--levels", opts.levels]
-        if opts.kvp:
-            argv += ["--kvp", str(opts.kvp)]
+        kvp = opts.kvp or OsteoAILogic.dicomKvp(p.inputVolume)
+        if kvp:
+            argv += ["--kvp", str(kvp)]
         if opts.phantom_pairs:
             argv += ["--phantom-rods", ",".join(f"{h:g}:{m:g}" for h, m in opts.phantom_pairs)]
         if opts.diagnostic_levels:
@@ -337,6 +338,22 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
         if opts.radiomics:
             argv += ["--radiomics"]
         return argv
+
+    @staticmethod
+    def dicomKvp(volumeNode):
+        """KVP (0018,0060) of a volume loaded through Slicer's DICOM module, else None.
+
+        The NRRD handed to the background process carries no DICOM tags, and the calibration
+        depends on the tube voltage.
+        """
+        uids = volumeNode.GetAttribute("DICOM.instanceUIDs") if volumeNode is not None else None
+        db = getattr(slicer, "dicomDatabase", None)
+        if not uids or db is None:
+            return None
+        try:
+            return float(db.instanceValue(uids.split()[0], "0018,0060"))
+        except (ValueError, TypeError):
+            return None
 
     def start(self, p, onProgress=None, onFinished=None):
         from OsteoAISegment import BackgroundRun

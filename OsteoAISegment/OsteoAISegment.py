@@ -254,7 +254,7 @@ TotalSegmentator); terminology codes follow SNOMED CT as in 3D Slicer's terminol
 class OsteoAISegmentParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     segmenter: Annotated[str, Choice(["auto", "model", "classical", "totalsegmentator"])] = "auto"
-    device: Annotated[str, Choice(["cpu", "cuda", "mps"])] = "cpu"
+    device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     addBodies: bool = True
     show3D: bool = True
     outputSegmentation: vtkMRMLSegmentationNode

@@ -129,6 +129,43 @@ def test_cli_arguments_are_accepted_by_the_real_cli(module):
     assert args.key_images == 3 and args.vbmd_method == "calibrated-hu" and args.diagnostic_levels == "L1,L2"
 
 
+def test_every_panel_choice_is_accepted_by_the_cli(module):
+    import xml.etree.ElementTree as ET
+
+    from OsteoAILib.cli import build_parser
+
+    mod, _ = module
+    logic = mod.OsteoAILogic()
+    p = logic.getParameterNode()
+    root = ET.parse(REPO / "OsteoAI" / "Resources" / "UI" / "OsteoAI.ui").getroot()
+    for combo in root.iter("widget"):
+        if combo.get("class") != "QComboBox":
+            continue
+        param = combo.find("property[@name='SlicerParameterName']/string").text
+        for item in combo.iter("item"):
+            value = item.find("property/string").text
+            setattr(p, param, value)
+            build_parser().parse_args(logic.cliArguments(p, "ct.nii.gz", "out")[2:])  # exits on a rejected choice
+        setattr(p, param, "auto" if param != "device" else "cpu")
+
+
+def test_dicom_kvp_goes_to_the_cli(module, monkeypatch):
+    mod, hs = module
+    out = synthetic_output()
+    logic = mod.OsteoAILogic()
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, out.volume, "ct")
+    assert "--kvp" not in logic.cliArguments(p, "ct.nrrd", "out")
+    p.inputVolume.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
+    db = types.SimpleNamespace(instanceValue=lambda uid, tag: "100" if (uid, tag) == ("1.2.3", "0018,0060") else "")
+    monkeypatch.setattr(slicer, "dicomDatabase", db, raising=False)
+    argv = logic.cliArguments(p, "ct.nrrd", "out")
+    assert argv[argv.index("--kvp") + 1] == "100.0"
+    p.kvp = 80.0  # the user's value wins over the tag
+    argv = logic.cliArguments(p, "ct.nrrd", "out")
+    assert argv[argv.index("--kvp") + 1] == "80.0"
+
+
 def test_load_results_recompute_and_reapply(module, tmp_path):
     mod, hs = module
     out, folder = _output_folder(tmp_path)
