@@ -49,7 +49,6 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
     params = params or PhantomParams()
     _check(params)
     rng = np.random.default_rng(params.seed)
-    rng_noise = np.random.default_rng([params.seed, 1])
     kvp = float(params.kvp)
     an = build_anatomy(params, rng)
     grid, tis = an.grid, an.tissues
@@ -66,7 +65,7 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
             raise InputError(f"vBMD for {k} must be within 0-400 mg/cm3, got {v}")
 
     lut = acq.tissue_hu(kvp, params.contrast, fat0)
-    img = np.take(lut, tis)  # float32
+    bone_lut = {TISSUES["trabecular"]: np.zeros(64, np.float32), TISSUES["arch"]: np.zeros(64, np.float32)}
     marrow_delta = acq.contrast_delta(acq.CONTRAST_IODINE_MG_ML["marrow"], kvp) if params.contrast else 0.0
     per_level = {}
     for g in an.levels:
@@ -77,14 +76,18 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         hu_trab = physics.trabecular_hu(vb_img, fat, kvp) + marrow_delta
         hu_arch = physics.trabecular_hu(vb_img * acq.ARCH_VBMD_FACTOR, fat, kvp) + marrow_delta
         per_level[g.name] = dict(vbmd=vb, vbmd_img=vb_img, fat=fat, hu=hu_trab)
-        if g.box is None:
-            continue
-        sl = tuple(slice(g.box[2 * a], g.box[2 * a + 1]) for a in range(3))
-        own = an.vertebrae[sl] == g.label
+        bone_lut[TISSUES["trabecular"]][g.label] = hu_trab
+        bone_lut[TISSUES["arch"]][g.label] = hu_arch
+
+    def hu_block(sl) -> np.ndarray:
+        """Noise-free physics HU of a block of the grid (float32)."""
         t = tis[sl]
-        sub = img[sl]
-        sub[own & (t == TISSUES["trabecular"])] = hu_trab
-        sub[own & (t == TISSUES["arch"])] = hu_arch
+        out = lut[t]
+        v = an.vertebrae[sl]
+        for tid, blut in bone_lut.items():
+            m = t == tid
+            out[m] = blut[v[m]]
+        return out
 
     dose = DOSES[params.dose]
     sigmas = acq._sigmas_vox(grid.spacing, dose["psf_fwhm_mm"])
@@ -117,15 +120,14 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         if g.box is not None:
             core = _core(an.bodies, tis, g, grid.spacing)
             if core is not None:
-                entry["trabecular_hu_noise_free"] = round(_noise_free_mean(img, core, grid, an.outline, params,
-                                                                           sigmas), 3)
+                entry["trabecular_hu_noise_free"] = round(_noise_free_mean(hu_block, tis.shape, core, grid,
+                                                                           an.outline, params, sigmas), 3)
                 entry["core_voxels"] = int(core[1].sum())
         level_truth.append(entry)
 
     # White noise goes in before the blur: the reconstruction kernel gives it its texture.
-    acq.add_white_noise(img, sigma / acq.noise_gain(sigmas), rng_noise)
-    arr = acq.render(img, grid, an.outline, params, sigmas)
-    del img
+    arr = acq.render(hu_block, tis.shape, _body_window(tis, sigmas), grid, an.outline, params, sigmas, sigma,
+                     int(params.seed))
 
     spacing = grid.spacing
     meta = {
@@ -163,12 +165,23 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
     return Phantom(volume=vol, vertebrae=an.vertebrae, bodies=an.bodies, tissues=tis, truth=truth)
 
 
-def _noise_free_mean(img, core, grid, outline, params, sigmas) -> float:
+def _body_window(tis, sigmas):
+    """(rows, cols) slices covering every non-air voxel plus the blur reach."""
+    proj = tis.any(axis=0)
+    rows, cols = np.nonzero(proj.any(axis=1))[0], np.nonzero(proj.any(axis=0))[0]
+    if rows.size == 0:
+        return slice(0, 1), slice(0, 1)
+    pj, pi = int(3 * sigmas[1] + 3), int(3 * sigmas[2] + 3)
+    return (slice(max(rows[0] - pj, 0), min(rows[-1] + pj + 1, tis.shape[1])),
+            slice(max(cols[0] - pi, 0), min(cols[-1] + pi + 1, tis.shape[2])))
+
+
+def _noise_free_mean(hu_block, shape, core, grid, outline, params, sigmas) -> float:
     """Mean of the noise-free image (blurred, cupped, scaled) over the core, from a padded crop."""
     sl, m = core
     pad = [int(3.0 * s + 0.5) + 1 for s in sigmas]
-    big = tuple(slice(max(sl[a].start - pad[a], 0), min(sl[a].stop + pad[a], img.shape[a])) for a in range(3))
-    sub = acq.blur(img[big], sigmas)
+    big = tuple(slice(max(sl[a].start - pad[a], 0), min(sl[a].stop + pad[a], shape[a])) for a in range(3))
+    sub = acq.blur(hu_block(big), sigmas)
     acq.scanner(sub, grid, outline, big[0].start, big[1], big[2], params)
     inner = tuple(slice(sl[a].start - big[a].start, sl[a].stop - big[a].start) for a in range(3))
     return float(sub[inner][m].mean())

@@ -93,28 +93,37 @@ def scanner(sub: np.ndarray, grid, outline: dict, k0: int, js: slice, is_: slice
         sub += np.float32(params.hu_offset)
 
 
-def add_white_noise(img: np.ndarray, amplitude: float, rng: np.random.Generator, chunk: int = 32) -> None:
-    if amplitude <= 0:
-        return
-    for k0 in range(0, img.shape[0], chunk):
-        n = rng.standard_normal((min(chunk, img.shape[0] - k0),) + img.shape[1:], dtype=np.float32)
-        n *= np.float32(amplitude)
-        img[k0:k0 + n.shape[0]] += n
+def render(hu_block, shape, window, grid, outline: dict, params: PhantomParams, sigmas, sigma: float,
+           seed: int, slab: int = 24) -> np.ndarray:
+    """The CT image as int16, slab by slab (no full float volume is ever held).
 
-
-def render(img: np.ndarray, grid, outline: dict, params: PhantomParams, sigmas, slab: int = 24) -> np.ndarray:
-    """Blur (PSF, slice profile; it also gives the noise its texture), cupping, scale/offset and
-    rounding to int16, slab by slab so that the scratch arrays stay small."""
-    nk = img.shape[0]
+    Inside ``window`` (a (rows, cols) slice pair covering the body): physics HU from ``hu_block``
+    plus white noise, then the blur (PSF and slice profile, which also gives the noise its
+    texture), cupping, scale/offset, rounding. The noise of slice k comes from its own generator,
+    so slab halos see the same noise. Outside the window (air only) each slice gets white noise of
+    the same sigma taken from a small bank of noise planes: that air holds no information.
+    """
+    nk, nj, ni = shape
+    js, is_ = window
     halo = int(3.0 * sigmas[0] + 0.5) + 1 if sigmas[0] > 0 else 0
-    out = np.empty(img.shape, np.int16)
-    full = slice(None)
+    amp = np.float32(sigma / noise_gain(sigmas)) if sigma > 0 else np.float32(0)
+    air = -1000.0 * params.hu_scale + params.hu_offset
+    bank_rng = np.random.default_rng([seed, 2])
+    bank = [np.clip(np.rint(air + sigma * bank_rng.standard_normal((nj, ni), dtype=np.float32)), -1024, 3071)
+            .astype(np.int16) for _ in range(17)]
+    out = np.empty(shape, np.int16)
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
         a, b = max(k0 - halo, 0), min(k1 + halo, nk)
-        sub = blur(img[a:b], sigmas)[k0 - a:k0 - a + (k1 - k0)]
-        scanner(sub, grid, outline, k0, full, full, params)
+        block = hu_block((slice(a, b), js, is_))
+        if amp > 0:
+            for n, k in enumerate(range(a, b)):
+                block[n] += amp * np.random.default_rng([seed, 3, k]).standard_normal(block.shape[1:], np.float32)
+        sub = blur(block, sigmas)[k0 - a:k0 - a + (k1 - k0)]
+        scanner(sub, grid, outline, k0, js, is_, params)
         np.rint(sub, out=sub)
         np.clip(sub, -1024, 3071, out=sub)
-        out[k0:k1] = sub
+        for k in range(k0, k1):
+            out[k] = bank[k % len(bank)]
+        out[k0:k1, js, is_] = sub
     return out

@@ -39,6 +39,7 @@ _AP = [160.0, 165.0, 175.0, 185.0, 195.0, 202.0, 206.0, 210.0, 212.0, 213.0, 214
 _DPOST = [66.0, 68.0, 69.0, 70.0, 70.0, 71.0, 71.0, 72.0, 72.0, 73.0, 74.0, 76.0, 78.0, 81.0, 84.0, 86.0,
           88.0, 90.0]
 _RIB_END_DEG = {1: 35, 2: 28, 3: 26, 4: 26, 5: 27, 6: 28, 7: 30, 8: 40, 9: 50, 10: 62, 11: 85, 12: 108, 13: 120}
+_LEN_SCALE = 1.06  # T1-L2 then spans ~275 mm: with the margins the default scan is 300 x 1 mm
 MARGIN_MM = 10.0
 
 
@@ -149,10 +150,10 @@ def _layout(rng: np.random.Generator) -> list[dict]:
     for i in range(len(SEQ)):
         th = math.radians(_THETA[i])
         down = np.array([math.sin(th), -math.cos(th)])
-        h = _H[i] * jit[i]
+        h = _H[i] * _LEN_SCALE * jit[i]
         c = p + down * h / 2
         out.append({"idx": i, "y": c[0], "z": c[1], "theta": th, "h": h})
-        p = p + down * (h + _DISC[i])
+        p = p + down * (h + _DISC[i] * _LEN_SCALE)
     return out
 
 
@@ -285,14 +286,15 @@ def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: f
         x, y = xs[None, :], ys[:, None]
         sl = tissues[k][js, is_]
         # superellipse outline: flatter back and flanks than an ellipse
-        r = (np.abs(x * f32(1 / ax)) ** 2.4 + np.abs((y - f32(y_mid)) * f32(1 / ay)) ** 2.4) ** f32(1 / 2.4)
-        body = r <= 1.0
+        # r**2.4 of the outline's normalised radius; the 1D factors keep the 2D work to one add
+        r24 = np.abs(x * f32(1 / ax)) ** f32(2.4) + np.abs((y - f32(y_mid)) * f32(1 / ay)) ** f32(2.4)
+        body = r24 <= 1.0
         sl[body] = T["skin"]
-        sl[r <= 1.0 - 2.0 / reff] = T["fat"]
+        sl[r24 <= (1.0 - 2.0 / reff) ** 2.4] = T["fat"]
         r_mus = 1.0 - (2.0 + fat_mm) / reff
         r_cav = r_mus - 11.0 / reff
-        sl[r <= r_mus] = T["muscle"]
-        cav = r <= r_cav
+        sl[r24 <= r_mus ** 2.4] = T["muscle"]
+        cav = r24 <= r_cav ** 2.4
         out["inner"][k] = (r_cav, r_mus)
         sl[cav] = T["fat"]  # mediastinal / visceral fat unless something else is painted
         # diaphragm: lungs above a dome, lower laterally and posteriorly (recesses)
@@ -416,29 +418,60 @@ def _disc(grid: Grid, g0: LevelGeom, g1: LevelGeom, tissues):
     tissues[box[0]:box[1], box[2]:box[3], box[4]:box[5]][m] = T["disc"]
 
 
-def _vertebra(grid: Grid, g: LevelGeom, tissues, vertebrae, bodies):
-    a, b, h, cw, cd = g.a, g.b, g.h, g.cw, g.cd
-    thoracic = g.idx <= 12
-    reach = max(a, cw + 32.0) + 6
-    lo = g.center + np.array([-reach, -b - 4 - 20, -h / 2 - 40])
-    hi = g.center + np.array([reach, 0.8 * b + 2 * cd + 50, h / 2 + 25])
-    box = grid.box(lo, hi)
-    if box is None:
-        return
-    g.box = box
-    u, v, w = _local(grid, g, box)
-    # --- body: elliptic cylinder with a waist and a flatter posterior wall
-    aw = a * (0.93 + 0.07 * (2 * w / h) ** 2)
-    bv = np.where(v < 0, b, 0.8 * b)
+def _body_parts(g: LevelGeom, u, v, w):
+    """Body membership of points in local coordinates: (body, cortex, vein) boolean arrays."""
+    a, b, h = g.a, g.b, g.h
+    aw = a * (0.93 + 0.07 * (2 * w / h) ** 2)  # waisted
+    bv = np.where(v < 0, np.float32(b), np.float32(0.8 * b))  # flatter posterior wall
     rn = np.sqrt((u / aw) ** 2 + (v / bv) ** 2)
     top = h / 2 - _fracture_loss(v, g)
     body = (rn <= 1.0) & (w >= -h / 2) & (w <= top)
     cortex = body & (((1.0 - rn) * np.minimum(aw, bv) < g.t_cortex) | (top - w < g.t_endplate)
                      | (w + h / 2 < g.t_endplate))
-    # basivertebral vein: a channel entering the posterior wall at mid-height
+    # basivertebral vein: a channel entering the posterior wall at mid-height, ending in a small lake
     vein = body & (np.abs(u) < 1.8) & (np.abs(w) < 1.6) & (v > 0.3 * b)
     vein |= body & (_ellipse(u, v, 0.0, 0.35 * b, 3.0, 2.2) <= 1.0) & (np.abs(w) < 1.8)
+    return body, cortex, vein
+
+
+def _local_box(grid: Grid, g: LevelGeom, lo, hi):
+    """Grid box covering the local-coordinate box lo..hi (u, v, w) of vertebra g."""
+    c, s = g.frame()
+    pts = np.array([[uu, vv, ww] for uu in (lo[0], hi[0]) for vv in (lo[1], hi[1]) for ww in (lo[2], hi[2])])
+    gx = g.center[0] + pts[:, 0]
+    gy = g.center[1] + pts[:, 1] * c - pts[:, 2] * s
+    gz = g.center[2] + pts[:, 1] * s + pts[:, 2] * c
+    return grid.box((gx.min(), gy.min(), gz.min()), (gx.max(), gy.max(), gz.max()))
+
+
+def _vertebra(grid: Grid, g: LevelGeom, tissues, vertebrae, bodies):
+    a, b, h, cw, cd = g.a, g.b, g.h, g.cw, g.cd
+    thoracic = g.idx <= 12
+    # --- body, in its own small box
+    bbox = _local_box(grid, g, (-a - 1, -b - 1, -h / 2 - 1), (a + 1, 0.8 * b + 1, h / 2 + 1))
+    if bbox is not None:
+        u, v, w = _local(grid, g, bbox)
+        body, cortex, vein = _body_parts(g, u, v, w)
+        sl = (slice(bbox[0], bbox[1]), slice(bbox[2], bbox[3]), slice(bbox[4], bbox[5]))
+        t = tissues[sl]
+        t[body] = T["trabecular"]
+        t[cortex] = T["cortical"]
+        t[vein] = T["basivertebral_vein"]
+        vertebrae[sl][body] = g.label
+        bodies[sl][body] = g.label
+        g.box = bbox
     # --- posterior arch: pedicles, articular pillars, laminae, spinous and transverse processes
+    reach = max(a, cw + 32.0) + 6
+    lo = g.center + np.array([-reach, -b - 24, -h / 2 - 40])
+    hi = g.center + np.array([reach, 0.8 * b + 2 * cd + 50, h / 2 + 25])
+    box = grid.box(lo, hi)
+    if box is None:
+        return
+    if g.box is None:
+        g.box = box
+    else:  # the union, so that per-level lookups cover the whole vertebra
+        g.box = tuple(min(p, q) if n % 2 == 0 else max(p, q) for n, (p, q) in enumerate(zip(g.box, box, strict=True)))
+    u, v, w = _local(grid, g, box)
     vc = 0.8 * b + cd  # canal centre
     rp = 3.4 if thoracic else 4.4
     xp = cw + rp * 0.6
@@ -449,28 +482,24 @@ def _vertebra(grid: Grid, g: LevelGeom, tissues, vertebrae, bodies):
         ls, alpha = 38.0, math.radians(20.0)
     q = np.full(u.shape, np.inf, np.float32)
     sp0 = (0.0, vc + cd + 2.5, 0.0)
-    caps = [(sp0, (0.0, sp0[1] + ls * math.cos(alpha), -ls * math.sin(alpha)), 3.4, 1.8)]
+    caps = [(sp0, (0.0, sp0[1] + ls * math.cos(alpha), -ls * math.sin(alpha)), 2.6, 2.0)]  # spinous
     for sgn in (-1.0, 1.0):
         caps += [
             ((sgn * xp, 0.5 * b, 0.1 * h), (sgn * xp, vc + 0.3 * cd, 0.1 * h), rp, 2.0),  # pedicle
             ((sgn * xp, vc + 0.4 * cd, -0.45 * h), (sgn * xp, vc + 0.4 * cd, 0.6 * h), 4.0, 1.0),  # facets
-            ((sgn * xp, vc + 0.3 * cd, 0.0), sp0, 2.8, 2.2),  # lamina
+            ((sgn * xp, vc + 0.3 * cd, 0.0), sp0, 2.6, 2.2),  # lamina
             ((sgn * (cw + 2.0), vc, 0.15 * h), (sgn * (cw + lt), vc + dt, 0.15 * h), 4.0 if thoracic else 3.2, 1.3),
         ]
     for p0, p1, r, zs in caps:
         _capsule(grid, u, v, w, q, p0, p1, r, zs, g, box)
-    canal = _ellipse(u, v, 0.0, vc, cw, cd) <= 1.0
-    arch = (q <= 1.0) & ~canal & ~body
-    arch_cortex = arch & (q > 1.0 - 1.1 / rp)
-    sl = (slice(box[0], box[1]), slice(box[2], box[3]), slice(box[4], box[5]))
-    t = tissues[sl]
-    t[arch] = T["arch"]
-    t[arch_cortex] = T["cortical"]
-    t[body] = T["trabecular"]
-    t[cortex] = T["cortical"]
-    t[vein] = T["basivertebral_vein"]
-    vertebrae[sl][body | arch] = g.label
-    bodies[sl][body] = g.label
+    kk, jj, ii = np.nonzero(q <= 1.0)
+    uu, vv, ww, qq = u[kk, jj, ii], v[kk, jj, ii], w[kk, jj, ii], q[kk, jj, ii]
+    in_body = _body_parts(g, uu, vv, ww)[0]
+    keep = ~(_ellipse(uu, vv, 0.0, vc, cw, cd) <= 1.0) & ~in_body
+    kk, jj, ii, qq = kk[keep] + box[0], jj[keep] + box[2], ii[keep] + box[4], qq[keep]
+    cort = qq > 1.0 - 1.1 / rp
+    tissues[kk, jj, ii] = np.where(cort, T["cortical"], T["arch"]).astype(np.uint8)
+    vertebrae[kk, jj, ii] = g.label
 
 
 def _rib(grid: Grid, g: LevelGeom, tissues, outline):

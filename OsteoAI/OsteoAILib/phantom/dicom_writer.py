@@ -1,0 +1,102 @@
+"""Write the phantom CT as a DICOM CT series (pydicom), one file per axial slice.
+
+Pixels are stored unsigned with RescaleIntercept -1024 (as many scanners do) so that readers
+must apply the rescale tags. UIDs are derived from the phantom parameters, so the same phantom
+gets the same UIDs. No real names: the patient is "OsteoAI^Phantom".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+INTERCEPT = -1024
+
+
+def _uid(key: str, *parts) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=[key, *map(str, parts)])
+
+
+def write_dicom_series(ph, folder: Path) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    vol = ph.volume
+    meta = vol.meta
+    arr = vol.array
+    nk, nj, ni = arr.shape
+    si, sj, sk = vol.spacing
+    key = hashlib.sha256(json.dumps(ph.truth.get("params", {}), sort_keys=True).encode()).hexdigest()
+    study, series, frame = _uid(key, "study"), _uid(key, "series"), _uid(key, "frame")
+    seed = ph.truth.get("params", {}).get("seed", 0)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for k in range(nk):
+            sop = _uid(key, "sop", k)
+            fm = FileMetaDataset()
+            fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+            fm.MediaStorageSOPInstanceUID = sop
+            fm.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = fm
+            ds.SOPClassUID = CT_IMAGE_STORAGE
+            ds.SOPInstanceUID = sop
+            ds.StudyInstanceUID = study
+            ds.SeriesInstanceUID = series
+            ds.FrameOfReferenceUID = frame
+            ds.Modality = "CT"
+            ds.Manufacturer = meta.get("manufacturer", "OsteoAI phantom")
+            ds.ManufacturerModelName = "digital phantom"
+            ds.PatientName = "OsteoAI^Phantom"
+            ds.PatientID = f"PHANTOM-{seed}"
+            ds.PatientSex = meta.get("sex", "O")
+            ds.PatientAge = f"{int(round(meta.get('age', 0))):03d}Y"
+            ds.StudyDate = ds.SeriesDate = "20260101"
+            ds.StudyID = "1"
+            ds.SeriesNumber = 1
+            ds.InstanceNumber = k + 1
+            ds.StudyDescription = "OsteoAI digital spine phantom"
+            ds.SeriesDescription = f"phantom {meta.get('dose', '')} {meta.get('kernel', '')}".strip()
+            ds.BodyPartExamined = "CHEST"
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.KVP = f"{float(meta['kvp']):g}"
+            ds.CTDIvol = float(meta["ctdivol"])
+            ds.ConvolutionKernel = meta.get("kernel", "STANDARD")
+            ds.SliceThickness = f"{sk:g}"
+            ds.SpacingBetweenSlices = f"{sk:g}"
+            ds.PixelSpacing = [f"{sj:g}", f"{si:g}"]  # row spacing (between rows), column spacing
+            ds.ImageOrientationPatient = [f"{v:g}" for v in (*vol.direction[:, 0], *vol.direction[:, 1])]
+            pos = vol.index_to_lps((k, 0, 0))
+            ds.ImagePositionPatient = [f"{v:.4f}" for v in pos]
+            ds.SliceLocation = f"{pos[2]:.4f}"
+            if meta.get("contrast"):
+                ds.ContrastBolusAgent = "IODINE (simulated)"
+            ds.Rows, ds.Columns = nj, ni
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 0
+            ds.RescaleIntercept = str(INTERCEPT)
+            ds.RescaleSlope = "1"
+            ds.RescaleType = "HU"
+            ds.WindowCenter, ds.WindowWidth = "40", "400"
+            ds.PixelData = (arr[k].astype(np.int32) - INTERCEPT).clip(0, 65535).astype("<u2").tobytes()
+            ds.save_as(tmp / f"CT{k + 1:05d}.dcm", enforce_file_format=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
