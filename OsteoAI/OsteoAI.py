@@ -356,7 +356,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             return None
 
     def start(self, p, onProgress=None, onFinished=None):
-        from OsteoAISegment import BackgroundRun
+        from OsteoAISegment import BackgroundRun, writeInput
 
         volumeNode = p.inputVolume
         if not volumeNode:
@@ -365,8 +365,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("A screening is already running.")
         workDir = tempfile.mkdtemp(prefix="osteoai-")
         inputPath = os.path.join(workDir, "input.nrrd")
-        if not slicer.util.saveNode(volumeNode, inputPath, {"useCompression": False}):
-            raise RuntimeError(f"Cannot write {volumeNode.GetName()} to {inputPath}")
+        writeInput(volumeNode, inputPath)
         outDir = os.path.join(workDir, "out")
         argv = self.cliArguments(p, inputPath, outDir)
 

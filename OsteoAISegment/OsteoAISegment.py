@@ -54,6 +54,17 @@ def libraryPaths():
     return [p for p in paths if os.path.isdir(p)]
 
 
+def writeInput(volumeNode, path):
+    """Write the volume (any linear parent transform applied) for the background process.
+
+    Not slicer.util.saveNode: that would point the node's storage at a temporary file.
+    """
+    import OsteoAILib.mrml as coremrml
+    from OsteoAILib.imageio import write_volume
+
+    write_volume(coremrml.volume_from_node(volumeNode), path)
+
+
 def missingDependencies():
     import importlib.util
 
@@ -143,7 +154,7 @@ class BackgroundRun:
         self.workDir = workDir
         python = shutil.which("PythonSlicer") or sys.executable
         env = qt.QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONPATH", os.pathsep.join(libraryPaths() + [env.value("PYTHONPATH")]))
+        env.insert("PYTHONPATH", os.pathsep.join(p for p in libraryPaths() + [env.value("PYTHONPATH")] if p))
         env.insert("PYTHONUNBUFFERED", "1")
         self.process = qt.QProcess()
         self.process.setProcessEnvironment(env)
@@ -407,8 +418,7 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("A segmentation is already running.")
         workDir = tempfile.mkdtemp(prefix="osteoai-seg-")
         inputPath = os.path.join(workDir, "input.nrrd")
-        if not slicer.util.saveNode(volumeNode, inputPath, {"useCompression": False}):
-            raise RuntimeError(f"Cannot write {volumeNode.GetName()} to {inputPath}")
+        writeInput(volumeNode, inputPath)
 
         def finished(ok, message):
             try:

@@ -234,3 +234,128 @@ def test_progress_lines_of_both_producers_are_parsed(module):
     buf = io.StringIO()
     TerminalProgress(stream=buf)(0.5, "calibrating (auto)")
     assert seg_mod.parseProgress(buf.getvalue().strip()) == (0.5, "calibrating (auto)")
+
+
+class _Signal:
+    def __init__(self):
+        self.slots = []
+
+    def connect(self, fn):
+        self.slots.append(fn)
+
+    def emit(self, *a):
+        for fn in self.slots:
+            fn(*a)
+
+
+class _Env:
+    def __init__(self):
+        import os
+
+        self.d = dict(os.environ)
+
+    @staticmethod
+    def systemEnvironment():
+        return _Env()
+
+    def insert(self, k, v):
+        self.d[k] = v
+
+    def value(self, k):
+        return self.d.get(k, "")
+
+
+class _Process:
+    """qt.QProcess stand-in: runs the command to the end inside start(), then emits the signals."""
+
+    NotRunning, NormalExit, MergedChannels = 0, 0, 1
+
+    def __init__(self):
+        self.readyReadStandardOutput, self.finished = _Signal(), _Signal()
+        self.env, self._out, self._code = None, b"", None
+
+    def setProcessEnvironment(self, env):
+        self.env = env
+
+    def setProcessChannelMode(self, mode):
+        pass
+
+    def start(self, program, args):
+        import subprocess
+
+        p = subprocess.run(
+            [program, *args], env=self.env.d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600
+        )
+        self._out, self._code = p.stdout, p.returncode
+        self.readyReadStandardOutput.emit()
+        self.finished.emit(self._code, 0)
+
+    def readAllStandardOutput(self):
+        out, self._out = self._out, b""
+        return out
+
+    def state(self):
+        return self.NotRunning
+
+    def exitStatus(self):
+        return self.NormalExit
+
+    def exitCode(self):
+        return self._code
+
+    def waitForFinished(self, timeout=-1):
+        return True
+
+    def kill(self):
+        pass
+
+
+def test_apply_runs_osteoai_in_a_background_process_on_the_phantom(module, monkeypatch):
+    """Apply end to end: input written, `osteoai run` in a child process, progress parsed, nodes made."""
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+
+    mod, hs = module
+    qt = sys.modules["qt"]
+    monkeypatch.setattr(qt, "QProcess", _Process, raising=False)
+    monkeypatch.setattr(qt, "QProcessEnvironment", _Env, raising=False)
+    slicer.app.processEvents = lambda: None
+    ph = make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+    logic = mod.OsteoAILogic()
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, ph.volume, "phantom")
+    p.segmenter = "classical"
+    p.nKeyImages = 1
+    fractions, done = [], []
+    logic.start(p, lambda f, m: fractions.append(f), lambda ok, m: done.append((ok, m)))
+    assert done and done[0][0], done
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    results = mrml.results_from_text(p.resultsText)
+    rows = mrml.table_to_rows(p.resultsTable)
+    assert [r["Level"] for r in rows] == [lv.level for lv in results.levels]
+    truth_levels = {t["level"] for t in ph.truth["levels"]}
+    assert {r["Level"] for r in rows} & truth_levels
+    seg = mrml.segmentation_to_labelmap(hs.scene, p.vertebraeSegmentation, p.inputVolume)
+    assert seg.shape == ph.volume.shape and seg.any()
+
+
+def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, monkeypatch):
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+
+    _, hs = module
+    qt = sys.modules["qt"]
+    monkeypatch.setattr(qt, "QProcess", _Process, raising=False)
+    monkeypatch.setattr(qt, "QProcessEnvironment", _Env, raising=False)
+    slicer.app.processEvents = lambda: None
+    seg_mod = importlib.import_module("OsteoAISegment")
+    seg_mod.OsteoAISegmentLogic.moduleName = "OsteoAISegment"
+    ph = make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+    logic = seg_mod.OsteoAISegmentLogic()
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, ph.volume, "phantom")
+    p.segmenter, p.show3D = "classical", False
+    done = []
+    logic.start(p, None, lambda ok, m: done.append((ok, m)))
+    assert done and done[0][0], done
+    lab = mrml.segmentation_to_labelmap(hs.scene, p.outputSegmentation, p.inputVolume)
+    # the labelled vertebrae lie on the phantom's spine (overlap with its true vertebra mask)
+    assert (lab > 0).any() and ((lab > 0) & (ph.vertebrae > 0)).sum() > 0.5 * (lab > 0).sum()
