@@ -35,7 +35,7 @@ EXCLUDING = {c for c, (excl, _) in FLAGS.items() if excl}
 
 METAL_ABOVE_HU = 2500.0  # cortical bone stays below ~2000 HU; metal saturates near 3071
 METAL_MIN_MM3 = 5.0
-STREAK_RATIO = 2.5  # local high-frequency noise this many times the scan's: streaks
+STREAK_FRACTION = 0.01  # soft tissue off by > 6 noise SD in-plane: streaks (noise alone: ~1e-8)
 NEIGHBOURHOOD_MM = 20.0
 MIN_ROI_MM3 = 1000.0  # ~1 cm3: a 60% body-height ellipse in the smallest thoracic body is larger
 NOISE_HIGH_HU = 35.0
@@ -67,42 +67,45 @@ def contrast_flags(references: dict, kvp: float = 120.0) -> list[str]:
 
 # --- metal and streaks -------------------------------------------------------------------------
 
-def _highpass_sd(a: np.ndarray, mask: np.ndarray) -> float | None:
-    """SD of the in-plane high-pass image over soft-tissue voxels of ``mask`` (noise + streaks)."""
-    if mask.sum() < 50:
+def streak_fraction(a: np.ndarray) -> float | None:
+    """Fraction of soft-tissue voxels (away from edges) whose in-plane high-pass value exceeds
+    6 robust SDs: ~0 for noise, a few percent where metal streaks cross the tissue."""
+    soft = (a > -200) & (a < 300)
+    soft = ndi.binary_erosion(soft, structure=np.ones((1, 5, 5), bool))
+    if soft.sum() < 200:
         return None
-    hp = a - ndi.uniform_filter(a, size=(1, 5, 5))
-    soft = mask & (a > -200) & (a < 200)
-    if soft.sum() < 50:
+    hp = (a - ndi.uniform_filter(a, size=(1, 3, 3)))[soft]
+    sig = 1.4826 * float(np.median(np.abs(hp - np.median(hp))))
+    if sig <= 0:
         return None
-    return float(np.std(hp[soft]))
+    return float(np.mean(np.abs(hp) > 6.0 * sig))
 
 
-def metal_flags(vol: Volume, region: np.ndarray, label=None, scan_noise_hu: float | None = None) -> list[str]:
-    """Metal (> 2500 HU clusters) or streaks (local high-pass noise >> the scan's) within 20 mm of
-    ``region`` (a vertebra or ROI mask on ``vol``'s grid)."""
+def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
+    """Metal (a cluster above 2500 HU) within 20 mm of ``region`` (a vertebra or ROI mask on
+    ``vol``'s grid), or streaks there from metal elsewhere in the same slices."""
     if not region.any():
         return []
     box = ndi.find_objects(region.astype(np.uint8))[0]
     pad = [int(np.ceil(NEIGHBOURHOOD_MM / s)) for s in (vol.spacing[2], vol.spacing[1], vol.spacing[0])]
     sl = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, vol.shape, strict=True))
     a = vol.array[sl].astype(np.float32)
-    flags = []
-    hot = a > METAL_ABOVE_HU
     vox_mm3 = vol.voxel_volume_mm3
+    hot = a > METAL_ABOVE_HU
     if hot.sum() * vox_mm3 >= METAL_MIN_MM3:
         lab, n = ndi.label(hot)
         biggest = ndi.sum(hot, lab, index=np.arange(1, n + 1)).max() * vox_mm3
         if biggest >= METAL_MIN_MM3:
-            flags.append(f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
-                         f"of {_name(label)}")
-    if scan_noise_hu and not flags:
-        body = ndi.binary_erosion(a > -500, iterations=2)
-        local = _highpass_sd(a, body)
-        if local is not None and local > STREAK_RATIO * scan_noise_hu:
-            flags.append(f"metal: streak artifacts near {_name(label)} (local noise {local:.0f} HU, "
-                         f"{local / scan_noise_hu:.1f}x the scan's)")
-    return flags
+            return [f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
+                    f"of {_name(label)}"]
+    # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent).
+    if (vol.array[sl[0]] > METAL_ABOVE_HU).sum() * vox_mm3 < METAL_MIN_MM3:
+        return []
+    frac = streak_fraction(a)
+    if frac is not None and frac > STREAK_FRACTION:
+        return [f"metal: streak artifacts from metal in the same slices cross {_name(label)} "
+                f"({frac:.1%} of nearby soft tissue off by > 6 noise SD)"]
+    return []
 
 
 # --- compression fracture ----------------------------------------------------------------------
@@ -114,31 +117,52 @@ def genant_grade(loss: float) -> int:
     return 0
 
 
-def vertebral_heights(body: np.ndarray, spacing) -> dict[str, float] | None:
+def vertebral_heights(body: np.ndarray, spacing, axis_kji=None) -> dict[str, float] | None:
     """Anterior, middle and posterior heights (mm) of one vertebral body mask (canonical grid).
 
-    Measured in a 5 mm mid-sagittal slab: columns along k at 5-20%, 40-60% and 80-95% of the
-    body's antero-posterior depth; each height is the median column length.
+    Measured along the spine's cranio-caudal axis at this level (``axis_kji``, a (k, j, i) vector
+    in mm, e.g. between the neighbouring bodies' centroids; default: the body's principal axis
+    nearest k), so a tilted body in a lordotic or kyphotic spine is not read as a wedge, and a
+    wedge does not tilt its own axis. In a 5 mm mid-sagittal slab:
+    the extent along that axis of each column at 3-15%, 42-58% and 85-97% of the body's
+    antero-posterior depth; each height is the median over the columns of its band.
     """
     si, sj, sk = spacing
-    kk, jj, ii = np.nonzero(body)
-    if kk.size < 20:
+    kji = np.argwhere(body)
+    if kji.shape[0] < 20:
         return None
-    i_c = np.median(ii)
-    slab = np.abs(ii - i_c) <= max(1, 2.5 / si)
-    kk, jj, ii = kk[slab], jj[slab], ii[slab]
-    j0, j1 = jj.min(), jj.max()
-    depth = j1 - j0 + 1
-    cols: dict[tuple[int, int], int] = {}
-    for j, i in zip(jj, ii, strict=True):
-        cols[(j, i)] = cols.get((j, i), 0) + 1
+    p = kji * np.array([sk, sj, si], float)
+    p -= p.mean(axis=0)
+    if axis_kji is not None and np.linalg.norm(axis_kji) > 0:
+        u_h = np.asarray(axis_kji, float) / np.linalg.norm(axis_kji)
+    else:
+        _, vecs = np.linalg.eigh(np.cov(p.T))
+        u_h = vecs[:, int(np.argmax(np.abs(vecs[0])))]  # the axis closest to k (superior)
+    u_h = u_h * np.sign(u_h[0])
+    u_ap = np.array([0.0, 1.0, 0.0]) - u_h[1] * u_h  # j (posterior) made orthogonal to the height axis
+    u_ap /= np.linalg.norm(u_ap)
+    u_lat = np.cross(u_h, u_ap)
+    h, d, w = p @ u_h, p @ u_ap, p @ u_lat
+    slab = np.abs(w - np.median(w)) <= max(2.5, 0.6 * si)
+    if slab.sum() < 10:
+        return None
+    h, d, w = h[slab], d[slab], w[slab]
+    cell = max(si, sj, sk) * 0.75
+    key_d = np.floor((d - d.min()) / cell).astype(int)
+    key_w = np.floor((w - w.min()) / cell).astype(int)
+    cols: dict[tuple[int, int], list[float]] = {}
+    for kd, kw, hh in zip(key_d, key_w, h, strict=True):
+        c = cols.setdefault((int(kd), int(kw)), [hh, hh])
+        c[0], c[1] = min(c[0], hh), max(c[1], hh)
+    depth = d.max() - d.min()
+    step = abs(u_h[0]) * sk + abs(u_h[1]) * sj + abs(u_h[2]) * si  # one voxel along the height axis
     out = {}
-    for name, (a, b) in {"anterior": (0.05, 0.2), "middle": (0.4, 0.6), "posterior": (0.8, 0.95)}.items():
-        lo, hi = j0 + a * depth, j0 + b * depth
-        h = [c for (j, _i), c in cols.items() if lo <= j <= hi]
-        if not h:
+    for name, (a, b) in {"anterior": (0.03, 0.15), "middle": (0.42, 0.58), "posterior": (0.85, 0.97)}.items():
+        lo, hi = a * depth, b * depth
+        hs = [c[1] - c[0] + step for (kd, _kw), c in cols.items() if lo <= (kd + 0.5) * cell <= hi]
+        if not hs:
             return None
-        out[name] = float(np.median(h) * sk)
+        out[name] = float(np.median(hs))
     return out
 
 
@@ -261,7 +285,19 @@ def _label_mask(arr: np.ndarray, lab: int):
     return sl, arr[sl] == lab
 
 
-def _heights_of(seg, rois, lab, spacing):
+def _centroid_mm(arr, lab, spacing):
+    sl, m = _label_mask(arr, lab)
+    if m is None:
+        return None, None
+    c = np.argwhere(m).mean(axis=0) + [x.start for x in sl]
+    cut = sl[0].start == 0 or sl[0].stop == arr.shape[0]
+    return c * np.array([spacing[2], spacing[1], spacing[0]]), cut
+
+
+def level_heights(seg, lab: int, spacing, rois=None) -> dict[str, float] | None:
+    """Anterior/middle/posterior heights of a body: the ROI placer's when it gave them, else measured
+    on ``seg.bodies`` along the spine axis between the neighbouring bodies. None when the body is
+    missing or cut by the top or bottom of the scan."""
     info = getattr(rois, "info", {}).get(lab) if rois is not None else None
     h = getattr(info, "heights_mm", None) if info is not None else None
     if h and all(k in h for k in ("anterior", "middle", "posterior")):
@@ -269,31 +305,43 @@ def _heights_of(seg, rois, lab, spacing):
     bodies = getattr(seg, "bodies", None)
     if bodies is None:
         return None
+    c, cut = _centroid_mm(bodies, lab, spacing)
+    if c is None or cut:
+        return None
+    levels = list(getattr(seg, "levels", []) or [])
+    nb = []
+    if lab in levels:
+        i = levels.index(lab)
+        nb = [levels[j] for j in (i - 1, i + 1) if 0 <= j < len(levels)]
+    cents = [x for x in (_centroid_mm(bodies, n, spacing)[0] for n in nb) if x is not None]
+    axis = None
+    if len(cents) == 2:
+        axis = cents[0] - cents[1]
+    elif len(cents) == 1:
+        axis = cents[0] - c
+    if axis is not None and axis[0] < 0:
+        axis = -axis
     sl, m = _label_mask(bodies, lab)
-    return None if m is None else vertebral_heights(m, spacing)
+    return vertebral_heights(m, spacing, axis)
 
 
 def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
     """Per-level checks before vBMD: fracture, metal/streaks, ROI size, field of view."""
     flags: list[str] = []
     levels = list(getattr(seg, "levels", []) or [])
-    heights = _heights_of(seg, rois, lab, vol.spacing)
+    heights = level_heights(seg, lab, vol.spacing, rois)
     if heights:
         nbs = []
         if lab in levels:
             idx = levels.index(lab)
-            for j in (idx - 1, idx + 1):
-                if 0 <= j < len(levels):
-                    nbs.append(_heights_of(seg, rois, levels[j], vol.spacing))
+            nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1)
+                   if 0 <= j < len(levels)]
         flags += fracture_flags(heights, lab, [n for n in nbs if n])
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         full = np.zeros(vol.shape, bool)
         full[sl] = m
-        noise = None
-        if cal is not None and cal.references:
-            noise = estimate_noise_sigma(vol, cal.references)
-        flags += metal_flags(vol, full, lab, noise)
+        flags += metal_flags(vol, full, lab)
         if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
             flags += fov_flags(full, lab)
     info = getattr(rois, "info", {}).get(lab) if rois is not None else None
@@ -301,7 +349,7 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
     if "roi_small" not in already and "no_roi" not in already and rois is not None:
         lm = getattr(rois, "labelmap", None)
         if lm is not None:
-            sl_r, mr = _label_mask(lm, lab)
+            _, mr = _label_mask(lm, lab)
             vol_mm3 = 0.0 if mr is None else float(mr.sum()) * vol.voxel_volume_mm3
             if vol_mm3 > 0:
                 flags += roi_small_flags(vol_mm3, lab)
