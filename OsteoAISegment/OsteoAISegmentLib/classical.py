@@ -52,6 +52,11 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
     if len(chain) < max(3, int(12 / WS)) or (chain[:, 0].max() - chain[:, 0].min()) * WS < 15:
         raise InputError("no spine found: no spinal canal enclosed by bone was detected")
     canal_ji, k0, k1 = canal.centerline(chain, work.shape[0], 4.0, WS)
+    # the canal is often lost in the last centimetres before the scan's edge: carry it on
+    ext = int(24 / WS)
+    lo, hi = (k0 if k0 > ext else 0), (k1 if k1 < work.shape[0] - 1 - ext else work.shape[0] - 1)
+    canal_ji = np.pad(canal_ji, ((k0 - lo, hi - k1), (0, 0)), mode="edge")
+    k0, k1 = lo, hi
 
     _step(progress, cancel, 0.3, "finding the discs")
     bc = discs.body_centerline(work, canal_ji, k0, WS)
@@ -59,7 +64,8 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebral bodies anterior to the canal")
     ks = np.arange(k0, k1 + 1).astype(float)
     pts = np.stack([ks, bc["body_j"], bc["body_i"]], 1)
-    disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 14.0, bc["depth_mm"])
+    disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"],
+                                                bc["ant_wall_j"], bc["post_wall_j"])
     tang, _u, _v = discs._frames(pts)
     rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
     planes = [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx]
@@ -140,7 +146,8 @@ def _split(work, canal_ji, k0, k1, bc, planes):
         idx += ((P - p) @ nrm > 0).astype(np.int16)
     seg[pos] = idx
     # body: anterior to the canal's anterior wall, within a body-wide band
-    body_zone = (J <= pw[:, None, None] + 0.5) & (J >= 0) & (np.abs(Ii - bi[:, None, None]) <= (0.85 * depth)[:, None, None])
+    body_zone = (J <= pw[:, None, None] + 0.5) & (J >= 0)
+    body_zone = body_zone & (np.abs(Ii - bi[:, None, None]) <= (0.85 * depth)[:, None, None])
     body = np.where(body_zone, seg, 0).astype(np.int16)
     # drop disc voxels (thin slab around each plane) from the bodies
     if planes:

@@ -95,28 +95,73 @@ def disk_means(work: np.ndarray, pts: np.ndarray, normals: np.ndarray, radius_vo
     return vals.reshape(len(pts), -1).mean(1)
 
 
+def ap_line_p90(work: np.ndarray, pts: np.ndarray, t: np.ndarray, ant_j: np.ndarray, post_j: np.ndarray,
+                ws: float) -> np.ndarray:
+    """90th percentile of lines across the body from the anterior to the posterior wall.
+
+    At mid-body the lines cross the cortical walls (bright); across a disc they do not. This
+    separates discs from the dark mid-body of osteoporotic or vein-rich vertebrae, which a
+    plain mean cannot.
+    """
+    ap = np.array([0.0, -1.0, 0.0])
+    ap = ap - (t @ ap)[:, None] * t
+    ap /= np.linalg.norm(ap, axis=1, keepdims=True)
+    lat = np.cross(t, ap)
+    out = np.zeros(len(pts))
+    nsamp = 24
+    fr = np.linspace(0, 1, nsamp)
+    for q in range(len(pts)):
+        a_len = (post_j[q] - ant_j[q]) + 4 / ws
+        # from 3 mm in front of the anterior wall to 1 mm behind the posterior wall
+        start = pts[q] + ap[q] * ((pts[q, 1] - ant_j[q]) + 3 / ws)
+        line = start[None, :] - ap[q][None, :] * (fr[:, None] * a_len)
+        vals = []
+        for off in (-6, -3, 0, 3, 6):
+            c = line + lat[q][None, :] * (off / ws)
+            vals.append(np.percentile(ndi.map_coordinates(work, c.T, order=1, mode="nearest"), 90))
+        out[q] = np.mean(vals)
+    return out
+
+
 def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
-               depth_mm: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+               depth_mm: np.ndarray, ant_j: np.ndarray | None = None,
+               post_j: np.ndarray | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch.
 
-    The mid-body (basivertebral vein, osteoporotic marrow) also dips, so a disc must also have a
-    bright endplate close on both sides, and discs are kept about one vertebral pitch apart. The
-    pitch (body height + disc) scales with the body's AP depth along the spine (T1 ~20 mm, L3 ~36 mm).
+    A disc is dark in the body centre and has no cortical wall across it; discs are kept about
+    one vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm, L3 ~36 mm).
     """
     t, _u, _v = _frames(pts)
     prof = disk_means(work, pts, t, radius_mm / ws)
-    prof_s = ndi.gaussian_filter1d(prof, 0.8, mode="nearest")
-    detr = prof_s - ndi.gaussian_filter1d(prof_s, 20 / ws, mode="nearest")
+    feats = [prof]
+    if ant_j is not None and post_j is not None:
+        feats.append(ap_line_p90(work, pts, t, ant_j, post_j, ws))
+    # a disc is a narrow dark band with a bright endplate within ~8 mm on BOTH sides; the dark
+    # mid-body is wide, its nearest endplates are farther away
+    a = max(2, int(round(8 / ws)))
+    score = np.zeros(len(pts))
+    for f in feats:
+        f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
+        up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
+        dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
+        br = np.minimum(up, dn) - f
+        score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
     pitch = np.clip(np.asarray(depth_mm, float) * 0.85, 16, 40) / ws
-    score = -detr
-    scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1.0)
+    scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand, props = find_peaks(score, prominence=0.05 * scale)
-    chosen = _best_chain(cand, props["prominences"] / scale + score[cand] / scale, pitch)
+    value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
+    chosen = _best_chain(cand, value, pitch)
+    for _ in range(2):  # let the data correct the depth-based pitch (bounded)
+        if len(chosen) < 3:
+            break
+        ratio = np.median(np.diff(chosen) / pitch[(np.array(chosen[:-1]) + np.array(chosen[1:])) // 2])
+        pitch = pitch * float(np.clip(ratio, 0.8, 1.25))
+        chosen = _best_chain(cand, value, pitch)
     peaks = _fill_gaps(chosen, score, pitch)
     return peaks, score, pitch
 
 
-def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 3.0) -> list[int]:
+def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> list[int]:
     """Subset of candidate minima maximising their strength minus a penalty on irregular spacing."""
     n = len(cand)
     if n == 0:
@@ -129,7 +174,11 @@ def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: flo
             if r < 0.62:
                 continue
             # a missed disc (r ~ 2) costs less than a spurious split, it is filled in afterwards
-            pen = lam * (r - 1) ** 2 if r <= 1.45 else lam * (0.2 + 0.5 * (r - round(r)) ** 2 * round(r) + 0.4 * (round(r) - 1))
+            if r <= 1.45:
+                pen = lam * (r - 1) ** 2
+            else:
+                m = round(r)
+                pen = lam * (0.2 + 0.5 * (r - m) ** 2 * m + 0.4 * (m - 1))
             v = best[a] + value[b] - pen
             if v > best[b]:
                 best[b], prev[b] = v, a
@@ -145,7 +194,7 @@ def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[i
     out = list(peaks)
 
 
-    for a, b in zip(peaks[:-1], peaks[1:]):
+    for a, b in zip(peaks[:-1], peaks[1:], strict=False):
         p = pitch[(a + b) // 2]
         if b - a > 1.6 * p:
             nfill = max(1, int(round((b - a) / p)) - 1)
@@ -156,7 +205,8 @@ def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[i
     return sorted(out)
 
 
-def refine_plane(work: np.ndarray, p: np.ndarray, n: np.ndarray, radius_vox: float, ws: float) -> tuple[np.ndarray, np.ndarray]:
+def refine_plane(work: np.ndarray, p: np.ndarray, n: np.ndarray, radius_vox: float,
+                 ws: float) -> tuple[np.ndarray, np.ndarray]:
     """Tilt (±20°) and shift (±3 mm) the disc plane to where the disc reads darkest."""
     t = n / np.linalg.norm(n)
     lat = np.array([0.0, 0.0, 1.0])

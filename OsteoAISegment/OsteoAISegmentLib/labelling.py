@@ -107,7 +107,7 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc) -> dict:
             anchor = "first_rib=T1"
         else:
             anchor = "ribs_all"
-            qc.append("label_uncertain: every vertebra in view carries ribs; T12 is not in view, labels counted as if the lowest were T12")
+            qc.append("label_uncertain: every vertebra in view carries ribs; the lowest is assumed to be T12")
             ids = [T12 - (n - 1 - i) for i in range(n)]
         # rib pairs seen: only meaningful when the whole thorax is in view
         pairs = sum(1 for i in range(n) if has[i])
@@ -134,7 +134,7 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc) -> dict:
                 best, best_err = off, err
         ids = [24 - best - (n - 1 - i) for i in range(n)]
     mapping = {}
-    for s, v in zip(segs, ids):
+    for s, v in zip(segs, ids, strict=False):
         if v < 1:
             v = 0
         if v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart

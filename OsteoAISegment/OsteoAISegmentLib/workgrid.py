@@ -37,7 +37,7 @@ def make_work(array: np.ndarray, spacing, ws: float = 2.0) -> tuple[np.ndarray, 
     shrink = [max(1, int(ws / s + 1e-6)) for s in spacing]
     if any(f > 1 for f in shrink):
         img = sitk.BinShrink(img, shrink)  # partial-volume averaging, not aliasing
-    size = [int(np.floor((n - 1) * s / ws + 1e-6)) + 1 for n, s in zip(array.shape[::-1], spacing)]
+    size = [int(np.floor((n - 1) * s / ws + 1e-6)) + 1 for n, s in zip(array.shape[::-1], spacing, strict=False)]
     out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0), (ws,) * 3,
                         tuple(np.eye(3).ravel()), -1000.0, sitk.sitkFloat32)
     work = sitk.GetArrayFromImage(out)

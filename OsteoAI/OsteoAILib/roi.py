@@ -1,0 +1,188 @@
+"""Trabecular ROI per vertebral body, and body heights for fracture grading.
+
+Per body: erode by ``cortex_margin_mm`` (anisotropic, through a distance map in mm), keep the
+central ~55% of the body height along the local spine axis (away from both endplates), drop the
+posterior-central quarter where the basivertebral vein enters, then drop focal outliers
+(sclerotic islands, lytic lesions, vein) beyond median +- 3 robust SD of the denoised image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import levels as lv
+from .volume import Volume
+
+HEIGHT_KEEP = 0.55  # central fraction of the body height kept
+VEIN_AP = 0.25  # posterior fraction of AP depth ...
+VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
+OUTLIER_K = 3.0
+
+
+@dataclass
+class RoiInfo:
+    label: int
+    level: str
+    volume_mm3: float
+    center_kji: tuple
+    box_kji: tuple  # ((k0, j0, i0), (k1, j1, i1)) inclusive bounding box of the ROI
+    heights_mm: dict = field(default_factory=dict)  # anterior / middle / posterior body heights
+    qc: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoiSet:
+    labelmap: np.ndarray  # int16 VerSe ids, trabecular ROI voxels
+    info: dict[int, RoiInfo] = field(default_factory=dict)
+
+
+def _axis_at(seg, center_kji, spacing_kji) -> np.ndarray:
+    """Unit craniocaudal axis (in mm, k/j/i order) from the canal centreline near the body."""
+    cl = np.asarray((seg.info or {}).get("canal_centerline_kji") or [], float)
+    if len(cl) >= 5:
+        d = np.abs(cl[:, 0] - center_kji[0])
+        near = cl[d <= np.sort(d)[min(len(d) - 1, 10)]]
+        if len(near) >= 3:
+            pts = near * spacing_kji
+            c = pts - pts.mean(0)
+            ax = np.linalg.svd(c, full_matrices=False)[2][0]
+            if ax[0] < 0:
+                ax = -ax
+            if ax[0] > 0.5:  # never more than 60 degrees off the scanner axis
+                return ax / np.linalg.norm(ax)
+    return np.array([1.0, 0.0, 0.0])
+
+
+def _frame(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP unit vector (pointing anterior, i.e. -j) and lateral unit vector, both perpendicular to axis."""
+    ant = np.array([0.0, -1.0, 0.0])
+    ant = ant - (ant @ axis) * axis
+    ant /= np.linalg.norm(ant)
+    lat = np.cross(axis, ant)
+    return ant, lat
+
+
+def _crop(mask: np.ndarray, pad: int = 2):
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - pad, 0)
+    hi = np.minimum(idx.max(0) + pad + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=False))
+
+
+def body_heights(body: np.ndarray, spacing_kji: np.ndarray, axis: np.ndarray, offset=(0, 0, 0)) -> dict:
+    """Anterior, middle and posterior heights (mm) of a body mask along ``axis``."""
+    pts = (np.argwhere(body) + np.asarray(offset)) * spacing_kji
+    if len(pts) < 10:
+        return {"anterior": 0.0, "middle": 0.0, "posterior": 0.0}
+    ant, lat = _frame(axis)
+    c = pts - pts.mean(0)
+    h, a, l_ = c @ axis, c @ ant, c @ lat
+    a0, a1 = np.percentile(a, 2), np.percentile(a, 98)
+    depth = a1 - a0
+    out = {}
+    for name, frac in (("anterior", 0.88), ("middle", 0.5), ("posterior", 0.12)):
+        sel = (np.abs(a - (a0 + frac * depth)) <= max(2.0, 0.06 * depth)) & (np.abs(l_) <= 6.0)
+        if sel.sum() < 3:
+            out[name] = 0.0
+            continue
+        hh = h[sel]
+        out[name] = round(float(np.percentile(hh, 99) - np.percentile(hh, 1)), 1)
+    return out
+
+
+def _core(vol: Volume, body: np.ndarray, sl, spacing_kji, axis, margin_mm: float) -> np.ndarray:
+    """Eroded, height-limited, vein-free part of one body inside crop ``sl``."""
+    b = ndi.binary_fill_holes(body[sl])
+    dist = ndi.distance_transform_edt(b, sampling=spacing_kji)
+    core = dist > margin_mm
+    if not core.any():
+        return core
+    pts = np.argwhere(b) * spacing_kji
+    ctr = pts.mean(0)
+    ant, lat = _frame(axis)
+    grid = np.indices(b.shape).reshape(3, -1).T * spacing_kji - ctr
+    h = (grid @ axis).reshape(b.shape)
+    a = (grid @ ant).reshape(b.shape)
+    lt = (grid @ lat).reshape(b.shape)
+    hb, ab, lb = h[b], a[b], lt[b]
+    h0, h1 = np.percentile(hb, 2), np.percentile(hb, 98)
+    mid = 0.5 * (h0 + h1)
+    half = 0.5 * HEIGHT_KEEP * (h1 - h0)
+    core &= np.abs(h - mid) <= half
+    a0, a1 = np.percentile(ab, 2), np.percentile(ab, 98)
+    l0, l1 = np.percentile(lb, 2), np.percentile(lb, 98)
+    vein = (a <= a0 + VEIN_AP * (a1 - a0)) & (np.abs(lt - 0.5 * (l0 + l1)) <= 0.5 * VEIN_LAT * (l1 - l0))
+    core &= ~vein
+    return core
+
+
+def _drop_outliers(vol: Volume, core: np.ndarray, sl) -> np.ndarray:
+    if core.sum() < 20:
+        return core
+    img = ndi.median_filter(vol.array[sl].astype(np.float32), size=3)
+    v = img[core]
+    med = np.median(v)
+    mad = 1.4826 * np.median(np.abs(v - med))
+    if mad <= 0:
+        return core
+    return core & (np.abs(img - med) <= OUTLIER_K * mad)
+
+
+def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm: float = 2.0) -> RoiSet:
+    """Trabecular ROI for every labelled body of ``seg`` on the canonical grid of ``vol``."""
+    spacing_kji = np.asarray(vol.spacing[::-1], float)
+    out = np.zeros(vol.shape, np.int16)
+    info: dict[int, RoiInfo] = {}
+    partial = set((seg.info or {}).get("partial_levels", []))
+    vox = float(np.prod(spacing_kji))
+    for label in seg.levels:
+        body = seg.bodies == label
+        if not body.any():
+            continue
+        qc: list[str] = []
+        sl = _crop(body)
+        center = np.argwhere(body[sl]).mean(0) + [s.start for s in sl]
+        axis = _axis_at(seg, center, spacing_kji)
+        heights = body_heights(body[sl], spacing_kji, axis)
+        touches = any(np.take(body, e, axis=ax).any() for ax in range(3) for e in (0, -1))
+        if touches or label in partial:
+            qc.append(f"body_cut: the {lv.name(label)} body is partly out of the field of view")
+        core = _core(vol, body, sl, spacing_kji, axis, cortex_margin_mm)
+        core = _drop_outliers(vol, core, sl)
+        n = int(core.sum())
+        volume = n * vox
+        if volume < min_volume_mm3:
+            qc.append(f"roi_small: trabecular ROI {volume:.0f} mm3 < {min_volume_mm3:.0f} mm3")
+        if n:
+            sub = out[sl]
+            sub[core] = label
+            idx = np.argwhere(core) + [s.start for s in sl]
+            c = tuple(round(float(x), 1) for x in idx.mean(0))
+            box = (tuple(int(x) for x in idx.min(0)), tuple(int(x) for x in idx.max(0)))
+        else:
+            c, box = tuple(round(float(x), 1) for x in center), ((0, 0, 0), (0, 0, 0))
+        info[int(label)] = RoiInfo(int(label), lv.name(label), round(volume, 1), c, box, heights, qc)
+    return RoiSet(out, info)
+
+
+def roi_from_box(vol: Volume, seg, label: int, box_kji, cortex_margin_mm: float = 2.0) -> np.ndarray:
+    """Boolean ROI = user box (inclusive corners, k/j/i) intersected with the eroded body ``label``."""
+    body = seg.bodies == int(label)
+    out = np.zeros(vol.shape, bool)
+    if not body.any():
+        return out
+    (k0, j0, i0), (k1, j1, i1) = box_kji
+    lo = np.maximum(np.minimum([k0, j0, i0], [k1, j1, i1]), 0).astype(int)
+    hi = np.minimum(np.maximum([k0, j0, i0], [k1, j1, i1]) + 1, vol.shape).astype(int)
+    if np.any(hi <= lo):
+        return out
+    sl = _crop(body)
+    b = ndi.binary_fill_holes(body[sl])
+    core = ndi.distance_transform_edt(b, sampling=np.asarray(vol.spacing[::-1], float)) > cortex_margin_mm
+    out[sl] = core
+    box = np.zeros(vol.shape, bool)
+    box[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
+    return out & box
