@@ -75,10 +75,11 @@ class LevelGeom:
 
 
 def _fracture_loss(v, g: LevelGeom):
-    """Height lost by the superior endplate at antero-posterior position v (wedge + central)."""
+    """Height lost by the superior endplate at antero-posterior position v: a wedge, so that the
+    anterior height (measured at v = -0.85 b) is (1 - ratio) times the posterior one (v = 0.7 b)."""
     if g.fracture <= 0:
         return 0.0 * v
-    ramp = np.clip((0.8 * g.b - v) / (1.8 * g.b), 0.0, 1.0)
+    ramp = np.clip((0.7 * g.b - v) / (1.55 * g.b), 0.0, 1.0)
     return g.fracture * g.h * ramp
 
 

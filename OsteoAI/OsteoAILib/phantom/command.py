@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--contrast", action="store_true", help="contrast-enhanced (aorta, organs, marrow)")
     p.add_argument("--age", type=float, default=65.0)
     p.add_argument("--dicom", action="store_true", help="also write a DICOM series in OUT/dicom")
+    p.add_argument("--matrix", type=int, default=512, help="in-plane voxels (default 512)")
+    p.add_argument("--spacing", default="0.7,0.7,1.0", help="voxel size SI,SJ,SK in mm (default 0.7,0.7,1.0)")
 
 
 def parse_bmd(spec: str | None) -> dict[str, float] | None:
@@ -56,12 +58,23 @@ def parse_fractures(specs: list[str] | None) -> dict[str, float] | None:
     return out
 
 
+def parse_spacing(spec: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) <= 0:
+        raise InputError(f"--spacing expects three positive numbers SI,SJ,SK in mm, got {spec!r}")
+    return vals
+
+
 def main(args) -> int:
     from . import PhantomParams, make_phantom, write_phantom
 
     params = PhantomParams(seed=args.seed, kvp=args.kvp, dose=args.dose, levels=args.levels,
                            bmd=parse_bmd(args.bmd), fracture=parse_fractures(args.fracture),
-                           contrast=args.contrast, age=args.age)
+                           contrast=args.contrast, age=args.age, matrix=args.matrix,
+                           spacing=parse_spacing(args.spacing))
     t0 = time.perf_counter()
     ph = make_phantom(params)
     t1 = time.perf_counter()

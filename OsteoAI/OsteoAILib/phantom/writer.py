@@ -62,6 +62,7 @@ def _write_ct_nifti(vol, path: Path) -> Path:
 def sidecar_tags(ph: Phantom) -> dict:
     m = ph.volume.meta
     tags = {
+        "Modality": "CT",
         "Manufacturer": m["manufacturer"],
         "ManufacturerModelName": "digital phantom",
         "KVP": float(m["kvp"]),
