@@ -929,7 +929,8 @@ def save_scene(scene, path: str | os.PathLike) -> Path:
     col = scene.GetNodesByClass("vtkMRMLStorableNode")
     for n in range(col.GetNumberOfItems()):
         node = col.GetItemAsObject(n)
-        if not node.GetSaveWithScene() or node.GetHideFromEditors() and not node.IsA("vtkMRMLTableNode"):
+        # Hidden storable nodes are Slicer's defaults (colour tables...): the application has them.
+        if not node.GetSaveWithScene() or (node.GetHideFromEditors() and not node.IsA("vtkMRMLTableNode")):
             continue
         if node.IsA("vtkMRMLVolumeNode") and node.GetImageData() is None:
             continue
