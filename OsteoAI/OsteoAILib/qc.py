@@ -35,7 +35,7 @@ EXCLUDING = {c for c, (excl, _) in FLAGS.items() if excl}
 
 METAL_ABOVE_HU = 2500.0  # cortical bone stays below ~2000 HU; metal saturates near 3071
 METAL_MIN_MM3 = 5.0
-STREAK_FRACTION = 0.01  # soft tissue off by > 6 noise SD in-plane: streaks (noise alone: ~1e-8)
+STREAK_RATIO = 2.0  # high-frequency noise this many times that of metal-free slices: streaks
 NEIGHBOURHOOD_MM = 20.0
 MIN_ROI_MM3 = 1000.0  # ~1 cm3: a 60% body-height ellipse in the smallest thoracic body is larger
 NOISE_HIGH_HU = 35.0
@@ -67,18 +67,16 @@ def contrast_flags(references: dict, kvp: float = 120.0) -> list[str]:
 
 # --- metal and streaks -------------------------------------------------------------------------
 
-def streak_fraction(a: np.ndarray) -> float | None:
-    """Fraction of soft-tissue voxels (away from edges) whose in-plane high-pass value exceeds
-    6 robust SDs: ~0 for noise, a few percent where metal streaks cross the tissue."""
-    soft = (a > -200) & (a < 300)
-    soft = ndi.binary_erosion(soft, structure=np.ones((1, 5, 5), bool))
+def highpass_sd(a: np.ndarray) -> float | None:
+    """SD of the in-plane high-pass image over soft tissue away from tissue boundaries (fat and
+    water-like tissue each eroded): image noise plus any streaks."""
+    sm = ndi.uniform_filter(a, size=(1, 5, 5))
+    st = np.ones((1, 5, 5), bool)
+    soft = ndi.binary_erosion((sm > -250) & (sm < -40), structure=st)
+    soft |= ndi.binary_erosion((sm > -10) & (sm < 250), structure=st)
     if soft.sum() < 200:
         return None
-    hp = (a - ndi.uniform_filter(a, size=(1, 3, 3)))[soft]
-    sig = 1.4826 * float(np.median(np.abs(hp - np.median(hp))))
-    if sig <= 0:
-        return None
-    return float(np.mean(np.abs(hp) > 6.0 * sig))
+    return float(np.std((a - ndi.uniform_filter(a, size=(1, 3, 3)))[soft]))
 
 
 def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
@@ -98,13 +96,21 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
         if biggest >= METAL_MIN_MM3:
             return [f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
                     f"of {_name(label)}"]
-    # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent).
-    if (vol.array[sl[0]] > METAL_ABOVE_HU).sum() * vox_mm3 < METAL_MIN_MM3:
+    # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent);
+    # they are judged against the same in-plane region in metal-free slices (same anatomy).
+    hot_k = (vol.array > METAL_ABOVE_HU).reshape(vol.shape[0], -1).sum(axis=1) * vox_mm3 >= METAL_MIN_MM3
+    if not hot_k[sl[0]].any():
         return []
-    frac = streak_fraction(a)
-    if frac is not None and frac > STREAK_FRACTION:
+    near = ndi.binary_dilation(hot_k, iterations=int(np.ceil(30.0 / vol.spacing[2])))
+    ref_k = np.nonzero(~near)[0]
+    if ref_k.size == 0:
+        return []
+    ref_k = ref_k[np.round(np.linspace(0, ref_k.size - 1, min(8, ref_k.size))).astype(int)]
+    ref = highpass_sd(vol.array[ref_k][:, sl[1], sl[2]].astype(np.float32))
+    local = highpass_sd(a)
+    if ref and local and local > STREAK_RATIO * ref:
         return [f"metal: streak artifacts from metal in the same slices cross {_name(label)} "
-                f"({frac:.1%} of nearby soft tissue off by > 6 noise SD)"]
+                f"(high-frequency noise {local:.0f} HU, {local / ref:.1f}x that of metal-free slices)"]
     return []
 
 

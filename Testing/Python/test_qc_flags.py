@@ -1,0 +1,170 @@
+"""QC flags: each check on a case that must raise it and one that must not."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from OsteoAILib import calibration, qc
+from OsteoAILib.phantom import PhantomParams, make_phantom
+from OsteoAILib.results import Calibration
+from OsteoAILib.volume import Volume
+
+COARSE = dict(levels="T11-L2", matrix=256, spacing=(1.4, 1.4, 2.0))
+
+
+def _seg(ph):
+    levels = [lv["label"] for lv in ph.truth["levels"]]
+    partial = [lv["label"] for lv in ph.truth["levels"] if lv["partial"]]
+    return SimpleNamespace(vertebrae=ph.vertebrae, bodies=ph.bodies, levels=levels,
+                           info={"partial_levels": partial}, qc=[])
+
+
+@pytest.fixture(scope="module")
+def fractured():
+    return make_phantom(PhantomParams(seed=3, fracture={"L1": 0.45}, **COARSE))
+
+
+def test_flag_table():
+    assert {"fracture", "roi_small", "fov_cut", "metal", "implausible", "no_roi"} == qc.EXCLUDING
+    assert not {"contrast", "noise", "calib_fit", "uncalibrated"} & qc.EXCLUDING
+    assert all(text for _, text in qc.FLAGS.values())
+    flags = ["noise: high", "fracture: L1 grade 2", "contrast: aorta 300 HU"]
+    assert qc.excluding_reasons(flags) == ["fracture: L1 grade 2"]
+    assert qc.code("roi_small: T12 ROI 300 mm3") == "roi_small"
+
+
+@pytest.mark.parametrize("loss,grade", [(0.0, 0), (0.19, 0), (0.2, 1), (0.24, 1), (0.25, 2), (0.39, 2), (0.41, 3)])
+def test_genant_grades(loss, grade):
+    assert qc.genant_grade(loss) == grade
+
+
+def test_fracture_grade_from_own_and_neighbour_heights():
+    normal = {"anterior": 25.0, "middle": 24.0, "posterior": 25.0}
+    wedge = {"anterior": 17.0, "middle": 22.0, "posterior": 25.0}  # 32% anterior loss
+    assert qc.fracture_grade(normal)[0] == 0
+    assert qc.fracture_grade(wedge)[:2] == (2, pytest.approx(0.32))
+    crush = {"anterior": 17.5, "middle": 17.0, "posterior": 17.5}  # uniform: only neighbours tell
+    assert qc.fracture_grade(crush)[0] == 0
+    g, loss, how = qc.fracture_grade(crush, [normal, normal])
+    assert (g, how) == (2, "neighbours") and loss == pytest.approx(0.32)
+    assert qc.fracture_flags(wedge, 20)[0].startswith("fracture: L1 Genant grade 2")
+    assert qc.fracture_flags(normal, 20, [normal]) == []
+
+
+def test_heights_match_phantom_truth(fractured):
+    seg = _seg(fractured)
+    for lv in fractured.truth["levels"]:
+        if lv["partial"]:
+            continue
+        h = qc.level_heights(seg, lv["label"], fractured.volume.spacing)
+        for k in ("anterior", "middle", "posterior"):
+            assert h[k] == pytest.approx(lv["heights_mm"][k], abs=2.5), (lv["level"], k, h)
+
+
+def test_fractured_phantom_level_is_flagged_and_excluded(fractured):
+    seg = _seg(fractured)
+    flags = {lab: qc.level_flags(fractured.volume, seg, None, None, lab) for lab in seg.levels}
+    assert any(f.startswith("fracture: L1 Genant grade") for f in flags[20])
+    assert qc.excluding_reasons(flags[20])
+    for lv in fractured.truth["levels"]:
+        if not lv["partial"] and lv["label"] != 20:
+            assert not [f for f in flags[lv["label"]] if qc.code(f) == "fracture"], lv["level"]
+
+
+def test_metal_near_a_vertebra(fractured):
+    seg = _seg(fractured)
+    vol = fractured.volume
+    mask = seg.vertebrae == 21
+    assert qc.metal_flags(vol, mask, 21) == []
+    arr = vol.array.copy()
+    k, j, i = np.argwhere(mask).mean(axis=0).astype(int)
+    arr[k - 2 : k + 2, j - 2 : j + 2, i + 12 : i + 15] = 3071  # a pedicle screw tip
+    flags = qc.metal_flags(vol.with_array(arr), mask, 21)
+    assert flags and flags[0].startswith("metal:") and "L2" in flags[0]
+    assert qc.metal_flags(vol.with_array(arr), seg.vertebrae == 18, 18) == []  # T11 is far away
+
+
+def test_streaks_from_metal_in_the_same_slices(fractured):
+    seg = _seg(fractured)
+    vol = fractured.volume
+    mask = seg.vertebrae == 21
+    ks = np.nonzero(mask.any(axis=(1, 2)))[0]
+    arr = vol.array.astype(np.float32)
+    # Metal far lateral in the same slices, and alternating dark/bright bands across the body.
+    arr[ks, 100:104, 20:24] = 3071
+    jj = np.arange(arr.shape[1])
+    arr[ks] += np.where((jj // 2) % 2 == 0, 150.0, -150.0)[None, :, None] * (np.arange(arr.shape[2]) % 7 == 0)
+    flags = qc.metal_flags(vol.with_array(arr.astype(np.int16)), mask, 21)
+    assert flags and "streak" in flags[0]
+    clean = vol.array.astype(np.float32)
+    clean[ks, 100:104, 20:24] = 3071  # metal alone, no streaks: not flagged
+    assert qc.metal_flags(vol.with_array(clean.astype(np.int16)), mask, 21) == []
+
+
+def test_fov_cut():
+    m = np.zeros((10, 20, 20), bool)
+    m[3:6, 5:10, 5:10] = True
+    assert qc.fov_flags(m, 19) == []
+    m[7:, 5:10, 5:10] = True
+    assert qc.fov_flags(m, 19) == ["fov_cut: T12 touches the top edge of the scan"]
+
+
+def test_partial_phantom_level_is_cut_by_the_fov():
+    ph = make_phantom(PhantomParams(seed=4, **COARSE))
+    partial = [lv["label"] for lv in ph.truth["levels"] if lv["partial"]]
+    assert partial
+    for lab in partial:
+        assert qc.fov_flags(ph.vertebrae == lab, lab)
+
+
+def test_roi_small():
+    assert qc.roi_small_flags(5000.0, 20) == []
+    assert qc.roi_small_flags(400.0, 20)[0].startswith("roi_small: L1 trabecular ROI 400 mm3")
+    rois = SimpleNamespace(labelmap=np.zeros((10, 10, 10), np.int16), info={})
+    rois.labelmap[4:6, 4:6, 4:6] = 20
+    seg = SimpleNamespace(vertebrae=np.zeros((10, 10, 10), np.int16), bodies=None, levels=[20], info={})
+    vol = Volume(np.zeros((10, 10, 10), np.int16), (1.0, 1.0, 1.0))
+    assert [qc.code(f) for f in qc.level_flags(vol, seg, rois, None, 20)] == ["roi_small"]
+
+
+@pytest.mark.parametrize("dose", ["standard", "ultralow"])
+def test_noise_estimate_matches_phantom(dose):
+    ph = make_phantom(PhantomParams(seed=5, dose=dose, levels="T12-L1", matrix=256, spacing=(1.4, 1.4, 2.0)))
+    refs = calibration.calibrate(ph.volume, _seg(ph)).references
+    sigma = qc.estimate_noise_sigma(ph.volume, refs)
+    assert sigma == pytest.approx(ph.truth["noise_sigma_hu"], rel=0.3)
+    assert qc.noise_flags(sigma) == []  # coarse voxels: even the ultralow dose stays under the threshold
+
+
+def test_noise_flag():
+    assert qc.noise_flags(12.0) == []
+    assert qc.noise_flags(50.0)[0].startswith("noise: image noise 50 HU")
+    refs = {"fat": {"sd_hu": 48.0, "n_voxels": 5000}, "muscle": {"sd_hu": 55.0, "n_voxels": 3000},
+            "air": {"sd_hu": 5.0, "n_voxels": 4000, "why": "found; air clipped at -1024 HU"}}
+    assert qc.estimate_noise_sigma(None, refs) == 48.0  # clipped air is not a noise measure
+
+
+def test_calibration_and_implausible_flags():
+    cal = Calibration(method="internal", qc=["contrast: aorta", "calib_fit: 20 HU RMS", "kvp_unknown: 120"])
+    assert qc.calibration_flags(cal) == ["calib_fit: 20 HU RMS"]
+    assert qc.implausible_flags(150.0) == []
+    assert qc.implausible_flags(-12.0, 20)[0].startswith("implausible: L1 vBMD -12")
+    assert qc.implausible_flags(400.0)
+
+
+def test_contrast_flags_on_phantom():
+    for contrast in (False, True):
+        ph = make_phantom(PhantomParams(seed=6, contrast=contrast, levels="T12-L1", matrix=256,
+                                        spacing=(1.4, 1.4, 2.0)))
+        refs = calibration.calibrate(ph.volume, _seg(ph)).references
+        flags = qc.contrast_flags(refs, ph.volume.meta["kvp"])
+        assert bool(flags) == contrast
+        assert all(f.startswith("contrast:") for f in flags)
+
+
+def test_scan_flags_report_high_noise():
+    ph = make_phantom(PhantomParams(seed=7, dose="ultralow", levels="T12-L1", matrix=512, spacing=(0.7, 0.7, 1.0)))
+    cal = calibration.calibrate(ph.volume, _seg(ph))
+    assert [qc.code(f) for f in qc.scan_flags(ph.volume, _seg(ph), cal)] == ["noise"]
