@@ -273,6 +273,14 @@ class OsteoAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p and p.keyImages and row >= 0:
             self.logic.jumpToKeyImage(p.keyImages, row)
+            path = self.logic.keyImagePng(p.keyImages, row)
+            if path:
+                import qt
+
+                pixmap = qt.QPixmap(path)
+                self.ui.keyImagePreview.setPixmap(pixmap.scaledToWidth(max(200, self.ui.keyImageList.width)))
+            else:
+                self.ui.keyImagePreview.clear()
 
     def onShowBone(self):
         with slicer.util.tryWithErrorDisplay("Cannot show the bone comparison."):
@@ -495,6 +503,18 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             slicer.mrmlScene, p.inputVolume, p.roiSegmentation, results, vertebrae_seg_node=p.vertebraeSegmentation,
             table_node=p.resultsTable, text_node=p.resultsText, diagnostic_levels=p.diagnosticLevels or None,
         )  # fmt: skip
+
+    @staticmethod
+    def keyImagePng(keyImagesNode, index):
+        """Path of the PNG of a key image (copied to Slicer's cache when the results loaded), or None."""
+        import OsteoAILib.mrml as coremrml
+
+        folder = keyImagesNode.GetAttribute("OsteoAI.keyImagesDir")
+        items = coremrml.key_image_positions(keyImagesNode)
+        if not folder or not (0 <= index < len(items)) or not items[index].get("name"):
+            return None
+        path = os.path.join(folder, items[index]["name"] + ".png")
+        return path if os.path.isfile(path) else None
 
     @staticmethod
     def jumpToKeyImage(keyImagesNode, index):

@@ -336,6 +336,9 @@ def test_apply_runs_osteoai_in_a_background_process_on_the_phantom(module, monke
     assert {r["Level"] for r in rows} & truth_levels
     seg = mrml.segmentation_to_labelmap(hs.scene, p.vertebraeSegmentation, p.inputVolume)
     assert seg.shape == ph.volume.shape and seg.any()
+    # the key image PNG survives the temporary run folder (copied to the cache) and is found again
+    png = logic.keyImagePng(p.keyImages, 0)
+    assert png and Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, monkeypatch):
