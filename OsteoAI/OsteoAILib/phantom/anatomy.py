@@ -305,10 +305,12 @@ def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: f
         cyp = y_vb + 0.8 * b + 2 * cd + 16.0
         paraspinal_r = 20.0 + 6.0 * min(max((zlev["T12"] - z) / 60.0, 0.0), 1.0)
         if z > float(z_dia.min()):
-            spine_block = (np.abs(x) < a + 14.0) & (y > y_spine_front)
+            # the column and its posterior gutters, rounded like the pleura wrapping the bodies
+            spine_block = (_ellipse(x, y, 0.0, y_vb + 0.3 * b, a + 15.0, 1.3 * b + 8.0) <= 1.0) | (
+                (np.abs(x) < a + 6.0) & (y > y_vb))
             paraspinal = _ellipse(np.abs(x), y, cw + 18.0, cyp, paraspinal_r + 4.0, paraspinal_r) <= 1.0
-            med_w = 22.0 + 10.0 * np.clip((y_spine_front - y) / 60.0, 0, 1)
-            mediastinum = (np.abs(x - 8.0) < med_w) & (y < y_spine_front)
+            med_w = 16.0 + 14.0 * np.clip((y_spine_front - y) / 60.0, 0, 1)
+            mediastinum = (np.abs(x - 6.0) < med_w) & (y < y_spine_front + 4.0)
             lung = cav & (z > z_dia) & ~spine_block & ~mediastinum & ~paraspinal
             sl[lung] = T["lung"]
             hz = (z - z_heart) / 55.0
@@ -476,7 +478,7 @@ def _vertebra(grid: Grid, g: LevelGeom, tissues, vertebrae, bodies):
     vc = 0.8 * b + cd  # canal centre
     rp = 3.4 if thoracic else 4.4
     xp = cw + rp * 0.6
-    ls = 34.0 if thoracic else 28.0
+    ls = 30.0 if thoracic else 26.0
     alpha = math.radians(50.0 if 4 <= g.idx <= 9 else (35.0 if thoracic else 8.0))
     lt, dt = (24.0, 11.0) if thoracic else (30.0, 1.0)
     if g.idx == 0:

@@ -31,7 +31,8 @@ def save_previews(ph, out_dir, axial_level: str = "L1") -> dict[str, Path]:
     }
     files = {}
     for name, (img, extent, title) in views.items():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 5.4 if name == "axial" else 7.5), dpi=80)
+        aspect = abs(extent[3] - extent[2]) / abs(extent[1] - extent[0])
+        fig, axes = plt.subplots(1, 2, figsize=(10, 5.0 * aspect + 0.6), dpi=80)
         for ax, (wname, (level, width)) in zip(axes, WINDOWS.items(), strict=True):
             ax.imshow(img, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
                       interpolation="nearest", aspect="equal")
