@@ -206,9 +206,17 @@ def _none(kvp, source, qc, fat_fraction, fat_why, why="") -> Calibration:
 
 def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why) -> tuple[Calibration, bool]:
     """(calibration, ok): ok is False when the fit cannot be trusted."""
-    refs = measure_references(vol, seg)
     expected = physics.reference_hu(kvp)
     flags = list(qc)
+    try:
+        refs = measure_references(vol, seg)
+    except (ValueError, IndexError, MemoryError) as e:
+        # Unusual anatomy must not stop the screening: report it and let the caller fall back.
+        cal = Calibration(method="internal", kvp=kvp, kvp_source=source, qc=flags)
+        cal.qc.append(f"calib_refs: reference tissue search failed ({type(e).__name__}: {str(e)[:120]})")
+        cal.references = {n: {"measured_hu": None, "expected_hu": float(expected[n]), "n_voxels": 0, "used": False,
+                              "why": "search failed"} for n in REFERENCE_NAMES}
+        return cal, False
     is_contrast, contrast_msg = detect_contrast(refs, kvp)
     table = {}
     points = {}

@@ -117,7 +117,7 @@ class _Spine:
             jj, ii = np.nonzero(v)
             i_mid = float(np.median(ii))
             near = np.abs(ii - i_mid) < max(3, 0.15 * (ii.max() - ii.min() + 1))
-            j_tip = float(jj[near].max())
+            j_tip = float(jj[near].max()) if near.any() else float(jj.max())
             kb = None
             if foot:
                 here = bod[k][bod[k] > 0]
