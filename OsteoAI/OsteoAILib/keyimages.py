@@ -71,7 +71,7 @@ def _render(gray, labels, rois, spacing_xy, title, legend, wl) -> bytes:
 
     h, w = gray.shape
     sx, sy = spacing_xy
-    fig_w = 6.0
+    fig_w = 6.0 + (1.6 if legend else 0.0)
     fig_h = float(np.clip(fig_w * (h * sy) / max(w * sx, 1e-6), 3.0, 9.0))
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=110)
     ax.imshow(_window(gray, wl), cmap="gray", origin="lower", aspect=sy / sx, interpolation="nearest")
@@ -92,7 +92,8 @@ def _render(gray, labels, rois, spacing_xy, title, legend, wl) -> bytes:
     handles = [Patch(facecolor=(1.0, 0.85, 0.0, 0.6), label="trabecular ROI")] + [
         Patch(edgecolor=level_color(lab), facecolor="none", label=text) for lab, text in legend
     ]
-    ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.7)
+    # Outside the image: on a whole-spine reformat a legend inside would hide the vertebrae.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, framealpha=0.9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
