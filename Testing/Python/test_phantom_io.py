@@ -103,13 +103,14 @@ def test_cli_writes_and_summarises(tmp_path, capsys):
 
     rc = main(["phantom", "--out", str(tmp_path), "--seed", "2", "--kvp", "80", "--dose", "low",
                "--levels", "T12-L1", "--bmd", "L1=70", "--fracture", "T12:0.3", "--matrix", "128",
-               "--spacing", "2,2,3"])
+               "--spacing", "2,2,3", "--rib-pairs", "13", "--hu-offset", "10"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "L1" in text and "70.0" in text and "wrote ct" in text
     truth = json.loads((tmp_path / "truth.json").read_text())
     lev = {e["level"]: e for e in truth["levels"]}
     assert lev["L1"]["vbmd_mg_cm3"] == 70.0 and lev["T12"]["fracture"] and truth["params"]["dose"] == "low"
+    assert truth["rib_pairs"] == 13 and truth["params"]["hu_offset"] == 10.0
     assert main(["phantom", "--out", str(tmp_path), "--bmd", "L1:70"]) == 1  # one-line error, no traceback
 
 

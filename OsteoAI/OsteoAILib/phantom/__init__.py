@@ -79,14 +79,18 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         bone_lut[TISSUES["trabecular"]][g.label] = hu_trab
         bone_lut[TISSUES["arch"]][g.label] = hu_arch
 
+    texture = acq.TrabecularTexture(rng, grid)
+
     def hu_block(sl) -> np.ndarray:
-        """Noise-free physics HU of a block of the grid (float32)."""
+        """Noise-free HU of a block of the grid (float32): physics plus the trabecular texture."""
         t = tis[sl]
         out = lut[t]
         v = an.vertebrae[sl]
         for tid, blut in bone_lut.items():
             m = t == tid
             out[m] = blut[v[m]]
+            if tid == TISSUES["trabecular"]:
+                texture.add(out, m, sl)
         return out
 
     dose = DOSES[params.dose]

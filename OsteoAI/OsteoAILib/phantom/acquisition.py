@@ -17,6 +17,36 @@ RIB_VBMD = 140.0  # rib cancellous bone, mg/cm3 HA
 ARCH_VBMD_FACTOR = 1.35  # posterior elements are denser than the body
 
 
+TEXTURE_HU = 18.0  # standard deviation of the trabecular texture (before blur and noise)
+
+
+class TrabecularTexture:
+    """Zero-mean spatial heterogeneity of trabecular bone: a seeded sum of plane waves with
+    wavelengths of 2.5-6 mm, a deterministic function of position (so the noise-free truth, which
+    averages it over the core, stays exact)."""
+
+    def __init__(self, rng: np.random.Generator, grid, n: int = 8, amplitude: float = TEXTURE_HU):
+        d = rng.normal(size=(n, 3))
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        self.k = (2 * np.pi / rng.uniform(2.5, 6.0, n))[:, None] * d  # rad/mm, (x, y, z)
+        self.phase = rng.uniform(0, 2 * np.pi, n)
+        self.amp = amplitude * math.sqrt(2.0 / n)
+        self.grid = grid
+
+    def add(self, out: np.ndarray, mask: np.ndarray, sl) -> None:
+        kk, jj, ii = np.nonzero(mask)
+        if kk.size == 0:
+            return
+        o, sp = self.grid.origin, self.grid.spacing
+        x = o[0] + (ii + sl[2].start) * sp[0]
+        y = o[1] + (jj + sl[1].start) * sp[1]
+        z = o[2] + (kk + sl[0].start) * sp[2]
+        tex = np.zeros(kk.size, np.float64)
+        for (kx, ky, kz), ph in zip(self.k, self.phase, strict=True):
+            tex += np.cos(kx * x + ky * y + kz * z + ph)
+        out[kk, jj, ii] += (self.amp * tex).astype(np.float32)
+
+
 def tissue_hu(kvp: float, contrast: bool, marrow_fat: float) -> np.ndarray:
     """HU lookup table indexed by tissue id (level-dependent bone is filled in separately)."""
     lut = np.zeros(max(T.values()) + 1, np.float32)

@@ -19,6 +19,12 @@ def add_arguments(p) -> None:
     p.add_argument("--contrast", action="store_true", help="contrast-enhanced (aorta, organs, marrow)")
     p.add_argument("--age", type=float, default=65.0)
     p.add_argument("--dicom", action="store_true", help="also write a DICOM series in OUT/dicom")
+    p.add_argument("--rib-pairs", type=int, choices=(11, 12, 13), default=12,
+                   help="rib pairs (11 or 13 to test labelling QC)")
+    p.add_argument("--marrow-fat", type=float, default=None, help="marrow fat fraction (default: from age)")
+    p.add_argument("--hu-scale", type=float, default=1.0, help="scanner miscalibration: HU * scale + offset")
+    p.add_argument("--hu-offset", type=float, default=0.0)
+    p.add_argument("--beam-hardening", type=float, default=0.0, help="cupping strength (1 = 40 HU at the centre)")
     p.add_argument("--matrix", type=int, default=512, help="in-plane voxels (default 512)")
     p.add_argument("--spacing", default="0.7,0.7,1.0", help="voxel size SI,SJ,SK in mm (default 0.7,0.7,1.0)")
 
@@ -74,7 +80,9 @@ def main(args) -> int:
     params = PhantomParams(seed=args.seed, kvp=args.kvp, dose=args.dose, levels=args.levels,
                            bmd=parse_bmd(args.bmd), fracture=parse_fractures(args.fracture),
                            contrast=args.contrast, age=args.age, matrix=args.matrix,
-                           spacing=parse_spacing(args.spacing))
+                           spacing=parse_spacing(args.spacing), rib_pairs=args.rib_pairs,
+                           marrow_fat_fraction=args.marrow_fat, hu_scale=args.hu_scale, hu_offset=args.hu_offset,
+                           beam_hardening=args.beam_hardening)
     t0 = time.perf_counter()
     ph = make_phantom(params)
     t1 = time.perf_counter()
