@@ -69,11 +69,12 @@ def measure_levels(
     ``estimator(label, values, cal) -> (vbmd, (lo, hi), method) | None`` lets the AI model replace the
     plain calibrated estimate; it returns None when it cannot judge a level.
     """
-    present = sorted(int(x) for x in np.unique(rois) if x != 0)
-    wanted = present if labels is None else [lab for lab in labels]
+    boxes = label_boxes(rois)
+    wanted = list(boxes) if labels is None else list(labels)
     out: list[LevelResult] = []
     for lab in sorted(wanted, key=_craniocaudal):
-        values = vol.array[rois == lab]
+        box = boxes.get(lab)
+        values = vol.array[box][rois[box] == lab] if box else np.empty(0)
         st = roi_statistics(values)
         lr = LevelResult(level=NAMES.get(lab, str(lab)), label=lab, qc=list((level_qc or {}).get(lab, [])))
         lr.extra = dict((extra or {}).get(lab, {}))
@@ -94,6 +95,14 @@ def measure_levels(
             lr.qc.append(f"implausible: vBMD {lr.vbmd_mg_cm3:.0f} mg/cm3 is outside 0-350")
         out.append(lr)
     return out
+
+
+def label_boxes(labelmap: np.ndarray) -> dict[int, tuple[slice, ...]]:
+    """Bounding box of every label in one pass (masking the whole volume per label is slow)."""
+    from scipy import ndimage
+
+    lm = labelmap if labelmap.dtype.kind in "iu" else labelmap.astype(np.int32)
+    return {i + 1: sl for i, sl in enumerate(ndimage.find_objects(lm)) if sl is not None}
 
 
 def _craniocaudal(lab: int) -> int:

@@ -107,8 +107,20 @@ def to_canonical(vol: Volume) -> Volume:
 
 
 def from_canonical(labels: np.ndarray, canonical: Volume, original: Volume) -> np.ndarray:
-    """Map a labelmap on the canonical grid back onto the original input grid (nearest neighbour)."""
+    """Map a labelmap on the canonical grid back onto the original input grid.
+
+    The canonical grid is an axis permutation/flip of the original, so this is normally an exact
+    re-ordering; only an input whose grid cannot be matched that way is resampled (nearest neighbour).
+    """
     src = volume_to_sitk(canonical, labels)
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(original.direction.ravel()))
+    back = sitk.DICOMOrient(src, code)
+    if (
+        back.GetSize() == tuple(reversed(original.shape))
+        and np.allclose(back.GetOrigin(), original.origin, atol=1e-3)
+        and np.allclose(back.GetDirection(), original.direction.ravel(), atol=1e-6)
+    ):
+        return sitk.GetArrayFromImage(back)
     ref = volume_to_sitk(original, np.zeros(original.shape, dtype=labels.dtype))
     res = sitk.Resample(src, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, src.GetPixelID())
     return sitk.GetArrayFromImage(res)

@@ -107,9 +107,6 @@ def sagittal_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, levels:
     lab = vertebrae[k_idx, :, curve]
     roi = rois[k_idx, :, curve]
     # j = 0 is anterior, so columns already show anterior on the left as a sagittal view is read.
-    for lv in levels:
-        ks = np.nonzero((vertebrae == lv.label).any(axis=(1, 2)))[0]
-        lv.extra.setdefault("k_range", [int(ks.min()), int(ks.max())] if ks.size else None)
     legend = [(lv.label, _legend_text(lv)) for lv in levels]
     kc = vol.shape[0] // 2
     center = (kc, vol.shape[1] // 2, int(curve[kc]))
@@ -119,11 +116,16 @@ def sagittal_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, levels:
                     center, tuple(vol.index_to_lps(center)), png)
 
 
-def axial_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, lv: LevelResult, n: int, why: str) -> KeyImage:
-    ks = np.nonzero((rois == lv.label).any(axis=(1, 2)))[0]
-    if ks.size == 0:
-        ks = np.nonzero((vertebrae == lv.label).any(axis=(1, 2)))[0]
-    k = int(np.median(ks))
+def axial_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, lv: LevelResult, n: int, why: str,
+                box: tuple[slice, ...] | None = None) -> KeyImage:
+    """Axial slice through the middle of the level's ROI (``box``: its bounding box, if known)."""
+    if box is None:
+        ks = np.nonzero((rois == lv.label).any(axis=(1, 2)))[0]
+        if ks.size == 0:
+            ks = np.nonzero((vertebrae == lv.label).any(axis=(1, 2)))[0]
+        k = int(np.median(ks))
+    else:
+        k = (box[0].start + box[0].stop - 1) // 2
     jj, ii = np.nonzero(vertebrae[k] == lv.label)
     if jj.size:  # crop around the vertebra so the ROI is readable
         pad = int(40 / vol.spacing[0])
@@ -165,6 +167,9 @@ def select_and_render(
     for lv in sorted(measured, key=lambda lv: (bool(lv.qc), lv.label)):
         if all(lv is not p for p, _ in picks):
             picks.append((lv, "flagged level" if lv.qc else "additional level"))
+    from .bmd import label_boxes
+
+    boxes = label_boxes(rois)
     for n, (lv, why) in enumerate(picks[: n_images - 1], start=2):
-        images.append(axial_image(vol, vertebrae, rois, lv, n, why))
+        images.append(axial_image(vol, vertebrae, rois, lv, n, why, boxes.get(lv.label)))
     return images
