@@ -112,6 +112,9 @@ def from_canonical(labels: np.ndarray, canonical: Volume, original: Volume) -> n
     The canonical grid is an axis permutation/flip of the original, so this is normally an exact
     re-ordering; only an input whose grid cannot be matched that way is resampled (nearest neighbour).
     """
+    if (labels.shape == original.shape and np.allclose(canonical.direction, original.direction)
+            and np.allclose(canonical.origin, original.origin, atol=1e-3)):
+        return labels  # the input was already canonical
     src = volume_to_sitk(canonical, labels)
     code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(original.direction.ravel()))
     back = sitk.DICOMOrient(src, code)
