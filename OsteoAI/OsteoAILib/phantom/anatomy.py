@@ -257,6 +257,17 @@ def _paint(sl, xs, ys, cx, cy, rx, ry, value, cond=None):
     sl[js, is_][m] = value
 
 
+def _paint_capsule2d(sl, xs, ys, p0, p1, r, value):
+    """Paint a 2D capsule (segment p0-p1, radius r) into the slice ``sl``."""
+    js, is_ = _win(xs, ys, (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2,
+                   abs(p1[0] - p0[0]) / 2 + r, abs(p1[1] - p0[1]) / 2 + r)
+    x, y = xs[is_][None, :], ys[js][:, None]
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    t = np.clip(((x - p0[0]) * dx + (y - p0[1]) * dy) / (dx * dx + dy * dy or 1e-9), 0.0, 1.0)
+    m = (x - p0[0] - t * dx) ** 2 + (y - p0[1] - t * dy) ** 2 <= r * r
+    sl[js, is_][m] = value
+
+
 def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: float, fat_mm: float) -> dict:
     nk = grid.shape[0]
     zs = grid.z()
@@ -345,12 +356,21 @@ def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: f
         if z > z_trachea_end:
             _paint(sl, xs, ys, 0.0, y_spine_front - 20.0, 10.0, 9.0, T["muscle"])
             _paint(sl, xs, ys, 0.0, y_spine_front - 20.0, 8.0, 7.0, T["airway"])
-        if z < zlev["T4"]:  # descending aorta: left-anterolateral in the chest, in front of the spine below
+        z_arch = zlev["T4"] + 0.3 * hlev["T4"]
+        if z < z_arch:  # descending aorta: left-anterolateral in the chest, in front of the spine below
             w_abd = min(max((z_dome_l - z) / 40.0, 0.0), 1.0)
             rao = 12.0 - 2.0 * w_abd
             cx = (1 - w_abd) * (a * 0.6 + rao) + w_abd * (a * 0.25)
             cy = (1 - w_abd) * (y_vb - b * 0.6 - rao * 0.5) + w_abd * (y_vb - b - rao - 3.0)
             _paint(sl, xs, ys, cx, cy, rao, rao, T["blood"])
+        # ascending aorta from the heart up to the arch, and the arch running back to the left
+        x_asc, y_asc, r_asc = -10.0, y_mid - 0.32 * ay, 14.0
+        if z_heart < z < z_arch:
+            _paint(sl, xs, ys, x_asc, y_asc, r_asc, r_asc, T["blood"])
+        dz = z - z_arch
+        if abs(dz) < 12.0:
+            r = math.sqrt(144.0 - dz * dz)
+            _paint_capsule2d(sl, xs, ys, (x_asc, y_asc), (a * 0.6 + 12.0, y_vb - b * 0.6 - 6.0), r, T["blood"])
         # spinal canal (CSF) and cord, following the posterior wall of the vertebral bodies
         ccy = y_vb + (0.8 * b + cd) / math.cos(theta)
         _paint(sl, xs, ys, 0.0, ccy, cw, cd, T["csf"])
