@@ -20,6 +20,7 @@ HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.25  # posterior fraction of AP depth ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
+CORE_FRAC = 0.7  # elliptic core: this fraction of the body's AP half-depth and half-width
 
 
 @dataclass
@@ -116,6 +117,9 @@ def _core(vol: Volume, body: np.ndarray, sl, spacing_kji, axis, margin_mm: float
     l0, l1 = np.percentile(lb, 2), np.percentile(lb, 98)
     vein = (a <= a0 + VEIN_AP * (a1 - a0)) & (np.abs(lt - 0.5 * (l0 + l1)) <= 0.5 * VEIN_LAT * (l1 - l0))
     core &= ~vein
+    # an elliptic core keeps the ROI clear of the body outline even where the mask overshoots
+    ra, rl = 0.5 * CORE_FRAC * (a1 - a0), 0.5 * CORE_FRAC * (l1 - l0)
+    core &= ((a - 0.5 * (a0 + a1)) / max(ra, 1e-3)) ** 2 + ((lt - 0.5 * (l0 + l1)) / max(rl, 1e-3)) ** 2 <= 1
     return core
 
 
@@ -147,11 +151,17 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
         center = np.argwhere(body[sl]).mean(0) + [s.start for s in sl]
         axis = _axis_at(seg, center, spacing_kji)
         heights = body_heights(body[sl], spacing_kji, axis)
-        touches = any(np.take(body, e, axis=ax).any() for ax in range(3) for e in (0, -1))
+        vert = seg.vertebrae
+        cut_k = bool(body[0].any() or body[-1].any() or (vert[0] == label).any() or (vert[-1] == label).any())
+        touches = cut_k or any(np.take(body, e, axis=ax).any() for ax in (1, 2) for e in (0, -1))
         if touches or label in partial:
             qc.append(f"body_cut: the {lv.name(label)} body is partly out of the field of view")
-        core = _core(vol, body, sl, spacing_kji, axis, cortex_margin_mm)
-        core = _drop_outliers(vol, core, sl)
+        if cut_k:
+            # the endplates are not both in view, so the central height band is unknown: no ROI
+            core = np.zeros(body[sl].shape, bool)
+        else:
+            core = _core(vol, body, sl, spacing_kji, axis, cortex_margin_mm)
+            core = _drop_outliers(vol, core, sl)
         n = int(core.sum())
         volume = n * vox
         if volume < min_volume_mm3:

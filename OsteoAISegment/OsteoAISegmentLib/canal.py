@@ -70,13 +70,14 @@ def _components(work: np.ndarray, ws: float, holes: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(holes, structure=_PLANE)
     if n == 0:
         return np.zeros((0, 7))
-    idx = lab.ravel()
+    pos = np.nonzero(lab)
+    idx = lab[pos]
     cnt = np.bincount(idx, minlength=n + 1).astype(float)
-    kk, jj, ii = np.indices(work.shape, dtype=np.float32).reshape(3, -1)
+    kk, jj, ii = (p.astype(np.float64) for p in pos)
     sk = np.bincount(idx, kk, n + 1)
     sj = np.bincount(idx, jj, n + 1)
     si = np.bincount(idx, ii, n + 1)
-    hu = np.bincount(idx, work.ravel(), n + 1)
+    hu = np.bincount(idx, work[pos], n + 1)
     sjj = np.bincount(idx, jj * jj, n + 1)
     sii = np.bincount(idx, ii * ii, n + 1)
     c = np.maximum(cnt, 1)

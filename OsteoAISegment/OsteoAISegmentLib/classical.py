@@ -113,7 +113,32 @@ def _cranial_first(ids: list[int]) -> list[int]:
 
 
 def _split(work, canal_ji, k0, k1, bc, planes):
-    """Work-grid labelmaps (segment index from 1, caudal -> cranial) of whole vertebrae and bodies."""
+    """Work-grid labelmaps (segment index from 1, caudal -> cranial) of whole vertebrae and bodies.
+
+    Runs on a box around the spine only (the morphology is the slow part).
+    """
+    nk, nj, ni = work.shape
+    j_lo = max(0, int(np.floor(min(bc["ant_wall_j"].min(), canal_ji[:, 0].min()) - 8 / WS)))
+    j_hi = min(nj, int(np.ceil(canal_ji[:, 0].max() + 54 / WS)) + 1)
+    i_lo = max(0, int(np.floor(canal_ji[:, 1].min() - 46 / WS)))
+    i_hi = min(ni, int(np.ceil(canal_ji[:, 1].max() + 46 / WS)) + 1)
+    off = np.array([0.0, j_lo, i_lo])
+    bc_c = dict(bc)
+    bc_c["post_wall_j"] = bc["post_wall_j"] - j_lo
+    bc_c["ant_wall_j"] = bc["ant_wall_j"] - j_lo
+    bc_c["body_i"] = bc["body_i"] - i_lo
+    seg_c, body_c, info = _split_box(work[:, j_lo:j_hi, i_lo:i_hi], canal_ji - off[1:], k0, k1, bc_c,
+                                     [(p - off, n) for p, n in planes])
+    seg = np.zeros(work.shape, np.int16)
+    body = np.zeros(work.shape, np.int16)
+    seg[:, j_lo:j_hi, i_lo:i_hi] = seg_c
+    body[:, j_lo:j_hi, i_lo:i_hi] = body_c
+    for s in info:
+        s["center"] = s["center"] + off
+    return seg, body, info
+
+
+def _split_box(work, canal_ji, k0, k1, bc, planes):
     nk, nj, ni = work.shape
     kk = np.arange(nk)
     # per-slice envelope geometry (extrapolated flat beyond the canal range)
@@ -127,8 +152,20 @@ def _split(work, canal_ji, k0, k1, bc, planes):
     lat = np.abs(Ii - ci[:, None, None]) * WS
     env = (J >= (aw - 4 / WS)[:, None, None]) & (J <= (cj + 50 / WS)[:, None, None])
     env = env & (lat <= 42) & inside_k[:, None, None]
-    bony = ndi.gaussian_filter(work, 0.6) > 120
-    bony = canal._fill_holes_2d(ndi.binary_closing(bony, structure=canal._PLANE, iterations=1)) & env
+    ap_zone = (J <= pw[:, None, None] + 0.5) & (J >= (aw - 4 / WS)[:, None, None])
+    # lumbar bodies are ~1.5x as wide as deep; the ring must be closed before it is trimmed
+    body_zone = ap_zone & (np.abs(Ii - bi[:, None, None]) <= (0.95 * depth)[:, None, None])
+    ring_zone = (J <= pw[:, None, None] + 3 / WS) & (J >= (aw - 4 / WS)[:, None, None])
+    ring_zone = ring_zone & (np.abs(Ii - bi[:, None, None]) <= (1.15 * depth)[:, None, None])
+    raw = ndi.gaussian_filter(work, 0.6) > 120
+    bony = canal._fill_holes_2d(ndi.binary_closing(raw, structure=canal._PLANE, iterations=1)) & env
+    # osteoporotic or noisy bodies: only the cortical ring clears the threshold, and its posterior
+    # wall has a gap where the basivertebral vein leaves, so fill spans rather than holes: between
+    # the leftmost and rightmost ring voxel of each row, behind the anterior wall, up to the canal
+    ring = ndi.binary_closing(raw & ring_zone, structure=canal._PLANE, iterations=1)
+    row = np.maximum.accumulate(ring, axis=2) & np.maximum.accumulate(ring[:, :, ::-1], axis=2)[:, :, ::-1]
+    behind = np.maximum.accumulate(ring, axis=1)
+    bony |= row & behind & body_zone & env
     bony &= ~((work < 150) & _canal_tube(work.shape, canal_ji, k0, k1))
     lab, n = ndi.label(bony)
     if n == 0:
@@ -146,8 +183,6 @@ def _split(work, canal_ji, k0, k1, bc, planes):
         idx += ((P - p) @ nrm > 0).astype(np.int16)
     seg[pos] = idx
     # body: anterior to the canal's anterior wall, within a body-wide band
-    body_zone = (J <= pw[:, None, None] + 0.5) & (J >= 0)
-    body_zone = body_zone & (np.abs(Ii - bi[:, None, None]) <= (0.85 * depth)[:, None, None])
     body = np.where(body_zone, seg, 0).astype(np.int16)
     # drop disc voxels (thin slab around each plane) from the bodies
     if planes:
@@ -181,16 +216,16 @@ def _canal_tube(shape, canal_ji, k0, k1) -> np.ndarray:
 
 def _largest_per_label(lab: np.ndarray) -> np.ndarray:
     out = np.zeros_like(lab)
-    for s in np.unique(lab):
-        if s == 0:
+    for s, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
             continue
-        m = lab == s
+        m = lab[sl] == s
         cc, n = ndi.label(m)
         if n > 1:
             sizes = np.bincount(cc.ravel())
             sizes[0] = 0
             m = cc == np.argmax(sizes)
-        out[m] = s
+        out[sl][m] = s
     return out
 
 
@@ -201,12 +236,24 @@ def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict) -> np.ndar
         if s < len(lut):
             lut[s] = v
     lab_w = lut[lab_w]
+    out = np.zeros(grid.full_shape, np.int16)
+    if not lab_w.any():
+        return out
+    idx = np.argwhere(lab_w > 0)
+    lo = np.floor(grid.work_to_full_kji(idx.min(0) - 2)).astype(int)
+    hi = np.ceil(grid.work_to_full_kji(idx.max(0) + 2)).astype(int) + 1
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, grid.full_shape)
+    box = (lo, hi)
     soft = ndi.gaussian_filter((lab_w > 0).astype(np.float32), 0.5)
-    union = workgrid.to_full(soft, grid, 0.0, linear=True) > 0.45
-    nearest = workgrid.to_full(ndi.grey_dilation(lab_w, size=3) if lab_w.any() else lab_w, grid, 0, linear=False)
-    out = np.where(union, nearest, 0).astype(np.int16)
-    # refine against the full-resolution image: drop soft tissue (< 0 HU) caught at the boundary
-    out[arr < 0] = 0
+    union = workgrid.to_full(soft, grid, 0.0, linear=True, box=box) > 0.45
+    nearest = workgrid.to_full(ndi.grey_dilation(lab_w, size=3), grid, 0, linear=False, box=box)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    blk = np.where(union, nearest, 0).astype(np.int16)
+    # refine against the full-resolution image: drop fat caught at the boundary (denoised first so
+    # that noise inside a low-density body does not punch holes in it)
+    sm = ndi.gaussian_filter(arr[sl].astype(np.float32), 1.0)
+    blk[(sm < -30) & (ndi.grey_erosion(blk, size=3) != blk)] = 0
+    out[sl] = blk
     return out
 
 

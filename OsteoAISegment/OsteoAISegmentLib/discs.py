@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.signal import find_peaks
 
 BODY_HU = 100.0
 
@@ -148,7 +147,7 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
         score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
     pitch = np.clip(np.asarray(depth_mm, float) * 0.85, 16, 40) / ws
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
-    cand, props = find_peaks(score, prominence=0.05 * scale)
+    cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
     chosen = _best_chain(cand, value, pitch)
     for _ in range(2):  # let the data correct the depth-based pitch (bounded)
@@ -159,6 +158,14 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
         chosen = _best_chain(cand, value, pitch)
     peaks = _fill_gaps(chosen, score, pitch)
     return peaks, score, pitch
+
+
+def _local_maxima(x: np.ndarray, floor: float) -> np.ndarray:
+    """Indices of strict-left / non-strict-right local maxima above ``floor`` (scipy.signal is slow to import)."""
+    if len(x) < 3:
+        return np.zeros(0, int)
+    m = (x[1:-1] > x[:-2]) & (x[1:-1] >= x[2:]) & (x[1:-1] > floor)
+    return np.nonzero(m)[0] + 1
 
 
 def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> list[int]:

@@ -5,7 +5,9 @@ the canal near the canal's depth, reaching >= 80 mm laterally (transverse proces
 of that; the iliac wing is far larger). Each rib is assigned to the vertebra at the top of its
 crossing (ribs descend from their heads). Anchors, in order of trust: the last rib-bearing
 vertebra with rib-free vertebrae below it (= T12); the first rib-bearing vertebra below a
-rib-free one (= T1); otherwise body size order, flagged as uncertain.
+rib-free one (= T1); ribs whose end is out of view: the lowest vertebra is T12; no rib at all:
+lumbar, centred on L3. The last two are flagged as uncertain. A missing rib only counts as
+absent where the image extends far enough laterally, posteriorly and caudally to show it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from scipy import ndimage as ndi
 STRIP_MM = (44.0, 58.0)
 REACH_MM = 80.0
 T12, T1 = 19, 8
-# typical lumbar body AP depth (mm) by level, for the no-rib fallback (order only matters)
-_LUMBAR_DEPTH = {20: 33.0, 21: 34.5, 22: 35.5, 23: 36.0, 24: 36.0}
 
 
 def _slice_segment(lab_w, bc, k0, ws) -> np.ndarray:
@@ -78,69 +78,79 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
     return ribs, assess
 
 
+def _assessable(work, lab_w, seg_info, canal_ji, k0, ws) -> dict[int, bool]:
+    """Whether a missing rib at a vertebra means 'no rib' rather than 'rib out of view'."""
+    nk, nj, ni = work.shape
+    out = {}
+    for s in seg_info:
+        ks = np.nonzero((lab_w == s["index"]).any(axis=(1, 2)))[0]
+        if len(ks) == 0:
+            out[s["index"]] = False
+            continue
+        r = np.clip(ks - k0, 0, len(canal_ji) - 1)
+        cj, ci = canal_ji[r, 0], canal_ji[r, 1]
+        room_lat = max((ni - 1 - ci.max()), ci.min()) * ws
+        room_post = (nj - 1 - cj.max()) * ws
+        # ribs run down and out from their heads: the vertebra and ~2 cm below it must be in view
+        in_k = ks.min() * ws >= 20 and ks.max() < nk - 1
+        out[s["index"]] = bool(in_k and room_lat >= REACH_MM + 4 and room_post >= 25)
+    return out
+
+
 def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc) -> dict:
     """Map segment indices (1 = most caudal) to VerSe ids, with QC flags."""
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
     segs = [s["index"] for s in seg_info]
-    ribs, assess = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
+    ribs, _sides = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
+    can = _assessable(work, lab_w, seg_info, canal_ji, k0, ws)
     bearing = {s: set() for s in segs}
     for rb in ribs:
         if rb["segment"] in bearing:
             bearing[rb["segment"]].add(rb["side"])
-    has = [len(bearing[s]) > 0 for s in segs]
-    qc: list[str] = []
-    anchor = None
-    can_see = assess.get("left", False) or assess.get("right", False)
     n = len(segs)
-    ids: list[int] | None = None
-    if any(has) and can_see:
+    has = [len(bearing[s]) > 0 for s in segs]
+    free = [can[s] and not has[i] for i, s in enumerate(segs)]
+    qc: list[str] = []
+    if any(has):
         last = max(i for i in range(n) if has[i])
         first = min(i for i in range(n) if has[i])
-        if last < n - 1 or (last == 0 and n == 1):
-            # rib-free vertebrae below the last rib pair: it is T12
+        if any(free[last + 1 :]):
             ids = [T12 - (last - i) if i <= last else 20 + (i - last - 1) for i in range(n)]
             anchor = "last_rib=T12"
-            if last == n - 1:
-                qc.append("label_uncertain: no rib-free vertebra below the last rib; T12 assumed")
-        elif first > 0:
+            if not free[last + 1] if last + 1 < n else False:
+                qc.append("label_uncertain: the vertebra below the last rib pair is not fully assessable")
+        elif first > 0 and any(free[:first]):
             ids = [T1 + (i - first) for i in range(n)]
             anchor = "first_rib=T1"
         else:
-            anchor = "ribs_all"
-            qc.append("label_uncertain: every vertebra in view carries ribs; the lowest is assumed to be T12")
+            # ribs seen, but their absence below cannot be confirmed (FOV cut): take the lowest
+            # vertebra in view as T12, the usual target of a thoracolumbar scan
             ids = [T12 - (n - 1 - i) for i in range(n)]
-        # rib pairs seen: only meaningful when the whole thorax is in view
+            anchor = "lowest=T12"
+            qc.append("label_uncertain: the field of view does not show where the ribs end; "
+                      "the lowest vertebra is assumed to be T12")
         pairs = sum(1 for i in range(n) if has[i])
-        if anchor == "last_rib=T12" and first > 0 and pairs in (11, 13):
+        if anchor == "last_rib=T12" and first > 0 and any(free[:first]) and pairs in (11, 13):
             qc.append(f"rib_count: {pairs} rib pairs found; labels may be shifted")
         gaps = [i for i in range(first, last + 1) if not has[i]]
         if len(gaps) > 1:
             qc.append(f"label_uncertain: {len(gaps)} vertebrae between rib-bearing ones show no rib")
     else:
-        anchor = "size_order"
-        qc.append("label_uncertain: no ribs visible; levels guessed from vertebral size (lumbar assumed)")
-        depths = []
-        for s in seg_info:
-            r = int(np.clip(round(s["center"][0]) - k0, 0, len(bc["depth_mm"]) - 1))
-            depths.append(bc["depth_mm"][r])
-        best, best_err = 0, np.inf
-        for off in range(0, 6 - n if n <= 5 else 1):
-            cand = [24 - off - (n - 1 - i) for i in range(n)]  # i = 0 is the most cranial
-            if min(cand) < 20:
-                continue
-            ref = np.array([_LUMBAR_DEPTH[c] for c in cand])
-            err = np.abs(np.asarray(depths) - ref).mean()
-            if err < best_err:
-                best, best_err = off, err
-        ids = [24 - best - (n - 1 - i) for i in range(n)]
+        # no rib: lumbar, centred on L3 (the centre of the lumbar spine) when nothing else tells
+        anchor = "lumbar_centre_prior"
+        qc.append("label_uncertain: no ribs visible; lumbar levels assumed, centred on L3")
+        top = 22 - (n - 1) // 2
+        top = min(max(top, 20), max(20, 24 - (n - 1)))
+        ids = [top + i for i in range(n)]
     mapping = {}
-    for s, v in zip(segs, ids, strict=False):
-        if v < 1:
-            v = 0
-        if v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart
-            qc.append("label_uncertain: a segment below L5 was dropped (sacrum or L6)")
+    dropped = 0
+    for s, v in zip(segs, ids, strict=True):
+        if v < 1 or v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart
+            dropped += v > 24
             v = 0
         mapping[s] = int(v)
+    if dropped:
+        qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
     rib_pairs = int(sum(1 for s in segs if len(bearing[s]) == 2))
     return {"mapping": mapping, "qc": qc, "anchor": anchor, "rib_pairs": rib_pairs,
             "ribs": [{**rb, "level": lv.name(mapping[rb["segment"]]) if mapping.get(rb["segment"]) else None}

@@ -44,12 +44,22 @@ def make_work(array: np.ndarray, spacing, ws: float = 2.0) -> tuple[np.ndarray, 
     return work, WorkGrid(tuple(array.shape), spacing, ws, tuple(work.shape))
 
 
-def to_full(field: np.ndarray, grid: WorkGrid, default: float, linear: bool = True) -> np.ndarray:
-    """Resample a work-grid field onto the full canonical grid (linear or nearest)."""
+def to_full(field: np.ndarray, grid: WorkGrid, default: float, linear: bool = True,
+            box: tuple | None = None) -> np.ndarray:
+    """Resample a work-grid field onto the full canonical grid (linear or nearest).
+
+    ``box`` = (lo_kji, hi_kji) full-grid index bounds (hi exclusive): only that block is computed
+    and returned, which is what keeps this cheap on 512x512 slices.
+    """
     img = sitk.GetImageFromArray(np.ascontiguousarray(field))
     img.SetSpacing((grid.ws,) * 3)
-    size = list(grid.full_shape[::-1])
+    if box is None:
+        lo, hi = np.zeros(3, int), np.asarray(grid.full_shape)
+    else:
+        lo, hi = np.asarray(box[0], int), np.asarray(box[1], int)
+    size = [int(x) for x in (hi - lo)[::-1]]
+    origin = tuple(float(x) for x in (lo * np.asarray(grid.full_spacing[::-1]))[::-1])
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(img, size, sitk.Transform(), interp, (0.0, 0.0, 0.0), grid.full_spacing,
+    out = sitk.Resample(img, size, sitk.Transform(), interp, origin, grid.full_spacing,
                         tuple(np.eye(3).ravel()), float(default), img.GetPixelID())
     return sitk.GetArrayFromImage(out)
