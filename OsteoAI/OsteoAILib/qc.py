@@ -79,12 +79,14 @@ def highpass_sd(a: np.ndarray) -> float | None:
     return float(np.std((a - ndi.uniform_filter(a, size=(1, 3, 3)))[soft]))
 
 
-def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
+def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[str]:
     """Metal (a cluster above 2500 HU) within 20 mm of ``region`` (a vertebra or ROI mask on
-    ``vol``'s grid), or streaks there from metal elsewhere in the same slices."""
-    if not region.any():
-        return []
-    box = ndi.find_objects(region.astype(np.uint8))[0]
+    ``vol``'s grid, or only its part inside ``box``, a tuple of slices), or streaks there from
+    metal elsewhere in the same slices."""
+    if box is None:
+        if not region.any():
+            return []
+        box = ndi.find_objects(region.astype(np.uint8))[0]
     pad = [int(np.ceil(NEIGHBOURHOOD_MM / s)) for s in (vol.spacing[2], vol.spacing[1], vol.spacing[0])]
     sl = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, vol.shape, strict=True))
     a = vol.array[sl].astype(np.float32)
@@ -98,7 +100,7 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
                     f"of {_name(label)}"]
     # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent);
     # they are judged against the same in-plane region in metal-free slices (same anatomy).
-    hot_k = (vol.array > METAL_ABOVE_HU).reshape(vol.shape[0], -1).sum(axis=1) * vox_mm3 >= METAL_MIN_MM3
+    hot_k = _hot_slices(vol)
     if not hot_k[sl[0]].any():
         return []
     near = ndi.binary_dilation(hot_k, iterations=int(np.ceil(30.0 / vol.spacing[2])))
@@ -112,6 +114,20 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None) -> list[str]:
         return [f"metal: streak artifacts from metal in the same slices cross {_name(label)} "
                 f"(high-frequency noise {local:.0f} HU, {local / ref:.1f}x that of metal-free slices)"]
     return []
+
+
+_HOT_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _hot_slices(vol: Volume) -> np.ndarray:
+    """Slices holding metal (computed once per volume array: level_flags runs per level)."""
+    hit = _HOT_CACHE.get(id(vol.array))
+    if hit is None or hit[0] is not vol.array:
+        _HOT_CACHE.clear()
+        counts = np.array([(s > METAL_ABOVE_HU).sum() for s in vol.array])
+        hit = (vol.array, counts * vol.voxel_volume_mm3 >= METAL_MIN_MM3)
+        _HOT_CACHE[id(vol.array)] = hit
+    return hit[1]
 
 
 # --- compression fracture ----------------------------------------------------------------------
@@ -154,21 +170,22 @@ def vertebral_heights(body: np.ndarray, spacing, axis_kji=None) -> dict[str, flo
         return None
     h, d, w = h[slab], d[slab], w[slab]
     cell = max(si, sj, sk) * 0.75
-    key_d = np.floor((d - d.min()) / cell).astype(int)
-    key_w = np.floor((w - w.min()) / cell).astype(int)
-    cols: dict[tuple[int, int], list[float]] = {}
-    for kd, kw, hh in zip(key_d, key_w, h, strict=True):
-        c = cols.setdefault((int(kd), int(kw)), [hh, hh])
-        c[0], c[1] = min(c[0], hh), max(c[1], hh)
+    kd = np.floor((d - d.min()) / cell).astype(np.int64)
+    kw = np.floor((w - w.min()) / cell).astype(np.int64)
+    key = kd * (int(kw.max()) + 1) + kw
+    order = np.argsort(key, kind="stable")
+    key, h, kd = key[order], h[order], kd[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    extent = np.maximum.reduceat(h, starts) - np.minimum.reduceat(h, starts)
+    col_d = (kd[starts] + 0.5) * cell
     depth = d.max() - d.min()
     step = abs(u_h[0]) * sk + abs(u_h[1]) * sj + abs(u_h[2]) * si  # one voxel along the height axis
     out = {}
     for name, (a, b) in {"anterior": (0.03, 0.15), "middle": (0.42, 0.58), "posterior": (0.85, 0.97)}.items():
-        lo, hi = a * depth, b * depth
-        hs = [c[1] - c[0] + step for (kd, _kw), c in cols.items() if lo <= (kd + 0.5) * cell <= hi]
-        if not hs:
+        sel = (col_d >= a * depth) & (col_d <= b * depth)
+        if not sel.any():
             return None
-        out[name] = float(np.median(hs))
+        out[name] = float(np.median(extent[sel] + step))
     return out
 
 
@@ -272,19 +289,46 @@ def implausible_flags(vbmd_mg_cm3: float | None, label=None) -> list[str]:
 _BOX_CACHE: dict[int, tuple[np.ndarray, list]] = {}  # id -> (array kept alive, boxes)
 
 
-def _boxes(arr: np.ndarray) -> list:
+def label_boxes(arr: np.ndarray) -> list:
+    """``ndimage.find_objects`` for a sparse labelmap with few labels, several times faster: the
+    slices holding each label from its nonzero voxels, then the in-plane box from one projection."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "iu" or a.size == 0 or a.min() < 0:
+        return ndi.find_objects(a.astype(np.int32))
+    n = int(a.max())
+    if n == 0:
+        return []
+    present = np.zeros((a.shape[0], n + 1), bool)  # [k, label]
+    for k, sl in enumerate(a):
+        v = sl[sl != 0]
+        if v.size:
+            present[k, np.unique(v)] = True
+    boxes: list = [None] * n
+    for lab in range(1, n + 1):
+        ks = np.nonzero(present[:, lab])[0]
+        if ks.size == 0:
+            continue
+        k0, k1 = int(ks[0]), int(ks[-1]) + 1
+        proj = (a[k0:k1] == lab).any(axis=0)
+        jj = np.nonzero(proj.any(axis=1))[0]
+        ii = np.nonzero(proj.any(axis=0))[0]
+        boxes[lab - 1] = (slice(k0, k1), slice(int(jj[0]), int(jj[-1]) + 1), slice(int(ii[0]), int(ii[-1]) + 1))
+    return boxes
+
+
+def cached_label_boxes(arr: np.ndarray) -> list:
     """Bounding boxes of every label, computed once per labelmap (level_flags runs per level)."""
     hit = _BOX_CACHE.get(id(arr))
     if hit is None or hit[0] is not arr:
         if len(_BOX_CACHE) >= 4:
             _BOX_CACHE.clear()
-        hit = (arr, ndi.find_objects(np.asarray(arr).astype(np.int32)))
+        hit = (arr, label_boxes(arr))
         _BOX_CACHE[id(arr)] = hit
     return hit[1]
 
 
 def _label_mask(arr: np.ndarray, lab: int):
-    boxes = _boxes(arr)
+    boxes = cached_label_boxes(arr)
     if lab < 1 or lab > len(boxes) or boxes[lab - 1] is None:
         return None, None
     sl = boxes[lab - 1]
@@ -298,6 +342,9 @@ def _centroid_mm(arr, lab, spacing):
     c = np.argwhere(m).mean(axis=0) + [x.start for x in sl]
     cut = sl[0].start == 0 or sl[0].stop == arr.shape[0]
     return c * np.array([spacing[2], spacing[1], spacing[0]]), cut
+
+
+_HEIGHT_CACHE: dict[tuple[int, int], tuple[np.ndarray, dict | None]] = {}
 
 
 def level_heights(seg, lab: int, spacing, rois=None) -> dict[str, float] | None:
@@ -327,8 +374,16 @@ def level_heights(seg, lab: int, spacing, rois=None) -> dict[str, float] | None:
         axis = cents[0] - c
     if axis is not None and axis[0] < 0:
         axis = -axis
+    key = (id(bodies), int(lab))
+    hit = _HEIGHT_CACHE.get(key)
+    if hit is not None and hit[0] is bodies:
+        return hit[1]
+    if len(_HEIGHT_CACHE) > 64:
+        _HEIGHT_CACHE.clear()
     sl, m = _label_mask(bodies, lab)
-    return vertebral_heights(m, spacing, axis)
+    h = vertebral_heights(m, spacing, axis)
+    _HEIGHT_CACHE[key] = (bodies, h)
+    return h
 
 
 def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
@@ -345,11 +400,15 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         flags += fracture_flags(heights, lab, [n for n in nbs if n])
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
-        full = np.zeros(vol.shape, bool)
-        full[sl] = m
-        flags += metal_flags(vol, full, lab)
+        flags += metal_flags(vol, m, lab, box=sl)
         if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
-            flags += fov_flags(full, lab)
+            # The box is tight around the label: it touches an edge exactly when the vertebra does.
+            sides = [("bottom", sl[0].start == 0), ("top", sl[0].stop == vol.shape[0]),
+                     ("front", sl[1].start == 0), ("back", sl[1].stop == vol.shape[1]),
+                     ("right", sl[2].start == 0), ("left", sl[2].stop == vol.shape[2])]
+            cut = [name for name, touches in sides if touches]
+            if cut:
+                flags.append(f"fov_cut: {_name(lab)} touches the {'/'.join(cut)} edge of the scan")
     info = getattr(rois, "info", {}).get(lab) if rois is not None else None
     already = {code(f) for f in (getattr(info, "qc", None) or [])}
     if "roi_small" not in already and "no_roi" not in already and rois is not None:

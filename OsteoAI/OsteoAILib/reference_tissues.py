@@ -104,10 +104,14 @@ class _Spine:
         # landmarks than one slice's outline, which shrinks at the endplates.
         foot: dict[int, tuple[int, int, np.ndarray]] = {}
         if bod is not None:
-            for lab in np.unique(bod[bod > 0]):
-                ksl = np.nonzero((bod == lab).reshape(bod.shape[0], -1).any(axis=1))[0]
-                k0, k1 = int(ksl.min()), int(ksl.max())
-                foot[int(lab)] = (k0, k1, (bod[k0 : k1 + 1] == lab).any(axis=0))
+            from .qc import cached_label_boxes  # shared with the per-level QC that follows
+
+            for n, box in enumerate(cached_label_boxes(seg.bodies), start=1):
+                if box is None:
+                    continue
+                fp = np.zeros(bod.shape[1:], bool)
+                fp[box[1:]] = (bod[box] == n).any(axis=0)
+                foot[n] = (box[0].start, box[0].stop - 1, fp)
         reach = 15.0 / vol.spacing[2]
         for k in ks:
             k = int(k)

@@ -1,12 +1,13 @@
 """Internal calibration against the digital phantom's truth (known vBMD, tissue map, scanner scale).
 
 Fast tests use a coarse phantom (256 x 256 at 1.4 mm, T12-L2). The accuracy sweep over seeds and
-kVp at the default resolution is marked slow; run it and see its table with
-``.venv/bin/python -m pytest -m slow -s Testing/Python/test_calibration_phantom.py``.
+kVp and dose at the default resolution is slow (~2 min) and runs only on request:
+``OSTEOAI_SLOW=1 .venv/bin/python -m pytest -m slow -s Testing/Python/test_calibration_phantom.py``.
 """
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -113,24 +114,31 @@ def test_low_dose_adds_little_error():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("OSTEOAI_SLOW"), reason="accuracy sweep: set OSTEOAI_SLOW=1 to run")
 def test_accuracy_sweep_default_resolution():
-    """MAE / bias over seeds x kVp x scanner scale at the phantom's default 0.7 x 0.7 x 1 mm grid."""
+    """MAE / bias over kVp x seeds x dose, each with a random scanner scale (0.9-1.1) and offset
+    (-30..30 HU), on the phantom's default 0.7 x 0.7 x 1 mm grid."""
     rows = []
     rng = np.random.default_rng(0)
-    for kvp in (80, 100, 120, 140):
-        for seed in (1, 2, 3):
-            a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
-            ph = make_phantom(PhantomParams(seed=100 * seed + kvp, kvp=kvp, levels="T11-L2", hu_scale=a,
-                                            hu_offset=b))
-            err, _, cal = _errors(ph)
-            rows.append((kvp, seed, a, b, cal.method, list(err.values())))
-    print("\nkVp seed  scale  offset method   MAE   bias  (mg/cm3)")
-    all_err = []
-    for kvp, seed, a, b, method, e in rows:
-        all_err += e
-        print(f"{kvp:3d} {seed:4d} {a:6.3f} {b:7.1f} {method:8s} {np.mean(np.abs(e)):5.2f} {np.mean(e):6.2f}")
-    for kvp in (80, 100, 120, 140):
-        e = [x for r in rows if r[0] == kvp for x in r[5]]
-        print(f"kVp {kvp}: MAE {np.mean(np.abs(e)):.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
-    print(f"all: MAE {np.mean(np.abs(all_err)):.2f}  bias {np.mean(all_err):+.2f}  n={len(all_err)}")
-    assert np.mean(np.abs(all_err)) <= 5.0
+    for dose in ("standard", "low"):
+        for kvp in (80, 100, 120, 140):
+            for seed in (1, 2, 3):
+                a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
+                ph = make_phantom(PhantomParams(seed=100 * seed + kvp, kvp=kvp, dose=dose, levels="T12-L2",
+                                                hu_scale=a, hu_offset=b))
+                err, _, cal = _errors(ph)
+                rows.append((dose, kvp, seed, a, b, cal.method, list(err.values())))
+    print("\ndose      kVp seed  scale  offset method    MAE   bias  (mg/cm3)")
+    for dose, kvp, seed, a, b, method, e in rows:
+        mae_e, bias_e = np.mean(np.abs(e)), np.mean(e)
+        print(f"{dose:9s} {kvp:3d} {seed:4d} {a:6.3f} {b:7.1f} {method:8s} {mae_e:5.2f} {bias_e:+6.2f}")
+    mae = {}
+    for dose in ("standard", "low"):
+        for kvp in (80, 100, 120, 140):
+            e = [x for r in rows if r[0] == dose and r[1] == kvp for x in r[6]]
+            print(f"{dose:9s} kVp {kvp}: MAE {np.mean(np.abs(e)):.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
+        e = [x for r in rows if r[0] == dose for x in r[6]]
+        mae[dose] = float(np.mean(np.abs(e)))
+        print(f"{dose:9s} all: MAE {mae[dose]:.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
+    assert mae["standard"] <= 5.0
+    assert mae["low"] - mae["standard"] <= 2.0
