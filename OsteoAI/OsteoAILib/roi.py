@@ -20,6 +20,7 @@ HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.25  # posterior fraction of AP depth ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
+EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan
 CORE_FRAC = 0.7  # elliptic core: this fraction of the body's AP half-depth and half-width
 
 
@@ -94,9 +95,21 @@ def body_heights(body: np.ndarray, spacing_kji: np.ndarray, axis: np.ndarray, of
     return out
 
 
-def _core(vol: Volume, body: np.ndarray, sl, spacing_kji, axis, margin_mm: float) -> np.ndarray:
-    """Eroded, height-limited, vein-free part of one body inside crop ``sl``."""
-    b = ndi.binary_fill_holes(body[sl])
+def _pad(sl, shape, pad: int):
+    return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
+
+
+def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
+    """A body 1.6x taller than the median of the others has probably swallowed a disc."""
+    others = [h for lab, h in mids.items() if lab != label and h > 0]
+    if len(others) < 2 or mids.get(label, 0) <= 0:
+        return False
+    return mids[label] > 1.6 * float(np.median(others))
+
+
+def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float) -> np.ndarray:
+    """Eroded, height-limited, vein-free part of one (cropped) body mask."""
+    b = ndi.binary_fill_holes(body_c)
     dist = ndi.distance_transform_edt(b, sampling=spacing_kji)
     core = dist > margin_mm
     if not core.any():
@@ -126,7 +139,7 @@ def _core(vol: Volume, body: np.ndarray, sl, spacing_kji, axis, margin_mm: float
 def _drop_outliers(vol: Volume, core: np.ndarray, sl) -> np.ndarray:
     if core.sum() < 20:
         return core
-    img = ndi.median_filter(vol.array[sl].astype(np.float32), size=3)
+    img = ndi.median_filter(vol.array[sl], size=3).astype(np.float32)
     v = img[core]
     med = np.median(v)
     mad = 1.4826 * np.median(np.abs(v - med))
@@ -142,25 +155,43 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     info: dict[int, RoiInfo] = {}
     partial = set((seg.info or {}).get("partial_levels", []))
     vox = float(np.prod(spacing_kji))
+    objs = ndi.find_objects(np.asarray(seg.bodies, np.int32))  # one pass instead of one per level
+    vert = seg.vertebrae
+    edge_k = set(np.unique(vert[0]).tolist()) | set(np.unique(vert[-1]).tolist())
+    heights_all = {}
     for label in seg.levels:
-        body = seg.bodies == label
-        if not body.any():
+        if label > len(objs) or objs[label - 1] is None:
             continue
+        sl = _pad(objs[label - 1], vol.shape, 2)
+        body_c = seg.bodies[sl] == label
+        center = np.argwhere(body_c).mean(0) + [s.start for s in sl]
+        heights_all[label] = (sl, body_c, center, _axis_at(seg, center, spacing_kji))
+    edge_vox = max(1, int(np.ceil(EDGE_MM / spacing_kji[0])))
+    cut = {}
+    for label, (sl, body_c, _c, _ax) in heights_all.items():
+        ks = np.nonzero(body_c.any(axis=(1, 2)))[0] + sl[0].start
+        # a body ending within a few mm of the first/last slice may continue beyond it
+        cut[label] = bool(label in edge_k or ks.min() < edge_vox or ks.max() > vol.shape[0] - 1 - edge_vox)
+    mids = {lab: body_heights(b, spacing_kji, ax)["middle"]
+            for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]}
+    for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
-        sl = _crop(body)
-        center = np.argwhere(body[sl]).mean(0) + [s.start for s in sl]
-        axis = _axis_at(seg, center, spacing_kji)
-        heights = body_heights(body[sl], spacing_kji, axis)
-        vert = seg.vertebrae
-        cut_k = bool(body[0].any() or body[-1].any() or (vert[0] == label).any() or (vert[-1] == label).any())
-        touches = cut_k or any(np.take(body, e, axis=ax).any() for ax in (1, 2) for e in (0, -1))
+        heights = body_heights(body_c, spacing_kji, axis)
+        lo_edge = [s.start == 0 for s in sl]
+        hi_edge = [s.stop == n for s, n in zip(sl, vol.shape, strict=True)]
+        cut_k = cut[label]
+        touches = cut_k or any(lo_edge[1:]) or any(hi_edge[1:])
         if touches or label in partial:
             qc.append(f"body_cut: the {lv.name(label)} body is partly out of the field of view")
-        if cut_k:
-            # the endplates are not both in view, so the central height band is unknown: no ROI
-            core = np.zeros(body[sl].shape, bool)
+        merged = _looks_merged(label, mids, seg.levels)
+        if merged:
+            qc.append(f"seg_suspect: the {lv.name(label)} body is much taller than its neighbours "
+                      "(two vertebrae merged?); no ROI placed")
+        if cut_k or merged:
+            # the central height band is unknown (endplate out of view or a missed disc): no ROI
+            core = np.zeros(body_c.shape, bool)
         else:
-            core = _core(vol, body, sl, spacing_kji, axis, cortex_margin_mm)
+            core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm)
             core = _drop_outliers(vol, core, sl)
         n = int(core.sum())
         volume = n * vox

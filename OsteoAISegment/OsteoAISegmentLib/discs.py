@@ -137,15 +137,19 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
         feats.append(ap_line_p90(work, pts, t, ant_j, post_j, ws))
     # a disc is a narrow dark band with a bright endplate within ~8 mm on BOTH sides; the dark
     # mid-body is wide, its nearest endplates are farther away
-    a = max(2, int(round(8 / ws)))
+    # (two reaches: thin thoracic discs / short bodies, and thick lumbar discs)
     score = np.zeros(len(pts))
     for f in feats:
         f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
-        up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
-        dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
-        br = np.minimum(up, dn) - f
-        score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
-    pitch = np.clip(np.asarray(depth_mm, float) * 0.85, 16, 40) / ws
+        for reach_mm in (6.0, 8.0):
+            a = max(2, int(round(reach_mm / ws)))
+            up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
+            dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
+            br = np.minimum(up, dn) - f
+            score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
+    depth = np.asarray(depth_mm, float)
+    # thoracic bodies are deeper than tall (pitch ~0.85 depth), lumbar ones not (~1.1 depth)
+    pitch = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
