@@ -65,3 +65,19 @@ def test_csv_round_trip(two_rois):
     parsed = list(csv.DictReader(io.StringIO(rf.to_csv(rows))))
     assert parsed[0]["level"] == "L1"
     assert float(parsed[0]["glcm_Contrast"]) == pytest.approx(rows[0]["glcm_Contrast"])
+
+
+def test_phantom_rois_give_every_family_and_follow_density():
+    """Real ROIs (roi.py on the phantom's own vertebra masks) of a small phantom with known vBMD."""
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+    from OsteoAILib.vbmd_model.dataset import SMALL_GRID, measure
+
+    ph = make_phantom(PhantomParams(seed=3, bmd={"T11": 100.0, "T12": 100.0, "L1": 60.0, "L2": 170.0},
+                                    **SMALL_GRID))
+    rois, _, _ = measure(ph.volume, "truth", ph, kvp=120.0)
+    rows = {r["level"]: r for r in rf.extract(ph.volume, rois.labelmap, [20, 21])}
+    for r in rows.values():
+        assert {k.split("_", 1)[0] for k in r if k.split("_", 1)[0] in rf.FAMILIES} == set(rf.FAMILIES)
+        assert r["n_voxels"] >= 100
+    # 110 mg/cm3 more mineral is ~100+ HU more at 120 kV
+    assert rows["L2"]["firstorder_Mean"] > rows["L1"]["firstorder_Mean"] + 80

@@ -163,8 +163,17 @@ def phantom_rows(params: dict, masks: str = "pipeline") -> list[dict]:
     return rows
 
 
+def roi_source() -> str:
+    try:
+        from .. import roi  # noqa: F401
+    except ImportError:
+        return "phantom-core"
+    return "place_rois"
+
+
 def _cache_key(params: dict, masks: str) -> str:
-    blob = json.dumps({"p": params, "m": masks, "f": list(FEATURE_NAMES), "v": CACHE_VERSION}, sort_keys=True)
+    blob = json.dumps({"p": params, "m": masks, "r": roi_source(), "f": list(FEATURE_NAMES), "v": CACHE_VERSION},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

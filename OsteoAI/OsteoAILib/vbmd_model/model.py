@@ -1,7 +1,7 @@
 """The vBMD MLP: standardised features -> (correction to the calibrated-HU estimate, spread).
 
-Architecture: Linear(n, h) - SiLU - Linear(h, h) - SiLU - Linear(h, 2). Output 0 is a correction
-``d`` in units of ``target_scale`` mg/cm3, output 1 a spread ``s``; the prediction is
+Architecture: Linear(n, h) - SiLU - Linear(h, h) - SiLU - Linear(h, 2), dropout while training.
+Output 0 is a correction ``d`` in units of ``target_scale`` mg/cm3, output 1 a spread ``s``; the prediction is
 
     mean  = plain_vbmd + target_scale * d
     sigma = target_scale * (softplus(s) + SIGMA_FLOOR)
@@ -20,11 +20,15 @@ SIGMA_FLOOR = 0.02
 LAYERS = ("l0", "l1", "l2")
 
 
-def build_torch(n_in: int, hidden: int):
+def build_torch(n_in: int, hidden: int, dropout: float = 0.0):
+    """Dropout (training only) is what keeps ~1000 rows from being memorised; eval mode and the
+    numpy :func:`forward` ignore it."""
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2)
+        nn.Linear(n_in, hidden), nn.SiLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, 2),
     )
 
 
