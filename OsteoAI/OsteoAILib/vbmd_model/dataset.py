@@ -163,6 +163,33 @@ def phantom_rows(params: dict, masks: str = "pipeline") -> list[dict]:
     return rows
 
 
+_FINGERPRINT: str | None = None
+
+
+def stage_fingerprint() -> str:
+    """sha256 (16 hex) of the source of every stage a row depends on, as imported by this process.
+
+    Part of the cache key and of model.json: a change to the phantom, physics, calibration or ROI
+    code makes old cached rows invisible instead of silently mixing versions.
+    """
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        import importlib
+
+        h = hashlib.sha256()
+        for name in ("physics", "calibration", "reference_tissues", "roi", "phantom", "phantom.anatomy",
+                     "phantom.acquisition", "phantom.params", "vbmd_model.features"):
+            try:
+                mod = importlib.import_module(f"OsteoAILib.{name}")
+            except ImportError:
+                h.update(f"{name}:absent".encode())
+                continue
+            h.update(name.encode())
+            h.update(Path(mod.__file__).read_bytes())
+        _FINGERPRINT = h.hexdigest()[:16]
+    return _FINGERPRINT
+
+
 def roi_source() -> str:
     try:
         from .. import roi  # noqa: F401
@@ -172,8 +199,8 @@ def roi_source() -> str:
 
 
 def _cache_key(params: dict, masks: str) -> str:
-    blob = json.dumps({"p": params, "m": masks, "r": roi_source(), "f": list(FEATURE_NAMES), "v": CACHE_VERSION},
-                      sort_keys=True)
+    blob = json.dumps({"p": params, "m": masks, "r": roi_source(), "f": list(FEATURE_NAMES), "v": CACHE_VERSION,
+                       "code": stage_fingerprint()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -250,6 +250,8 @@ def main(args) -> int:
             "seed": args.seed,
             "phantom_seeds": [seeds[0], seeds[-1]],
             "masks": args.masks,
+            "roi_source": dataset.roi_source(),
+            "stage_code_fingerprint": dataset.stage_fingerprint(),
             "n_rows": {"train": int(tr.sum()), "calibration": int(ca.sum()), "test": int(te.sum())},
             "ranges": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.RANGES.items()},
             "grid": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.SMALL_GRID.items()},
