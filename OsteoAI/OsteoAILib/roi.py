@@ -1,9 +1,11 @@
 """Trabecular ROI per vertebral body, and body heights for fracture grading.
 
 Per body: erode by ``cortex_margin_mm`` (anisotropic, through a distance map in mm), keep the
-central ~55% of the body height along the local spine axis (away from both endplates), drop the
-posterior-central quarter where the basivertebral vein enters, then drop focal outliers
-(sclerotic islands, lytic lesions, vein) beyond median +- 3 robust SD of the denoised image.
+central ~55% of the body height along the local spine axis (away from both endplates) and an
+elliptic core (70% of depth and width), drop the posterior-central region where the
+basivertebral vein enters, then drop focal outliers (sclerotic islands, lytic lesions) beyond
+median +- 3 robust SD of the median-filtered image. Bodies cut by the scan's first/last slice, or
+much taller than their neighbours (a missed disc), get a QC flag and no ROI.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from . import levels as lv
 from .volume import Volume
 
 HEIGHT_KEEP = 0.55  # central fraction of the body height kept
-VEIN_AP = 0.25  # posterior fraction of AP depth ...
+VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3 into the body) ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
 EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan

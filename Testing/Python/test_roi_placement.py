@@ -1,0 +1,124 @@
+"""Trabecular ROI placement against the phantom's tissue map (cortex, vein channel, bodies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from OsteoAILib import levels as lv
+from OsteoAILib.roi import RoiSet, place_rois, roi_from_box
+from OsteoAILib.volume import Volume
+from OsteoAISegmentLib.api import SpineSegmentation
+from scipy import ndimage as ndi
+
+VEIN, CORTICAL = 12, 5
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+
+    return make_phantom(PhantomParams(seed=3, levels="T12-L2", matrix=192, spacing=(1.0, 1.0, 1.5)))
+
+
+def _truth_seg(ph) -> SpineSegmentation:
+    ids = [int(x) for x in np.unique(ph.vertebrae) if x]
+    ids = sorted(ids, key=lv.ORDER.index)
+    partial = [x for x in ids if any(np.take(ph.vertebrae == x, e, axis=0).any() for e in (0, -1))]
+    return SpineSegmentation(ph.vertebrae.astype(np.int16), ph.bodies.astype(np.int16), ids, [],
+                             {"partial_levels": partial}, "truth")
+
+
+@pytest.fixture(scope="module")
+def truth_rois(phantom) -> RoiSet:
+    return place_rois(phantom.volume, _truth_seg(phantom))
+
+
+def _complete_levels(ph):
+    return [int(x) for x in np.unique(ph.bodies) if x and not ph.bodies[0].__eq__(x).any()
+            and not ph.bodies[-1].__eq__(x).any()]
+
+
+def test_roi_inside_body_away_from_cortex_and_vein(phantom, truth_rois):
+    spacing_kji = np.asarray(phantom.volume.spacing[::-1])
+    levels = _complete_levels(phantom)
+    assert len(levels) >= 2
+    for lab in levels:
+        roi = truth_rois.labelmap == lab
+        assert roi.sum() * np.prod(spacing_kji) >= 500, f"{lv.name(lab)} ROI too small"
+        body = phantom.bodies == lab
+        assert body[roi].all()
+        # >= 2 mm from the body's outer surface (the cortex), measured in mm on this anisotropic grid
+        dist = ndi.distance_transform_edt(ndi.binary_fill_holes(body), sampling=spacing_kji)
+        assert dist[roi].min() > 2.0 - 1e-6
+        tis = phantom.tissues[roi]
+        assert not (tis == VEIN).any(), f"{lv.name(lab)} ROI includes the basivertebral vein"
+        assert not (tis == CORTICAL).any()
+
+
+def test_roi_stays_in_central_height_band(phantom, truth_rois):
+    for lab in _complete_levels(phantom):
+        kb = np.nonzero((phantom.bodies == lab).any(axis=(1, 2)))[0]
+        kr = np.nonzero((truth_rois.labelmap == lab).any(axis=(1, 2)))[0]
+        h = kb.max() - kb.min()
+        assert kr.min() >= kb.min() + 0.15 * h and kr.max() <= kb.max() - 0.15 * h
+
+
+def test_roi_info_and_heights(phantom, truth_rois):
+    for lab in _complete_levels(phantom):
+        info = truth_rois.info[lab]
+        assert info.level == lv.name(lab)
+        n = int((truth_rois.labelmap == lab).sum())
+        assert info.volume_mm3 == pytest.approx(n * phantom.volume.voxel_volume_mm3, rel=1e-3)
+        (k0, j0, i0), (k1, j1, i1) = info.box_kji
+        assert k0 <= info.center_kji[0] <= k1 and j0 <= info.center_kji[1] <= j1
+        hts = info.heights_mm
+        kb = np.nonzero((phantom.bodies == lab).any(axis=(1, 2)))[0]
+        full = (kb.max() - kb.min() + 1) * phantom.volume.spacing[2]
+        for key in ("anterior", "middle", "posterior"):
+            assert 0.6 * full < hts[key] <= full + 1e-6, (lv.name(lab), key, hts, full)
+        assert not info.qc
+
+
+def test_small_roi_and_cut_body_are_flagged(phantom):
+    seg = _truth_seg(phantom)
+    rs = place_rois(phantom.volume, seg, min_volume_mm3=1e9)
+    assert all(any(q.startswith("roi_small:") for q in i.qc) for i in rs.info.values())
+    vol = phantom.volume
+    k = vol.shape[0]
+    keep = slice(0, int(0.5 * k))
+    cut_vol = Volume(vol.array[keep].copy(), vol.spacing, vol.origin, vol.direction)
+    cut_seg = SpineSegmentation(seg.vertebrae[keep].copy(), seg.bodies[keep].copy(), seg.levels, [], {}, "truth")
+    cut_seg.levels = [x for x in seg.levels if (cut_seg.bodies == x).any()]
+    rs = place_rois(cut_vol, cut_seg)
+    cut = [lab for lab in cut_seg.levels if (cut_seg.bodies[-1] == lab).any()]
+    assert cut
+    for lab in cut:
+        assert any(q.startswith("body_cut:") for q in rs.info[lab].qc)
+        assert not (rs.labelmap == lab).any()
+
+
+def test_roi_from_box(phantom):
+    seg = _truth_seg(phantom)
+    lab = _complete_levels(phantom)[0]
+    idx = np.argwhere(phantom.bodies == lab)
+    c = idx.mean(0).astype(int)
+    box = (tuple(c - 6), tuple(c + 6))
+    roi = roi_from_box(phantom.volume, seg, lab, box)
+    assert roi.any()
+    assert (phantom.bodies[roi] == lab).all()
+    w = np.argwhere(roi)
+    assert (w.min(0) >= np.array(box[0])).all() and (w.max(0) <= np.array(box[1])).all()
+    assert not roi_from_box(phantom.volume, seg, lab, ((0, 0, 0), (1, 1, 1))).any()
+
+
+def test_rois_on_classical_segmentation(phantom):
+    from OsteoAISegmentLib.api import segment_spine
+
+    seg = segment_spine(phantom.volume, method="classical")
+    rs = place_rois(phantom.volume, seg)
+    placed = [lab for lab in _complete_levels(phantom) if (rs.labelmap == lab).any()]
+    assert placed
+    for lab in placed:
+        roi = rs.labelmap == lab
+        assert (phantom.bodies[roi] == lab).all(), f"{lv.name(lab)} ROI leaves the true body"
+        assert not (phantom.tissues[roi] == VEIN).any()
