@@ -77,7 +77,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebra could be separated")
 
     _step(progress, cancel, 0.6, "labelling from the ribs")
-    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc)
+    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc, body_w)
     mapping = lab_res["mapping"]  # segment index -> VerSe id (0 = drop)
 
     _step(progress, cancel, 0.75, "refining masks at full resolution")

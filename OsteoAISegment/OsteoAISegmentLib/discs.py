@@ -131,7 +131,16 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     one vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm, L3 ~36 mm).
     """
     t, _u, _v = _frames(pts)
-    prof = disk_means(work, pts, t, radius_mm / ws)
+    # sample the anterior half of the body: the basivertebral vein darkens the posterior centre
+    # at mid-height, which would otherwise read like a disc
+    ctr = pts.copy()
+    if ant_j is not None and post_j is not None:
+        depth_vox = np.maximum(post_j - ant_j, 1.0)
+        ctr[:, 1] = pts[:, 1] - 0.15 * depth_vox
+        rad = np.minimum(radius_mm / ws, 0.25 * float(np.median(depth_vox)))
+    else:
+        rad = radius_mm / ws
+    prof = disk_means(work, ctr, t, float(rad))
     feats = [prof]
     if ant_j is not None and post_j is not None:
         feats.append(ap_line_p90(work, pts, t, ant_j, post_j, ws))

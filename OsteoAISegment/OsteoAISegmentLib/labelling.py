@@ -79,7 +79,10 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
 
 
 def _assessable(work, lab_w, seg_info, canal_ji, k0, ws) -> dict[int, bool]:
-    """Whether a missing rib at a vertebra means 'no rib' rather than 'rib out of view'."""
+    """Whether a missing rib at a vertebra means 'no rib' rather than 'rib out of view'.
+
+    ``lab_w`` should be the body labelmap: posterior elements hang far below their body.
+    """
     nk, nj, ni = work.shape
     out = {}
     for s in seg_info:
@@ -91,18 +94,18 @@ def _assessable(work, lab_w, seg_info, canal_ji, k0, ws) -> dict[int, bool]:
         cj, ci = canal_ji[r, 0], canal_ji[r, 1]
         room_lat = max((ni - 1 - ci.max()), ci.min()) * ws
         room_post = (nj - 1 - cj.max()) * ws
-        # ribs run down and out from their heads: the vertebra and ~2 cm below it must be in view
-        in_k = ks.min() * ws >= 20 and ks.max() < nk - 1
+        # the whole body must be in view (a rib head sits on it)
+        in_k = ks.min() * ws >= 4 and (nk - 1 - ks.max()) * ws >= 4
         out[s["index"]] = bool(in_k and room_lat >= REACH_MM + 4 and room_post >= 25)
     return out
 
 
-def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc) -> dict:
+def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None) -> dict:
     """Map segment indices (1 = most caudal) to VerSe ids, with QC flags."""
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
     segs = [s["index"] for s in seg_info]
     ribs, _sides = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
-    can = _assessable(work, lab_w, seg_info, canal_ji, k0, ws)
+    can = _assessable(work, lab_w if body_w is None else body_w, seg_info, canal_ji, k0, ws)
     bearing = {s: set() for s in segs}
     for rb in ribs:
         if rb["segment"] in bearing:
@@ -129,9 +132,12 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc) -> dict:
             anchor = "lowest=T12"
             qc.append("label_uncertain: the field of view does not show where the ribs end; "
                       "the lowest vertebra is assumed to be T12")
-        pairs = sum(1 for i in range(n) if has[i])
-        if anchor == "last_rib=T12" and first > 0 and any(free[:first]) and pairs in (11, 13):
-            qc.append(f"rib_count: {pairs} rib pairs found; labels may be shifted")
+        # the whole rib cage is in view when a rib-free vertebra shows above the first rib and
+        # below the last one: then there should be 12 rib-bearing vertebrae
+        if anchor == "last_rib=T12" and first > 0:
+            pairs = last - first + 1
+            if pairs != 12:
+                qc.append(f"rib_count: {pairs} rib pairs found; labels may be shifted")
         gaps = [i for i in range(first, last + 1) if not has[i]]
         if len(gaps) > 1:
             qc.append(f"label_uncertain: {len(gaps)} vertebrae between rib-bearing ones show no rib")
