@@ -1,12 +1,12 @@
 """Short-term precision (issue 5): one phantom scanned 20 times with fresh noise and a small
 repositioning; CV% of vBMD per level, for the plain calibrated-HU estimate and the AI model.
 
-Each repeat: the phantom's noise-free image (made by the phantom's own code with its noise switched
-off) is moved rigidly (rotation up to +-3 deg about each axis, shift up to +-2 mm, linear
-interpolation), then the phantom's own correlated noise model is applied with a fresh seed, and
-the result is rounded to int16 as a scanner would. Every repeat goes through the real stages
+Each repeat: the phantom is rebuilt by its own code with the same anatomy and a fresh noise seed
+(the seed ``make_phantom`` hands to ``acquisition.render``), then moved rigidly (rotation up to
++-3 deg about each axis, shift up to +-2 mm, linear interpolation, which smooths the noise a
+little) and rounded to int16 as a scanner would. Every repeat goes through the real stages
 (classical segmentation, ROIs, internal calibration) unless ``--masks truth``, which moves the
-phantom's masks with the image (nearest neighbour) instead.
+phantom's masks with the image (nearest neighbour) and places the ROIs on them with roi.py.
 Target: CV <= 1.5% at every level.
 
 Run: .venv/bin/python Testing/benchmarks/precision.py [--repeats 20] [--dose standard] [--kvp 120]
@@ -64,34 +64,40 @@ def main() -> int:
     levels = ("T11", "T12", "L1", "L2")
     params = PhantomParams(seed=args.seed, kvp=args.kvp, dose=args.dose, age=65.0,
                            bmd={lv: args.bmd + 1.5 * (2 - i) for i, lv in enumerate(levels)}, **SMALL_GRID)
-    with mock.patch.object(acq, "noise_sigma", return_value=0.0):
-        clean = make_phantom(params)
+    render = acq.render
+
+    def phantom_with_noise_seed(noise_seed: int):
+        def fresh(*a, **k):  # render(..., sigma, seed): swap the noise seed only
+            return render(*a[:-1], noise_seed, **k)
+
+        with mock.patch.object(acq, "render", side_effect=fresh):
+            return make_phantom(params)
+
+    first = make_phantom(params)
     sigma = acq.noise_sigma(params)
-    truth = truth_by_label(clean)
+    truth = truth_by_label(first)
     model = load_model(args.model)
-    sp = np.asarray(clean.volume.spacing)[::-1]
+    sp = np.asarray(first.volume.spacing)[::-1]
     print(f"phantom seed {args.seed}, {args.kvp:g} kVp, {args.dose} dose (noise {sigma:.1f} HU), grid "
-          f"{clean.volume.shape} @ {tuple(clean.volume.spacing)} mm; {args.repeats} repeats; masks: {args.masks}; "
+          f"{first.volume.shape} @ {tuple(first.volume.spacing)} mm; {args.repeats} repeats; masks: {args.masks}; "
           f"model {model.tag}")
-    base = clean.volume.array.astype(np.float32)
     rng = np.random.default_rng(args.seed)
     res: dict[int, list[tuple[float, float]]] = {}
     t0 = time.perf_counter()
     for r in range(args.repeats):
+        ph = phantom_with_noise_seed(10_000_000 + r)
         rot = rotation(*np.radians(rng.uniform(-3.0, 3.0, 3)))
         shift = rng.uniform(-2.0, 2.0, 3)
-        img = move(base, sp, rot, shift, order=1, cval=-1000.0).astype(np.float32)
-        acq.add_noise(img, sigma, np.random.default_rng([args.seed, 1000 + r]))
+        img = move(ph.volume.array.astype(np.float32), sp, rot, shift, order=1, cval=-1000.0)
         np.rint(img, out=img)
         np.clip(img, -1024, 3071, out=img)
-        vol = replace(clean.volume, array=img.astype(np.int16),
-                      meta={**clean.volume.meta, "noise_sigma_hu": round(sigma, 3)})
+        vol = replace(ph.volume, array=img.astype(np.int16))
         moved = None
         if args.masks == "truth":
-            moved = replace(clean, volume=vol,
-                            vertebrae=move(clean.vertebrae, sp, rot, shift, 0, 0),
-                            bodies=move(clean.bodies, sp, rot, shift, 0, 0),
-                            tissues=move(clean.tissues, sp, rot, shift, 0, 0))
+            moved = replace(ph, volume=vol,
+                            vertebrae=move(ph.vertebrae, sp, rot, shift, 0, 0),
+                            bodies=move(ph.bodies, sp, rot, shift, 0, 0),
+                            tissues=move(ph.tissues, sp, rot, shift, 0, 0))
         rois, cal, seg = measure(vol, args.masks, moved, kvp=args.kvp)
         feats = volume_level_features(vol, rois.labelmap, sorted(truth), cal, age=vol.meta.get("age"))
         for lab, f in feats.items():

@@ -63,7 +63,8 @@ class VbmdModel:
         norm = self.meta["normalisation"]
         z = mlp.standardise(x, np.asarray(norm["mean"]), np.asarray(norm["std"]))
         raw = mlp.forward(self.weights, z)
-        mean, sigma = mlp.head(raw, x[:, FEATURE_NAMES.index("plain_vbmd")], float(self.meta["target_scale"]))
+        mean, sigma = mlp.head(raw, x[:, FEATURE_NAMES.index("plain_vbmd")], float(self.meta["target_scale"]),
+                               self.meta.get("max_correction"))
         half = float(self.meta["interval_k"]) * sigma
         lo, hi = mean - half, mean + half
         if single:

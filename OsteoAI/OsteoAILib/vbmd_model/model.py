@@ -3,7 +3,7 @@
 Architecture: Linear(n, h) - SiLU - Linear(h, h) - SiLU - Linear(h, 2), dropout while training.
 Output 0 is a correction ``d`` in units of ``target_scale`` mg/cm3, output 1 a spread ``s``; the prediction is
 
-    mean  = plain_vbmd + target_scale * d
+    mean  = plain_vbmd + M * tanh(target_scale * d / M)     (M = max_correction, from training)
     sigma = target_scale * (softplus(s) + SIGMA_FLOOR)
     95% interval = mean -/+ interval_k * sigma
 
@@ -60,9 +60,18 @@ def forward(weights: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
     return h
 
 
-def head(raw: np.ndarray, plain: np.ndarray, target_scale: float) -> tuple[np.ndarray, np.ndarray]:
+def bounded(correction, max_correction: float | None, tanh=np.tanh):
+    """Soft clip of the correction to +-max_correction: identity for small values, never beyond the
+    largest correction seen in training (an MLP extrapolates wildly outside its data)."""
+    if not max_correction:
+        return correction
+    return max_correction * tanh(correction / max_correction)
+
+
+def head(raw: np.ndarray, plain: np.ndarray, target_scale: float,
+         max_correction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(mean, sigma) in mg/cm3 from raw outputs and the plain calibrated-HU estimate."""
-    mean = np.asarray(plain, dtype=np.float64) + target_scale * raw[:, 0]
+    mean = np.asarray(plain, dtype=np.float64) + bounded(target_scale * raw[:, 0], max_correction)
     sigma = target_scale * (_softplus(raw[:, 1]) + SIGMA_FLOOR)
     return mean, sigma
 

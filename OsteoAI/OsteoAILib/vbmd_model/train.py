@@ -26,8 +26,8 @@ HELD_BACK_SEED_START = 900000
 COVERAGE = 0.95
 # Features whose training range bounds the model's domain (outside it the pipeline keeps the
 # calibrated-HU estimate): margin added on each side as a fraction of the range.
-DOMAIN_FEATURES = ("kvp", "plain_vbmd", "noise_sd_hu", "slice_thickness_mm", "pixel_mm")
-DOMAIN_MARGIN = 0.15
+DOMAIN_FEATURES = FEATURE_NAMES
+DOMAIN_MARGIN = 0.25
 
 
 def add_arguments(p) -> None:
@@ -57,8 +57,8 @@ def split_by_seed(seeds: np.ndarray, rng_seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs: int, lr: float, seed: int,
-        target_scale: float, dropout: float = 0.2, weight_decay: float = 1e-2, beta: float = 0.5,
-        log=print) -> tuple[dict[str, np.ndarray], dict]:
+        target_scale: float, max_correction: float | None = None, dropout: float = 0.2,
+        weight_decay: float = 1e-2, beta: float = 0.5, log=print) -> tuple[dict[str, np.ndarray], dict]:
     """Train the MLP with a beta-weighted Gaussian negative log-likelihood; returns (weights, normalisation).
 
     beta-NLL (Seitzer et al., ICLR 2022) weights each row's NLL by sigma**(2*beta), detached, so
@@ -84,7 +84,7 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
 
     def nll(net, z, plain, yt, b=0.0):
         out = net(z)
-        mu = plain + target_scale * out[:, 0]
+        mu = plain + mlp.bounded(target_scale * out[:, 0], max_correction, torch.tanh)
         sigma = target_scale * (torch.nn.functional.softplus(out[:, 1]) + mlp.SIGMA_FLOOR)
         per_row = torch.log(sigma) + 0.5 * ((yt - mu) / sigma) ** 2
         if b > 0:
@@ -116,9 +116,9 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
     return mlp.torch_to_arrays(net), {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def _predict(weights, norm, X, target_scale):
+def _predict(weights, norm, X, target_scale, max_correction=None):
     z = mlp.standardise(X, np.asarray(norm["mean"]), np.asarray(norm["std"]))
-    return mlp.head(mlp.forward(weights, z), X[:, FEATURE_NAMES.index("plain_vbmd")], target_scale)
+    return mlp.head(mlp.forward(weights, z), X[:, FEATURE_NAMES.index("plain_vbmd")], target_scale, max_correction)
 
 
 def conformal_k(y, mean, sigma, coverage=COVERAGE) -> float:
@@ -196,16 +196,19 @@ def main(args) -> int:
         f"({len(np.unique(tab['seed']))} phantoms)  [{time.perf_counter() - t0:.0f} s]")
 
     target_scale = 10.0
+    plain = X[:, FEATURE_NAMES.index("plain_vbmd")]
+    max_corr = float(1.5 * np.max(np.abs(y[tr] - plain[tr])))
+    log(f"largest correction in training {max_corr / 1.5:.1f} mg/cm3; the model's bound {max_corr:.1f}")
     weights, norm = fit(X[tr], y[tr], tab["seed"][tr], hidden=args.hidden, epochs=args.epochs, lr=args.lr,
-                        seed=args.seed, target_scale=target_scale, dropout=args.dropout, log=log)
-    m_ca, s_ca = _predict(weights, norm, X[ca], target_scale)
+                        seed=args.seed, target_scale=target_scale, max_correction=max_corr,
+                        dropout=args.dropout, log=log)
+    m_ca, s_ca = _predict(weights, norm, X[ca], target_scale, max_corr)
     k = conformal_k(y[ca], m_ca, s_ca)
     log(f"interval multiplier k = {k:.3f} (split-conformal, {COVERAGE:.0%}, {ca.sum()} rows)")
 
-    plain = X[:, FEATURE_NAMES.index("plain_vbmd")]
     result = {}
     for name, m in (("train", tr), ("test", te)):
-        mean, sigma = _predict(weights, norm, X[m], target_scale)
+        mean, sigma = _predict(weights, norm, X[m], target_scale, max_corr)
         result[name] = metrics(y[m], plain[m], mean, mean - k * sigma, mean + k * sigma, tab["kvp"][m])
         r = result[name]
         log(f"{name}: n={r['n_levels']}  MAE plain {r['plain_mae']:.2f} vs AI {r['ai_mae']:.2f} mg/cm3; "
@@ -232,12 +235,13 @@ def main(args) -> int:
         "architecture": {"type": "mlp", "layers": [len(FEATURE_NAMES), args.hidden, args.hidden, 2],
                          "activation": "silu", "dropout_in_training": args.dropout,
                          "outputs": ["correction (x target_scale)", "spread"],
-                         "mean": "plain_vbmd + target_scale*out0",
+                         "mean": "plain_vbmd + M*tanh(target_scale*out0/M), M = max_correction",
                          "sigma": f"target_scale*(softplus(out1)+{mlp.SIGMA_FLOOR})",
                          "interval": "mean -/+ interval_k*sigma"},
         "features": list(FEATURE_NAMES),
         "normalisation": norm,
         "target_scale": target_scale,
+        "max_correction": max_corr,
         "interval_k": k,
         "interval_coverage_target": COVERAGE,
         "calibration_methods": ["internal"],
@@ -323,9 +327,10 @@ Bias by kVp (plain / AI): {kv}.
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
 CT: without the age, the model corrects only for the average fat of its training population.
-Outside its training domain (`domain` in model.json: kVp, vBMD, noise, slice thickness, pixel size)
+Outside its training domain (`domain` in model.json: every feature's training range plus 25%)
 or with a calibration other than `internal`, the pipeline falls back to the plain calibrated-HU
-estimate. Fractured levels were left out of training.
+estimate; on real scans, whose texture and noise differ from the phantom's, expect that often.
+Its correction is bounded by 1.5x the largest correction seen in training. Fractured levels were left out of training.
 
 **Reproduce.** `{t['command']}` (log: `training_log.txt`).
 Software: {meta['software']}.
