@@ -110,9 +110,28 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None) ->
     for rb in ribs:
         if rb["segment"] in bearing:
             bearing[rb["segment"]].add(rb["side"])
-    n = len(segs)
     has = [len(bearing[s]) > 0 for s in segs]
     free = [can[s] and not has[i] for i, s in enumerate(segs)]
+    ids, anchor, qc = assign_levels(has, free)
+    mapping = {}
+    dropped = 0
+    for s, v in zip(segs, ids, strict=True):
+        if v < 1 or v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart
+            dropped += v > 24
+            v = 0
+        mapping[s] = int(v)
+    if dropped:
+        qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
+    rib_pairs = int(sum(1 for s in segs if len(bearing[s]) == 2))
+    return {"mapping": mapping, "qc": qc, "anchor": anchor, "rib_pairs": rib_pairs,
+            "ribs": [{**rb, "level": lv.name(mapping[rb["segment"]]) if mapping.get(rb["segment"]) else None}
+                     for rb in ribs]}
+
+
+def assign_levels(has: list[bool], free: list[bool]) -> tuple[list[int], str, list[str]]:
+    """VerSe ids for vertebrae ordered cranial -> caudal, from where ribs were seen (``has``) and
+    where their absence is certain (``free``). Returns (ids, anchor, qc)."""
+    n = len(has)
     qc: list[str] = []
     if any(has):
         last = max(i for i in range(n) if has[i])
@@ -120,7 +139,7 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None) ->
         if any(free[last + 1 :]):
             ids = [T12 - (last - i) if i <= last else 20 + (i - last - 1) for i in range(n)]
             anchor = "last_rib=T12"
-            if not free[last + 1] if last + 1 < n else False:
+            if last + 1 < n and not free[last + 1]:
                 qc.append("label_uncertain: the vertebra below the last rib pair is not fully assessable")
         elif first > 0 and any(free[:first]):
             ids = [T1 + (i - first) for i in range(n)]
@@ -148,16 +167,4 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None) ->
         top = 22 - (n - 1) // 2
         top = min(max(top, 20), max(20, 24 - (n - 1)))
         ids = [top + i for i in range(n)]
-    mapping = {}
-    dropped = 0
-    for s, v in zip(segs, ids, strict=True):
-        if v < 1 or v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart
-            dropped += v > 24
-            v = 0
-        mapping[s] = int(v)
-    if dropped:
-        qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
-    rib_pairs = int(sum(1 for s in segs if len(bearing[s]) == 2))
-    return {"mapping": mapping, "qc": qc, "anchor": anchor, "rib_pairs": rib_pairs,
-            "ribs": [{**rb, "level": lv.name(mapping[rb["segment"]]) if mapping.get(rb["segment"]) else None}
-                     for rb in ribs]}
+    return ids, anchor, qc
