@@ -34,7 +34,7 @@ import numpy as np
 
 from . import physics
 from .errors import InputError
-from .reference_tissues import REFERENCE_NAMES, measure_references
+from .reference_tissues import REFERENCE_NAMES, measure_voxels, reference_voxels
 from .results import Calibration
 from .volume import Volume
 
@@ -43,8 +43,11 @@ DEFAULT_KVP = 120.0
 OUTLIER_HU = 12.0  # a reference further than this from the fit of the others is left out
 POOR_FIT_RMS_HU = 15.0
 SLOPE_RANGE = (0.8, 1.25)  # scanners are calibrated to water/air: a larger correction is suspicious
+CUPPING_MAX_HU = 80.0  # beam-hardening deficit at the body centre, measured HU, at most
+MIN_DEPTH_SPREAD = 0.15  # depth SD over the reference voxels needed to see cupping
+CUPPING_MAX_RMS_HU = 6.0  # a cupping fit is kept only if it explains every reference this well
+DEFAULT_SPINE_DEPTH = 0.9  # 1 - r^2 of the vertebral bodies when they cannot be located
 CONTRAST_ABOVE_HU = 150.0  # calibrated aortic blood above this: iodinated contrast
-MILD_ENHANCEMENT_HU = 35.0  # calibrated blood this far above unenhanced blood: left out of the fit
 # Relative trust in each reference (typical biological spread of its true CT number).
 WEIGHTS = {"air": 1.0, "fat": 1.0, "muscle": 0.7, "blood": 0.8}
 
@@ -93,46 +96,95 @@ def _wls(x, y, w) -> tuple[float, float]:
     return float(s), float(c)
 
 
-def robust_fit(points: dict[str, tuple[float, float, float]]) -> dict:
-    """Fit HU_true = slope * measured + intercept over name -> (measured, expected, weight).
+def _fit_rows(E, M, D, W, cupping: bool) -> tuple[float, float, float]:
+    """WLS of M = a E + b - c D (c: cupping at depth 1, measured units; 0 when not ``cupping``)."""
+    cols = [E, np.ones_like(E)] + ([-D] if cupping else [])
+    X = np.stack(cols, axis=1) * np.sqrt(W)[:, None]
+    sol, *_ = np.linalg.lstsq(X, M * np.sqrt(W), rcond=None)
+    a, b = float(sol[0]), float(sol[1])
+    c = float(sol[2]) if cupping else 0.0
+    if cupping and not 0.0 <= c <= CUPPING_MAX_HU:
+        # Cupping lowers the centre: a negative or huge term is noise or anatomy, not physics.
+        c = float(np.clip(c, 0.0, CUPPING_MAX_HU))
+        X2 = np.stack([E, np.ones_like(E)], axis=1) * np.sqrt(W)[:, None]
+        (a, b), *_ = np.linalg.lstsq(X2, (M + c * D) * np.sqrt(W), rcond=None)
+    return float(a), float(b), c
 
-    Returns slope, intercept, rms (of the kept points), used names, dropped {name: why}.
+
+def robust_fit(points: dict[str, tuple[float, float, float]], bins: dict[str, list] | None = None) -> dict:
+    """Fit HU_true = slope * measured + intercept (+ cupping * depth) over the references.
+
+    ``points``: name -> (measured, expected, weight). ``bins`` (optional): name -> [(depth, measured,
+    n_voxels), ...], the reference measured at several depths (0 at the skin, 1 at the body's
+    centre); when air, fat, muscle and blood all agree with it (and better than with the straight
+    line), a beam-hardening cupping term ``measured = a * true + b - c * depth`` is fitted as
+    well. Returns slope (1/a),
+    intercept (-b/a, at depth 0), cupping_hu (c/a, true HU lost at depth 1), rms (of the kept
+    references), used names, dropped {name: why}, residuals {name: HU}.
     """
     names = list(points)
     if len(names) < 2:
         raise ValueError("at least two references are needed")
-    x = np.array([points[n][0] for n in names])
-    y = np.array([points[n][1] for n in names])
-    w = np.array([points[n][2] for n in names])
+    rows = []  # (tissue index, expected, measured, depth, weight)
+    for t, n in enumerate(names):
+        meas, exp, wt = points[n]
+        nb = (bins or {}).get(n) or [(0.0, meas, 1)]
+        total = sum(max(b[2], 1) for b in nb)
+        rows += [(t, exp, m, d, wt * max(c, 1) / total) for d, m, c in nb]
+    T, E, M, D, W = (np.array(v, dtype=float) for v in zip(*rows, strict=True))
     keep = np.ones(len(names), bool)
     dropped: dict[str, str] = {}
-    s, c = _wls(x, y, w)
-    res = y - (s * x + c)
+
+    def fit(mask_t, cup=False):
+        r = mask_t[T.astype(int)]
+        return _fit_rows(E[r], M[r], D[r], W[r], cup)
+
+    def tissue_residuals(params):
+        a, b, c = params
+        res_rows = (M - (a * E + b - c * D)) / a  # in true HU
+        return np.array([np.average(res_rows[T == t], weights=W[T == t]) for t in range(len(names))])
+
+    params = fit(keep)
     if len(names) >= 4:
-        # Leave-one-out: the reference farthest from the line fitted through the others. Air is
-        # never a candidate: it is -1000 HU by definition of the scale, and its leverage would let
-        # the soft tissues' biological spread (e.g. fatty paraspinal muscle) push it out.
+        # Leave-one-out: the reference farthest from the fit through the others. Air is never a
+        # candidate: it is -1000 HU by definition of the scale, and its leverage would let the soft
+        # tissues' biological spread (e.g. fatty paraspinal muscle) push it out.
         best = None
         for i in range(len(names)):
             if names[i] == "air":
                 continue
             m = keep.copy()
             m[i] = False
-            si, ci = _wls(x[m], y[m], w[m])
-            r_out = abs(y[i] - (si * x[i] + ci))
-            r_in = np.sqrt(np.average((y[m] - (si * x[m] + ci)) ** 2, weights=w[m]))
+            res = tissue_residuals(fit(m))
+            r_out = abs(res[i])
+            r_in = np.sqrt(np.mean(res[m] ** 2))
             if best is None or r_out - r_in > best[0]:
                 best = (r_out - r_in, i, r_out)
         if best is not None and best[2] > OUTLIER_HU:
             i = best[1]
             keep[i] = False
             dropped[names[i]] = f"outlier: {best[2]:.0f} HU from the fit of the other references"
-            s, c = _wls(x[keep], y[keep], w[keep])
-    res = y - (s * x + c)
-    rms = float(np.sqrt(np.average(res[keep] ** 2, weights=w[keep])))
+            params = fit(keep)
+    wt = np.array([points[n][2] for n in names])
+
+    def rms_of(params, mask_t):
+        return float(np.sqrt(np.average(tissue_residuals(params)[mask_t] ** 2, weights=wt[mask_t])))
+
+    # Cupping is only believed when every reference, the deep aortic blood included, agrees with
+    # it: fatty paraspinal muscle alone must not pass for beam hardening (it is dropped instead).
+    everything = np.ones(len(names), bool)
+    if bins and {"air", "fat", "muscle", "blood"} <= set(names) and np.sqrt(np.cov(D, aweights=W)) > MIN_DEPTH_SPREAD:
+        cup_params = fit(everything, cup=True)
+        rms_cup = rms_of(cup_params, everything)
+        if cup_params[2] > 0 and rms_cup <= CUPPING_MAX_RMS_HU and rms_cup < rms_of(fit(everything), everything):
+            params, keep, dropped = cup_params, everything, {}
+    a, b, c = params
+    res = tissue_residuals(params)
+    rms = rms_of(params, keep)
     return {
-        "slope": s,
-        "intercept": c,
+        "slope": 1.0 / a,
+        "intercept": -b / a,
+        "cupping_hu": c / a,
         "rms": rms,
         "used": [n for n, k in zip(names, keep, strict=True) if k],
         "dropped": dropped,
@@ -204,12 +256,13 @@ def _none(kvp, source, qc, fat_fraction, fat_why, why="") -> Calibration:
     return cal
 
 
-def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why) -> tuple[Calibration, bool]:
+def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) -> tuple[Calibration, bool]:
     """(calibration, ok): ok is False when the fit cannot be trusted."""
     expected = physics.reference_hu(kvp)
     flags = list(qc)
     try:
-        refs = measure_references(vol, seg)
+        vox = reference_voxels(vol, seg)
+        refs = measure_voxels(vol, vox)
     except (ValueError, IndexError, MemoryError) as e:
         # Unusual anatomy must not stop the screening: report it and let the caller fall back.
         cal = Calibration(method="internal", kvp=kvp, kvp_source=source, qc=flags)
@@ -240,12 +293,20 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why) -> tuple[Calibra
         cal.qc.append(f"calib_refs: only {len(points)} usable reference tissue(s); missing {missing}")
         cal.references = table
         return cal, False
-    fit = robust_fit(points)
-    cal.slope, cal.intercept, cal.residual_hu = fit["slope"], fit["intercept"], fit["rms"]
+    bins = {n: refs[n].get("depth_bins") for n in points} if cupping else None
+    fit = robust_fit(points, bins)
+    # Cupping: the vertebral bodies sit deep in the body, where beam hardening lowers HU most; the
+    # deficit at their depth is folded into the intercept (all levels share about the same depth).
+    spine_depth = vox.get("_spine_depth")
+    if spine_depth is None:
+        spine_depth = DEFAULT_SPINE_DEPTH
+    cup_at_spine = fit["cupping_hu"] * spine_depth
+    cal.slope, cal.intercept, cal.residual_hu = fit["slope"], fit["intercept"] + cup_at_spine, fit["rms"]
     for n in REFERENCE_NAMES:
         r = table[n]
         if n in points:
-            r["calibrated_hu"] = float(fit["slope"] * r["measured_hu"] + fit["intercept"])
+            at_depth = fit["cupping_hu"] * float(r.get("depth", 0.0))
+            r["calibrated_hu"] = float(fit["slope"] * r["measured_hu"] + fit["intercept"] + at_depth)
             r["residual_hu"] = fit["residuals"][n]
             r["used"] = n in fit["used"]
             r["why"] = "used in the fit" if r["used"] else "left out: " + fit["dropped"][n]
@@ -262,6 +323,8 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why) -> tuple[Calibra
     cal.notes = (
         f"internal: HU_true = {cal.slope:.4f} * HU + {cal.intercept:.1f} over {', '.join(fit['used'])}"
         + (f" (left out: {', '.join(fit['dropped'])})" if fit["dropped"] else "")
+        + (f"; beam-hardening cupping {fit['cupping_hu']:.1f} HU at the body centre, {cup_at_spine:.1f} HU "
+           f"at the spine's depth {spine_depth:.2f} (in the intercept)" if fit["cupping_hu"] > 0 else "")
         + f"; residual {cal.residual_hu:.1f} HU RMS; expected HU at {kvp:g} kV from physics.reference_hu;"
         f" marrow fat {fat_fraction:.2f} ({fat_why})"
     )

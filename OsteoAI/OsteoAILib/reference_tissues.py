@@ -279,6 +279,7 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
     sm: dict[int, np.ndarray] = {}
     body: dict[int, np.ndarray] = {}
     skin_dist: dict[int, np.ndarray] = {}
+    ellipse: dict[int, tuple[float, float, float, float]] = {}
     out = {n: {"kji": None, "why": "", "clip": None} for n in REFERENCE_NAMES}
     acc = {n: [] for n in REFERENCE_NAMES}
     for k in ks:
@@ -287,6 +288,11 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         sm[k] = ndi.uniform_filter(s, size=3)
         b = _body_mask(sm[k], spacing_ji)
         body[k] = b
+        if b.any():
+            bj, bi = np.nonzero(b)
+            # Body outline as an ellipse on the full-resolution grid (for the depth of each voxel).
+            ellipse[int(k)] = ((bj.min() + bj.max() + 1) * f / 2.0 - 0.5, (bi.min() + bi.max() + 1) * f / 2.0 - 0.5,
+                               (bj.max() - bj.min() + 1) * f / 2.0, (bi.max() - bi.min() + 1) * f / 2.0)
         skin_dist[k] = ndi.distance_transform_edt(b, sampling=spacing_ji)
         if spine.get(k) is None:
             found_spine = _spine_from_bone(sm[k], b, spacing_ji)
@@ -443,6 +449,31 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         else:
             out[n] = {"kji": kji, "why": "", "clip": clip if n == "air" else None}
     out["_prelim"] = (g, o)
+    for n in REFERENCE_NAMES:
+        kji = out[n]["kji"]
+        out[n]["depth"] = None if kji is None else (np.zeros(kji[0].size) if n == "air" else depth(kji, ellipse))
+    # Depth of the vertebral bodies (their footprints on the sampled slices), for the cupping term.
+    spine_depths = []
+    for k, m in bodies_masks.items():
+        if k in ellipse and m.any():
+            jj, ii = np.nonzero(m)
+            spine_depths.append(depth((np.full(jj.size, k), jj * f + (f - 1) / 2.0, ii * f + (f - 1) / 2.0), ellipse))
+    out["_spine_depth"] = float(np.mean(np.concatenate(spine_depths))) if spine_depths else None
+    return out
+
+
+def depth(kji, ellipse: dict) -> np.ndarray:
+    """0 at the skin (and outside), 1 at the body's centre: 1 - r^2 over the slice's body ellipse,
+    the profile of beam-hardening cupping."""
+    kk, jj, ii = kji
+    out = np.zeros(kk.size)
+    for k in np.unique(kk):
+        sel = kk == k
+        if int(k) not in ellipse:
+            continue
+        jc, ic, aj, ai = ellipse[int(k)]
+        r2 = ((jj[sel] - jc) / aj) ** 2 + ((ii[sel] - ic) / ai) ** 2
+        out[sel] = np.clip(1.0 - r2, 0.0, 1.0)
     return out
 
 
@@ -450,7 +481,13 @@ def measure_references(vol: Volume, seg=None) -> dict:
     """name -> {"measured_hu", "sd_hu", "n_voxels", "mask_center_kji", "used", "why"} for air, fat,
     muscle and blood. ``used`` here means "found and measurable"; the calibration fit may still
     leave a reference out (contrast, outlier) and says why."""
-    vox = reference_voxels(vol, seg)
+    return measure_voxels(vol, reference_voxels(vol, seg))
+
+
+def measure_voxels(vol: Volume, vox: dict) -> dict:
+    """The statistics of :func:`measure_references` from :func:`reference_voxels`' output; each
+    found reference also gets ``depth`` (its mean 1 - r^2 depth) and ``depth_bins``: (depth, HU,
+    n) over three depth tertiles, which let the calibration see beam-hardening cupping."""
     res = {}
     for n in REFERENCE_NAMES:
         r = vox[n]
@@ -471,4 +508,15 @@ def measure_references(vol: Volume, seg=None) -> dict:
             "used": True,
             "why": why,
         }
+        d = r.get("depth")
+        if d is not None:
+            res[n]["depth"] = float(np.mean(d))
+            bins = []
+            if n != "air" and np.ptp(d) > 0.05:
+                edges = np.quantile(d, [0.0, 1 / 3, 2 / 3, 1.0])
+                for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+                    sel = (d >= lo) & (d <= hi)
+                    if sel.sum() >= MIN_VOXELS:
+                        bins.append((float(np.mean(d[sel])), _robust_stats(vals[sel], r["clip"])[0], int(sel.sum())))
+            res[n]["depth_bins"] = bins or [(float(np.mean(d)), med, int(vals.size))]
     return res

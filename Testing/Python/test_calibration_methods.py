@@ -117,3 +117,33 @@ def test_detect_contrast_from_reference_numbers():
     enhanced, why = calibration.detect_contrast(refs, 120.0)
     assert enhanced and why.startswith("contrast:")
     assert calibration.detect_contrast({"air": {"measured_hu": -1000}}, 120.0)[0] is False
+
+
+def _cupped(kvp, a, b, c, depths):
+    """Points and depth bins of a scanner with HU' = a (HU - c depth) + b."""
+    exp = physics.reference_hu(kvp)
+    bins = {n: [(d, a * (exp[n] - c * d) + b, 1000) for d in depths[n]] for n in exp}
+    pts = {n: (float(np.mean([m for _, m, _ in bins[n]])), exp[n], calibration.WEIGHTS[n]) for n in exp}
+    return pts, bins
+
+
+DEPTHS = {"air": [0.0], "fat": [0.05, 0.15, 0.3], "muscle": [0.4, 0.55, 0.7], "blood": [0.95, 0.99]}
+
+
+@pytest.mark.parametrize("a,b", [(1.0, 0.0), (0.9, -30.0), (1.1, 30.0)])
+def test_fit_recovers_cupping_under_any_scale(a, b):
+    pts, bins = _cupped(120, a, b, 20.0, DEPTHS)
+    fit = calibration.robust_fit(pts, bins)
+    assert fit["cupping_hu"] == pytest.approx(20.0, abs=0.5)
+    assert fit["slope"] == pytest.approx(1 / a, rel=1e-3) and fit["rms"] < 0.5
+    # No cupping in the data: none is fitted.
+    pts0, bins0 = _cupped(120, a, b, 0.0, DEPTHS)
+    assert calibration.robust_fit(pts0, bins0)["cupping_hu"] == pytest.approx(0.0, abs=0.5)
+
+
+def test_low_muscle_alone_is_not_taken_for_cupping():
+    pts, bins = _cupped(120, 1.0, 0.0, 0.0, DEPTHS)
+    bins["muscle"] = [(d, m - 20.0, n) for d, m, n in bins["muscle"]]  # fatty muscle, blood normal
+    pts["muscle"] = (pts["muscle"][0] - 20.0, *pts["muscle"][1:])
+    fit = calibration.robust_fit(pts, bins)
+    assert fit["cupping_hu"] == 0.0 and "muscle" in fit["dropped"]

@@ -45,6 +45,8 @@ def test_internal_calibration_on_real_abdomen(abdomen):
     assert 0.95 < cal.slope < 1.05 and abs(cal.intercept) < 20 and cal.residual_hu < 10
     assert cal.references["blood"]["used"] and not any(qc.code(f) == "contrast" for f in cal.qc)
     assert any(qc.code(f) == "kvp_unknown" for f in cal.qc)  # no DICOM tags for this file
+    # Fatty paraspinal muscle reads low; it is left out, not mistaken for beam-hardening cupping.
+    assert not cal.references["muscle"]["used"] and "cupping" not in cal.notes
     # A rescaled copy of the real scan gives the same calibrated HU at trabecular densities.
     hu = np.array([100.0, 200.0])
     a, b = 1.07, -25.0
