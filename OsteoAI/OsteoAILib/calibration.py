@@ -12,7 +12,11 @@ Methods
     reference whose removal most improves the fit is dropped when its residual exceeds
     ``OUTLIER_HU`` (a muscle with fatty infiltration, an enhanced aorta missed by the contrast
     check...), provided at least three references remain; air, the anchor of the HU scale, is
-    never dropped.
+    never dropped. Beam-hardening cupping (HU lower towards the body's centre) is fitted as a
+    third term, ``measured = a * true + b - c * depth`` with depth = 1 - r^2 over the body's
+    outline, from the references measured at several depths, but only when all four references
+    (the deep aortic blood included) agree with it; the deficit at the vertebral bodies' depth is
+    folded into the intercept.
 ``phantom``
     User-given (rod HU, rod density mg/cm3 HA) pairs; a straight line HU = a + b * density.
 ``none``

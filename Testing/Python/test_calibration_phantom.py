@@ -133,24 +133,28 @@ def test_low_dose_adds_little_error():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OSTEOAI_SLOW"), reason="accuracy sweep: set OSTEOAI_SLOW=1 to run")
 def test_accuracy_sweep_default_resolution():
-    """MAE / bias over kVp x seeds x dose, each with a random scanner scale (0.9-1.1) and offset
-    (-30..30 HU), on the phantom's default 0.7 x 0.7 x 1 mm grid."""
+    """MAE / bias over kVp x seeds x (standard dose, low dose, standard dose with beam-hardening
+    cupping 0-0.5), each with a random scanner scale (0.9-1.1) and offset (-30..30 HU), on the
+    phantom's default 0.7 x 0.7 x 1 mm grid."""
     rows = []
     rng = np.random.default_rng(0)
-    for dose in ("standard", "low"):
+    cases = ("standard", "low", "cupping")  # cupping: standard dose, beam hardening 0-0.5 (0-20 HU)
+    for case in cases:
+        dose = "standard" if case == "cupping" else case
         for kvp in (80, 100, 120, 140):
             for seed in (1, 2, 3):
                 a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
+                bh = float(rng.uniform(0.0, 0.5)) if case == "cupping" else 0.0
                 ph = make_phantom(PhantomParams(seed=100 * seed + kvp, kvp=kvp, dose=dose, levels="T12-L2",
-                                                hu_scale=a, hu_offset=b))
+                                                hu_scale=a, hu_offset=b, beam_hardening=bh))
                 err, _, cal = _errors(ph)
-                rows.append((dose, kvp, seed, a, b, cal.method, list(err.values())))
-    print("\ndose      kVp seed  scale  offset method    MAE   bias  (mg/cm3)")
+                rows.append((case, kvp, seed, a, b, cal.method, list(err.values())))
+    print("\ncase      kVp seed  scale  offset method    MAE   bias  (mg/cm3)")
     for dose, kvp, seed, a, b, method, e in rows:
         mae_e, bias_e = np.mean(np.abs(e)), np.mean(e)
         print(f"{dose:9s} {kvp:3d} {seed:4d} {a:6.3f} {b:7.1f} {method:8s} {mae_e:5.2f} {bias_e:+6.2f}")
     mae = {}
-    for dose in ("standard", "low"):
+    for dose in cases:
         for kvp in (80, 100, 120, 140):
             e = [x for r in rows if r[0] == dose and r[1] == kvp for x in r[6]]
             print(f"{dose:9s} kVp {kvp}: MAE {np.mean(np.abs(e)):.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
@@ -159,3 +163,4 @@ def test_accuracy_sweep_default_resolution():
         print(f"{dose:9s} all: MAE {mae[dose]:.2f}  bias {np.mean(e):+.2f}  n={len(e)}")
     assert mae["standard"] <= 5.0
     assert mae["low"] - mae["standard"] <= 2.0
+    assert mae["cupping"] <= 5.0
