@@ -6,17 +6,24 @@ measured CT numbers, fitted against the expected ones at the scan's kVp (``physi
 undo the scanner's own HU scale and offset (``calibration.py``).
 
 Design choices:
-- Work on a sample of axial slices spread over the spine (or the whole scan without a
-  segmentation): the references are large and homogeneous, so ~16 slices give thousands of voxels
-  and keep this stage well under a second on a 512x512x300 scan.
-- Select tissue on a lightly smoothed image, erode the selection, and measure on the raw image with
-  the median: thresholds then only decide *where* to measure, never clip the measured distribution.
+- Work on a sample of 16 axial slices spread over the spine (or the middle 80% of the scan without
+  a segmentation), with masks built on ~1.5-2 mm block-mean pixels: the references are large and
+  homogeneous, so this gives thousands of voxels in about a second on a 512x512x300 scan.
+- Select tissue on a lightly smoothed image, erode the selection, and measure every raw voxel it
+  covers with a robust mean: thresholds only decide *where* to measure, never clip the measured
+  distribution.
 - Two passes: air and fat (found with wide windows) give a preliminary linear HU map; muscle and
   blood are then selected with windows on that preliminary scale, so a linear change of the
   scanner's HU scale (HU' = a HU + b) moves every window with it and selects the same voxels.
-- Air is measured away from the body, the table and the field-of-view edge, on the anterior side
-  (the table is posterior). Air clipped by the scanner at its minimum value is estimated from the
-  unclipped upper part of its distribution (normal censored below).
+- Air is measured away from the body, anything denser than air (table, blankets, clothing folds)
+  and the image and reconstruction-circle edges, on the anterior side (the table is posterior).
+  Air partly clipped by the scanner at its minimum value is estimated from the unclipped upper
+  part of its distribution (normal censored below); mostly clipped air is not used.
+- The aorta is the best round soft-tissue or enhanced section anterior-left of the vertebral body,
+  kept where it agrees with its neighbours along the tube; it is only searched beside a segmented
+  spine (without one, the vertebral body itself looks too much like an enhanced aorta).
+- Each voxel's depth in the body (1 - r^2 over the slice's body ellipse, 0 at the skin, 1 at the
+  centre) is recorded so that the calibration can see beam-hardening cupping.
 """
 
 from __future__ import annotations
