@@ -977,6 +977,7 @@ def write_scene(output, out_dir: str | os.PathLike, options=None, name: str | No
     out_dir = Path(out_dir)
     hs = new_scene()
     try:
+        options = options if options is not None else getattr(output, "options", None)
         settings = settings_from_options(options) if options is not None else Settings()
         png_dir = _write_key_pngs(output, out_dir)
         add_pipeline_output(hs.scene, output, name=name, settings=settings, surface=False, png_dir=png_dir)
