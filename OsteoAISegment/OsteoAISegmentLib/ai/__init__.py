@@ -1,0 +1,1 @@
+"""MONAI vertebra segmentation and labelling model (network, preprocessing, inference, post-processing)."""

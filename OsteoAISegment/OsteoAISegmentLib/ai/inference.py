@@ -1,0 +1,185 @@
+"""Run the trained vertebra model on a canonical volume.
+
+The weights live in ``models/vertebra-seg/`` at the repository root (or ``$OSTEOAI_MODELS/vertebra-seg``);
+``model.json`` there names the weights file, its sha256, the architecture and the preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from OsteoAILib.errors import CancelledError, InputError, OsteoAIError
+from OsteoAILib.volume import Volume
+
+from . import preprocess as pp
+from .labels import BODY, N_SEM
+
+MODEL_NAME = "vertebra-seg"
+
+
+def model_dir() -> Path:
+    env = os.environ.get("OSTEOAI_MODELS")
+    if env:
+        return Path(env) / MODEL_NAME
+    return Path(__file__).resolve().parents[3] / "models" / MODEL_NAME
+
+
+class ModelUnavailable(OsteoAIError):
+    """The model's files are missing or do not match their recorded checksum."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_card(directory: Path | None = None) -> dict:
+    d = directory or model_dir()
+    card = d / "model.json"
+    if not card.exists():
+        raise ModelUnavailable(f"the vertebra model is not installed ({card} missing)")
+    return json.loads(card.read_text())
+
+
+def check_weights(directory: Path | None = None) -> tuple[dict, Path]:
+    """Return (model.json, weights path); raise ModelUnavailable if missing or altered."""
+    d = directory or model_dir()
+    card = read_card(d)
+    w = d / card["weights"]
+    if not w.exists():
+        raise ModelUnavailable(f"the vertebra model weights are missing: {w}")
+    got = sha256(w)
+    if got != card["sha256"]:
+        raise ModelUnavailable(f"the vertebra model weights {w.name} are altered or corrupt "
+                               f"(sha256 {got[:12]}..., expected {card['sha256'][:12]}...)")
+    return card, w
+
+
+def model_available() -> bool:
+    try:
+        check_weights()
+    except (ModelUnavailable, OSError, KeyError, ValueError):
+        return False
+    return True
+
+
+_CACHE: dict = {}
+
+
+def load_model(device: str = "cpu", directory: Path | None = None):
+    import torch
+
+    from .network import build_network
+
+    card, w = check_weights(directory)
+    key = (str(w), card["sha256"], device)
+    if key not in _CACHE:
+        net = build_network(card["network"])
+        state = torch.load(w, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        net.eval().to(device)
+        _CACHE.clear()
+        _CACHE[key] = (net, card)
+    return _CACHE[key]
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    d = (device or "cpu").lower()
+    if d in ("gpu", "cuda", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if d == "auto":
+            return "cpu"
+        raise InputError("device cuda was asked for but no CUDA GPU is available")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device} was asked for but no CUDA GPU is available")
+    return d
+
+
+def predict(x: np.ndarray, net, card: dict, device: str = "cpu", cancel=None):
+    """Normalised coarse array -> (semantic argmax uint8, level softmax float32 (N_LEVELS, ...))."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    roi = tuple(card.get("roi_size", (128, 112, 128)))
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+
+    def fwd(b):
+        if cancel is not None and cancel():
+            raise CancelledError("segmentation cancelled")
+        return net(b)
+
+    amp = device.startswith("cuda")
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+        y = sliding_window_inference(t, roi, 1 if device == "cpu" else 4, fwd, overlap=0.25, mode="gaussian")
+    y = y[0].float()
+    sem = torch.argmax(y[:N_SEM], dim=0).to(torch.uint8)
+    lvl = torch.softmax(y[N_SEM:], dim=0)
+    return sem.cpu().numpy(), lvl.cpu().numpy()
+
+
+def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[float, str], None] | None = None,
+                       cancel: Callable[[], bool] | None = None):
+    from ..api import SpineSegmentation
+    from .postprocess import label_vertebrae
+
+    def report(f, msg):
+        if progress:
+            progress(f, msg)
+        if cancel is not None and cancel():
+            raise CancelledError("segmentation cancelled")
+
+    if vol.array.ndim != 3 or min(vol.shape) < 2:
+        raise InputError("the model needs a 3D volume")
+    t0 = time.perf_counter()
+    report(0.0, "loading the vertebra model")
+    dev = _resolve_device(device)
+    net, card = load_model(dev)
+    target = float(card["spacing_mm"])
+    report(0.05, "resampling")
+    cshape = pp.coarse_shape(vol.shape, vol.spacing, target)
+    x = pp.normalise(pp.resample_image(vol.array, cshape))
+    bb = pp.body_bbox(x)
+    report(0.15, "running the network")
+    sem_c, lvl_c = predict(x[bb], net, card, dev, cancel)
+    report(0.8, "labelling vertebrae")
+    res = label_vertebrae(sem_c, lvl_c, target, scan_k_range=(0, cshape[0]))
+    if not res["levels"]:
+        raise InputError("no vertebra found in this volume (the model saw no spine)")
+    coarse = np.zeros(cshape, np.int16)
+    coarse[bb] = res["vertebrae"]
+    coarse_body = np.zeros(cshape, np.int16)
+    coarse_body[bb] = np.where(sem_c == BODY, res["vertebrae"], 0)
+    vert = pp.resample_labels(coarse, vol.shape).astype(np.int16)
+    bodies = pp.resample_labels(coarse_body, vol.shape).astype(np.int16)
+    qc = list(res["qc"])
+    for v in res["partial_levels"]:
+        qc.append(f"fov_cut: {_name(v)} touches the edge of the scan")
+    info = {
+        "rib_pairs": res["rib_pairs"],
+        "rib_levels": res["rib_levels"],
+        "partial_levels": res["partial_levels"],
+        "device": dev,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "model_sha256": card["sha256"],
+    }
+    report(1.0, "vertebrae labelled")
+    return SpineSegmentation(vertebrae=vert, bodies=bodies, levels=res["levels"], qc=qc, info=info,
+                             segmenter=f"model@{card.get('version', '0')}")
+
+
+def _name(v: int) -> str:
+    from OsteoAILib import levels
+
+    return levels.NAMES.get(int(v), str(v))

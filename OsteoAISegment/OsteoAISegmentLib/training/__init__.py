@@ -1,0 +1,1 @@
+"""Training pipeline of the vertebra model (data preparation, training loop, CLI)."""

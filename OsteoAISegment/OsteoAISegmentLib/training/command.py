@@ -1,0 +1,134 @@
+"""``osteoai train-segmenter``: prepare training samples and train the vertebra model.
+
+    osteoai train-segmenter prepare-real --data ../shared/data --out .data/seg
+    osteoai train-segmenter prepare-phantoms --seeds 0-199 --out .data/seg [--workers 8]
+    osteoai train-segmenter train --samples .data/seg --real ts-abdomen-3mm,... --out models/vertebra-seg/model.pt
+    osteoai train-segmenter card --weights models/vertebra-seg/model.pt   # write model.json (sha256 ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from OsteoAILib.errors import InputError
+
+
+def parse_seeds(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["prepare-real", "prepare-phantoms", "train", "card"])
+    p.add_argument("--data", default=None, help="folder of the labelled real CTs (default ../shared/data)")
+    p.add_argument("--out", default=None, help="output folder (prepare-*) or weights file (train)")
+    p.add_argument("--samples", default=".data/seg", help="folder of prepared .npz samples (train)")
+    p.add_argument("--seeds", default="0-159", help="phantom seeds, e.g. 0-159 (prepare-phantoms)")
+    p.add_argument("--workers", type=int, default=1, help="processes for prepare-phantoms")
+    p.add_argument("--real", default="", help="comma-separated real volumes to train on (train)")
+    p.add_argument("--iters", type=int, default=3000)
+    p.add_argument("--minutes", type=float, default=1e9, help="wall-clock budget; the LR schedule ends with it")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--init-filters", type=int, default=8)
+    p.add_argument("--weights", default=None, help="weights file to describe (card)")
+    p.add_argument("--init", default=None, help="start training from these weights")
+
+
+def _phantom_one(args):
+    seed, out = args
+    from .dataset import phantom_sample, save_sample
+
+    p = Path(out) / f"phantom_{seed:04d}.npz"
+    if not p.exists():
+        save_sample(p, phantom_sample(seed))
+    return str(p)
+
+
+def main(args) -> int:
+    if args.action == "prepare-real":
+        from .dataset import prepare_real
+
+        root = Path(args.data or Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
+        if not root.is_dir():
+            raise InputError(f"real data folder not found: {root}")
+        for p in prepare_real(root, Path(args.out or ".data/seg")):
+            print(p)
+        return 0
+    if args.action == "prepare-phantoms":
+        out = Path(args.out or ".data/seg")
+        out.mkdir(parents=True, exist_ok=True)
+        jobs = [(s, str(out)) for s in parse_seeds(args.seeds)]
+        if args.workers > 1:
+            from multiprocessing import get_context
+
+            with get_context("spawn").Pool(args.workers) as pool:
+                for i, p in enumerate(pool.imap_unordered(_phantom_one, jobs)):
+                    print(f"[{i + 1}/{len(jobs)}] {p}", flush=True)
+        else:
+            for i, j in enumerate(jobs):
+                print(f"[{i + 1}/{len(jobs)}] {_phantom_one(j)}", flush=True)
+        return 0
+    if args.action == "train":
+        from .train import train
+
+        out = Path(args.out or "models/vertebra-seg/model.pt")
+        real = [r for r in args.real.split(",") if r]
+        train(Path(args.samples), out, real, iters=args.iters, minutes=args.minutes, batch=args.batch,
+              lr=args.lr, seed=args.seed, device=args.device, config={"init_filters": args.init_filters},
+              init=Path(args.init) if args.init else None,
+              log=lambda m: print(m, flush=True))
+        return 0
+    if args.action == "card":
+        write_card(Path(args.weights or "models/vertebra-seg/model.pt"))
+        return 0
+    return 2
+
+
+def write_card(weights: Path, extra: dict | None = None) -> Path:
+    """model.json beside the weights: architecture, preprocessing, label map, sha256, training run."""
+    from OsteoAILib.atomic import write_json
+
+    from ..ai import labels
+    from ..ai.inference import sha256
+
+    train_info = {}
+    side = weights.with_suffix(".train.json")
+    if side.exists():
+        train_info = json.loads(side.read_text())
+    card = {
+        "name": "vertebra-seg",
+        "version": "1.0",
+        "weights": weights.name,
+        "sha256": sha256(weights),
+        "network": train_info.get("network", {"architecture": "SegResNet"}),
+        "spacing_mm": 2.0,
+        "roi_size": train_info.get("patch", [128, 112, 128]),
+        "orientation": "canonical: array[k, j, i], i -> patient left, j -> posterior, k -> superior",
+        "intensity": "clip(HU, -1000, 2000) / 1000",
+        "semantic_classes": labels.SEM_NAMES,
+        "level_classes_verse_ids": labels.LEVELS,
+        "training": train_info,
+        **(extra or {}),
+    }
+    return write_json(weights.parent / "model.json", card)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    sys.exit(main(p.parse_args()))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Exact training command of the shipped vertebra model (run on the device machine: one H100).
+# Usage: GEN_S=150 MIN=5.5 [INIT_DIR=dir with fold-a.pt fold-b.pt full.pt to continue from] bash models/vertebra-seg/train_gpu.sh OUTDIR
+# Needs .data/seg/real_*.npz (osteoai train-segmenter prepare-real) and monai importable
+# (.data/site holds a copy of monai 1.6.1, pure Python).
+set -o pipefail
+OUT=${1:-${OUT:-/tmp/out}}
+mkdir -p "$OUT/logs"
+export PYTHONPATH=$PWD/.data/site:$PWD/OsteoAI:$PWD/OsteoAISegment PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available())"
+T=python3
+CMD="-m OsteoAISegmentLib.training.command"
+# phantoms: as many seeds of 0-${NSEEDS:-239} as 15 processes make in GEN_S seconds (seeded: same seed, same phantom)
+[ "${GEN_S:-150}" -gt 0 ] && timeout "${GEN_S:-150}" $T $CMD prepare-phantoms --seeds 0-${NSEEDS:-239} --workers 15 --out .data/seg > "$OUT/logs/gen.log" 2>&1
+echo "phantoms: $(ls .data/seg/phantom_*.npz | wc -l)"
+M=${MIN:-5.5}
+IT=${ITERS:-100000}
+COMMON="--samples .data/seg --minutes $M --iters $IT --batch 4 --seed 0 --device cuda"
+# fold a: real training = all but ts-abdomen-3mm (held out); fold b: only ts-abdomen-3mm; full: all four
+$T $CMD train $COMMON --real tptbox-lumbar-1.5mm,ts-dicom-t11-t12,ts-thorax-cta-1.5mm ${INIT_DIR:+--init $INIT_DIR/fold-a.pt} --out "$OUT/fold-a.pt" > "$OUT/logs/fold-a.log" 2>&1 &
+$T $CMD train $COMMON --real ts-abdomen-3mm ${INIT_DIR:+--init $INIT_DIR/fold-b.pt} --out "$OUT/fold-b.pt" > "$OUT/logs/fold-b.log" 2>&1 &
+$T $CMD train $COMMON --real ts-abdomen-3mm,tptbox-lumbar-1.5mm,ts-dicom-t11-t12,ts-thorax-cta-1.5mm ${INIT_DIR:+--init $INIT_DIR/full.pt} --out "$OUT/full.pt" > "$OUT/logs/full.log" 2>&1 &
+wait
+mv "$OUT"/*.train.json "$OUT/logs/" 2>/dev/null
+tail -n 3 "$OUT"/logs/*.log
+ls .data/seg/phantom_*.npz | xargs -n1 basename > "$OUT/logs/phantoms_used.txt"
+tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$OUT/logs"
