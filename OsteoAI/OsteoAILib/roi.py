@@ -22,6 +22,7 @@ HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3 into the body) ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
+MERGED_RATIO = 1.4
 EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan
 CORE_FRAC = 0.7  # elliptic core: this fraction of the body's AP half-depth and half-width
 
@@ -102,11 +103,19 @@ def _pad(sl, shape, pad: int):
 
 
 def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
-    """A body 1.6x taller than the median of the others has probably swallowed a disc."""
-    others = [h for lab, h in mids.items() if lab != label and h > 0]
-    if len(others) < 2 or mids.get(label, 0) <= 0:
+    """A body much taller than its neighbours has probably swallowed a disc (or is misplaced).
+
+    Body height grows caudally (T1 ~14 mm, L3 ~28 mm), so compare with the nearest levels only.
+    """
+    if mids.get(label, 0) <= 0 or label not in order:
         return False
-    return mids[label] > 1.6 * float(np.median(others))
+    pos = order.index(label)
+    near = sorted((abs(order.index(lab) - pos), h) for lab, h in mids.items()
+                  if lab != label and h > 0 and lab in order)
+    others = [h for _d, h in near[:4]]
+    if len(others) < 2:
+        return False
+    return mids[label] > MERGED_RATIO * float(np.median(others))
 
 
 def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float) -> np.ndarray:
