@@ -153,10 +153,13 @@ def assign_levels(has: list[bool], free: list[bool]) -> tuple[list[int], str, li
                       "the lowest vertebra is assumed to be T12")
         # the whole rib cage is in view when a rib-free vertebra shows above the first rib and
         # below the last one: then there should be 12 rib-bearing vertebrae
-        if anchor == "last_rib=T12" and first > 0:
+        if anchor == "last_rib=T12" and any(free[:first]):
             pairs = last - first + 1
-            if pairs != 12:
+            if pairs in (11, 13):
                 qc.append(f"rib_count: {pairs} rib pairs found; labels may be shifted")
+            elif pairs != 12:
+                qc.append(f"label_uncertain: ribs found on {pairs} vertebrae of a thorax seen whole "
+                          "(12 expected); some ribs were probably missed")
         gaps = [i for i in range(first, last + 1) if not has[i]]
         if len(gaps) > 1:
             qc.append(f"label_uncertain: {len(gaps)} vertebrae between rib-bearing ones show no rib")
