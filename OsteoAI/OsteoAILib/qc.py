@@ -20,6 +20,7 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "fracture": (True, "vertebral compression fracture (Genant grade 1-3): the body reads falsely dense"),
     "roi_small": (True, "trabecular ROI below the minimum volume: the mean is unreliable"),
     "fov_cut": (True, "vertebra partly outside the field of view"),
+    "body_cut": (True, "vertebral body partly outside the field of view (from the ROI placer)"),
     "metal": (True, "metal or streak artifacts near the vertebra"),
     "implausible": (True, "vBMD outside 0-350 mg/cm3: a measurement or segmentation error"),
     "no_roi": (True, "no trabecular ROI could be placed"),
@@ -37,7 +38,7 @@ METAL_ABOVE_HU = 2500.0  # cortical bone stays below ~2000 HU; metal saturates n
 METAL_MIN_MM3 = 5.0
 STREAK_RATIO = 2.0  # high-frequency noise this many times that of metal-free slices: streaks
 NEIGHBOURHOOD_MM = 20.0
-MIN_ROI_MM3 = 1000.0  # ~1 cm3: a 60% body-height ellipse in the smallest thoracic body is larger
+MIN_ROI_MM3 = 500.0  # as roi.py: a central ellipse of even the smallest thoracic body is larger
 NOISE_HIGH_HU = 35.0
 VBMD_RANGE = (0.0, 350.0)
 GENANT = ((0.40, 3), (0.25, 2), (0.20, 1))  # height loss -> grade (Genant 1993)
@@ -351,9 +352,11 @@ def level_heights(seg, lab: int, spacing, rois=None) -> dict[str, float] | None:
     """Anterior/middle/posterior heights of a body: the ROI placer's when it gave them, else measured
     on ``seg.bodies`` along the spine axis between the neighbouring bodies. None when the body is
     missing or cut by the top or bottom of the scan."""
+    if lab in set((getattr(seg, "info", None) or {}).get("partial_levels", [])):
+        return None  # a body cut by the scan's edge is not short, only partly seen
     info = getattr(rois, "info", {}).get(lab) if rois is not None else None
     h = getattr(info, "heights_mm", None) if info is not None else None
-    if h and all(k in h for k in ("anterior", "middle", "posterior")):
+    if h and all((h.get(k) or 0) > 0 for k in ("anterior", "middle", "posterior")):
         return {k: float(h[k]) for k in ("anterior", "middle", "posterior")}
     bodies = getattr(seg, "bodies", None)
     if bodies is None:

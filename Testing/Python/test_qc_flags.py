@@ -27,7 +27,7 @@ def fractured():
 
 
 def test_flag_table():
-    assert {"fracture", "roi_small", "fov_cut", "metal", "implausible", "no_roi"} == qc.EXCLUDING
+    assert {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi"} == qc.EXCLUDING
     assert not {"contrast", "noise", "calib_fit", "uncalibrated"} & qc.EXCLUDING
     assert all(text for _, text in qc.FLAGS.values())
     flags = ["noise: high", "fracture: L1 grade 2", "contrast: aorta 300 HU"]
