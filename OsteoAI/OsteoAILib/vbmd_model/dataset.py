@@ -198,16 +198,19 @@ def roi_source() -> str:
     return "place_rois"
 
 
-def _cache_key(params: dict, masks: str) -> str:
+def _cache_key(params: dict, masks: str, fingerprint: str | None = None) -> str:
     blob = json.dumps({"p": params, "m": masks, "r": roi_source(), "f": list(FEATURE_NAMES), "v": CACHE_VERSION,
-                       "code": stage_fingerprint()}, sort_keys=True)
+                       "code": fingerprint or stage_fingerprint()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", log=print) -> dict:
+def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", log=print,
+                fingerprint: str | None = None) -> dict:
     """Rows of many phantoms as arrays {X, y, seed, kvp, dose, label}; per-phantom cache in ``cache_dir``.
 
     A phantom the stages fail on (e.g. segmentation finds no spine) is logged and skipped.
+    ``fingerprint``: read only rows cached by that stage code (see :func:`stage_fingerprint`); a
+    phantom not in that cache is skipped, never recomputed with other code.
     """
     cache = Path(cache_dir) if cache_dir else None
     if cache:
@@ -216,9 +219,12 @@ def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", lo
     seeds = list(seeds)
     for n, s in enumerate(seeds):
         params = sample_params(s)
-        f = cache / f"{s}-{_cache_key(params, masks)}.json" if cache else None
+        f = cache / f"{s}-{_cache_key(params, masks, fingerprint)}.json" if cache else None
         if f is not None and f.is_file():
             rows = json.loads(f.read_text())
+        elif fingerprint:
+            log(f"  phantom {s}: not in the cache of stage code {fingerprint}, skipped")
+            continue
         else:
             try:
                 rows = phantom_rows(params, masks)

@@ -40,6 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--cache", default=str(REPO / ".data" / "vbmd-features"),
                    help="per-phantom feature cache (gitignored)")
+    p.add_argument("--cache-fingerprint", default=None,
+                   help="reuse the cached rows of this stage-code fingerprint (model.json records it) "
+                        "instead of the current code's; phantoms not cached under it are skipped")
     p.add_argument("--masks", choices=["pipeline", "truth"], default="pipeline",
                    help="ROIs from the real segmenter (default) or the phantom's own masks")
 
@@ -181,13 +184,18 @@ def main(args) -> int:
     cmd = (f"osteoai train-vbmd --out {args.out} --n-phantoms {args.n_phantoms} --seed {args.seed} "
            f"--epochs {args.epochs} --hidden {args.hidden} --dropout {args.dropout} --lr {args.lr} "
            f"--masks {args.masks}")
+    if args.cache_fingerprint:
+        cmd += f" --cache-fingerprint {args.cache_fingerprint}"
     log(f"# {cmd}")
     log(f"# osteoai {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     seeds = [args.seed * 100000 + i for i in range(args.n_phantoms)]
     if max(seeds) >= HELD_BACK_SEED_START:
         raise SystemExit(f"--seed {args.seed} reaches the held-back seeds (>= {HELD_BACK_SEED_START})")
     log(f"building features of {len(seeds)} phantoms ({args.masks} masks), cache {args.cache}")
-    tab = dataset.build_table(seeds, args.cache, masks=args.masks, log=log)
+    fingerprint = args.cache_fingerprint or dataset.stage_fingerprint()
+    if args.cache_fingerprint:
+        log(f"rows from the cache of stage code {fingerprint} (current code: {dataset.stage_fingerprint()})")
+    tab = dataset.build_table(seeds, args.cache, masks=args.masks, log=log, fingerprint=args.cache_fingerprint)
     X, y = tab["X"], tab["y"]
     if y.size < 20:
         raise SystemExit(f"only {y.size} level rows: too few to train")
@@ -255,7 +263,7 @@ def main(args) -> int:
             "phantom_seeds": [seeds[0], seeds[-1]],
             "masks": args.masks,
             "roi_source": dataset.roi_source(),
-            "stage_code_fingerprint": dataset.stage_fingerprint(),
+            "stage_code_fingerprint": fingerprint,
             "n_rows": {"train": int(tr.sum()), "calibration": int(ca.sum()), "test": int(te.sum())},
             "ranges": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.RANGES.items()},
             "grid": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.SMALL_GRID.items()},
