@@ -287,6 +287,8 @@ def main(args) -> int:
 def model_card(meta: dict) -> str:
     t, te = meta["training"], meta["metrics"]["test"]
     r = t["ranges"]
+    stages = ("the phantom's own vertebra masks (not the segmenter), roi.py ROI placement, internal calibration"
+              if t["masks"] == "truth" else "classical segmentation, roi.py ROI placement, internal calibration")
     kv = ", ".join(f"{k} kVp {v['plain']:+.2f} / {v['ai']:+.2f}" for k, v in te["bias_by_kvp"].items())
     return f"""# {meta['name']} {meta['version']} — AI vBMD estimator (model card)
 
@@ -312,8 +314,8 @@ phantoms. Weights `{meta['weights_file']}` (numpy npz, sha256 in `model.json`, c
 Inference is numpy only.
 
 **Training data.** {t['n_phantoms']} digital phantoms (`OsteoAILib.phantom`, seeds {t['phantom_seeds'][0]}–
-{t['phantom_seeds'][1]}), grid {t['grid']}, processed by the real stages ({t['masks']} masks: classical
-segmentation, ROI placement, internal calibration). Ranges: kVp {r['kvp']}; dose {r['dose']}; age
+{t['phantom_seeds'][1]}), grid {t['grid']}, processed by the real stages: {stages}
+(stage code fingerprint `{t.get('stage_code_fingerprint')}`). Ranges: kVp {r['kvp']}; dose {r['dose']}; age
 {r['age_years']} (marrow fat: the phantom's age mean plus its seeded jitter); scanner HU scale
 {r['hu_scale']} and offset {r['hu_offset']}; beam hardening {r['beam_hardening']}; contrast in
 {r['contrast_probability']:.0%}; vBMD {r['vbmd_mg_cm3']} mg/cm3; age given to the model for
