@@ -47,6 +47,10 @@ def estimate(vol, params, masks, ph, model):
     feats = volume_level_features(vol, rois.labelmap, seg.levels, cal, age=vol.meta.get("age"))
     out = {}
     for lab, f in feats.items():
+        if model.in_domain(f) is not None:
+            # as the pipeline does: outside the model's training domain the plain estimate stands
+            out[lab] = (float(f[0]), float(f[0]), float("nan"), float("nan"))
+            continue
         v, lo, hi = model.predict(f)
         out[lab] = (float(f[0]), v, lo, hi)
     return out
@@ -146,8 +150,11 @@ def main() -> int:
         ok_a = np.mean([acr_category(a) == acr_category(b) for a, b in zip(d[:, 0], d[:, 2], strict=True)])
         print(f"{f'  per phantom, L1-L2 (n={len(d)})':28}{ok_p:>22.1%}{ok_a:>12.1%}")
     print(f"{'max |error| (mg/cm3)':28}{np.max(np.abs(plain - y)):>22.2f}{np.max(np.abs(ai - y)):>12.2f}")
-    cover = np.mean((lo <= y) & (y <= hi))
-    print(f"{'AI 95% interval coverage':28}{'':>22}{cover:>12.1%}   ~95%  (mean width {np.mean(hi - lo):.1f})")
+    judged = ~np.isnan(lo)
+    cover = np.mean((lo[judged] <= y[judged]) & (y[judged] <= hi[judged])) if judged.any() else float("nan")
+    print(f"{'AI 95% interval coverage':28}{'':>22}{cover:>12.1%}   ~95%  (mean width "
+          f"{np.mean(hi[judged] - lo[judged]):.1f})")
+    print(f"{'levels outside the domain':28}{'':>22}{int((~judged).sum()):>12d}   (AI = plain there)")
     if inv:
         ip = np.abs([r[4] for r in inv])
         ia = np.abs([r[5] for r in inv])

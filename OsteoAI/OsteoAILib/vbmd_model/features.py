@@ -96,7 +96,10 @@ def level_features(inp: LevelInput) -> np.ndarray:
         ref = refs.get(name) or {}
         ok = bool(ref.get("used", False)) and ref.get("measured_hu") is not None
         expected = ref.get("expected_hu")
-        if ok and expected is not None:
+        if ok and ref.get("residual_hu") is not None:
+            # the calibration's own residual: it knows its full model (e.g. a cupping term by depth)
+            residuals.append(float(ref["residual_hu"]))
+        elif ok and expected is not None:
             residuals.append(slope * float(ref["measured_hu"]) + intercept - float(expected))
         else:
             residuals.append(0.0)
