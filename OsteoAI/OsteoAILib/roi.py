@@ -24,7 +24,7 @@ VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basiver
 OUTLIER_K = 3.0
 MERGED_RATIO = 1.4
 EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan
-CORE_FRAC = 0.7  # elliptic core: this fraction of the body's AP half-depth and half-width
+CORE_FRAC = 0.6  # elliptic core: this fraction of the body's AP half-depth and half-width
 
 
 @dataclass

@@ -40,6 +40,7 @@ def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) 
         run = col[max(0, p - depth) : p + 1][::-1]
         low = np.nonzero(ndi.uniform_filter1d((run > BODY_HU).astype(float), 3) < 0.34)[0]
         a = p - (low[0] if len(low) else len(run) - 1)
+        a = _neck(sm[k], p, a, i, ws, a)
         if (p - a) * ws < 12:
             continue  # a disc or no body here: interpolate later
         pw[r], aw[r] = p, a
@@ -51,6 +52,11 @@ def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) 
         idx = np.nonzero(row[lo:hi] > BODY_HU)[0]
         bi[r] = lo + (idx.min() + idx.max()) / 2 if len(idx) else ci
     ok = ~np.isnan(pw)
+    if ok.sum() >= 5:
+        # a structure stuck to the front of the body (enhanced aorta) can make a few slices look
+        # far too deep; bodies within one scan vary less than this
+        cap = 1.3 * float(np.median(pw[ok] - aw[ok]))
+        aw[ok] = np.maximum(aw[ok], pw[ok] - cap)
     out = {"valid": ok}
     ks = np.arange(n)
     for name, arr, fallback in (("post_wall_j", pw, canal_ji[:, 0] - 10 / ws),
@@ -65,6 +71,43 @@ def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) 
     out["body_j"] = (out["post_wall_j"] + out["ant_wall_j"]) / 2
     out["depth_mm"] = (out["post_wall_j"] - out["ant_wall_j"]) * ws
     return out
+
+
+def _neck(sl: np.ndarray, p: int, a: int, i: int, ws: float, default: int) -> int:
+    """Anterior wall where a dense structure touching the body (an enhanced aorta) begins.
+
+    Walking forward from the posterior wall, the dense row through column ``i`` is as wide as the
+    body; where two touching round structures meet, that width pinches to a neck.
+    """
+    if p - a < 6:
+        return default
+    dense = sl[a : p + 1, :] > BODY_HU
+    widths = np.zeros(p - a + 1)
+    for r in range(p - a + 1):
+        row = dense[r]
+        if not row[i]:
+            continue
+        left = np.nonzero(~row[:i])[0]
+        right = np.nonzero(~row[i:])[0]
+        lo = left[-1] + 1 if len(left) else 0
+        hi = i + right[0] if len(right) else len(row)
+        widths[r] = (hi - lo) * ws
+    widths = widths[::-1]  # posterior -> anterior
+    best = 0.0
+    start = int(12 / ws)  # the body is at least this deep
+    for r, w in enumerate(widths):
+        best = max(best, w)
+        if r >= start and best > 20 and w < 0.6 * best:
+            # the neck is the narrowest row of this pinch
+            seg = widths[r : r + int(6 / ws) + 1]
+            neck = p - (r + int(np.argmin(seg)))
+            # only a denser structure in front (an enhanced vessel) counts, not a thin waist of
+            # an osteoporotic body
+            col = sl[:, max(0, i - 1) : i + 2].mean(1)
+            front = float(np.median(col[default:neck])) if neck > default else 0.0
+            body = float(np.median(col[neck : p + 1]))
+            return neck if front > 1.3 * body + 50 else default
+    return default
 
 
 def _frames(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
