@@ -142,3 +142,13 @@ def test_real_unlabelled_volume_runs(shared_data):
     seg = segment_spine(vol, method="classical")
     assert len(seg.levels) >= 3
     assert all(lv.is_thoracic(x) or 20 <= x <= 24 for x in seg.levels)
+
+
+def test_progress_and_cancel(phantom):
+    from OsteoAILib.errors import CancelledError
+
+    seen = []
+    segment_spine(phantom.volume, method="classical", progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(CancelledError):
+        segment_spine(phantom.volume, method="classical", cancel=lambda: True)
