@@ -90,7 +90,7 @@ def test_reference_hu_match_the_truth(ph_scaled):
         assert r["expected_hu"] == pytest.approx(ph_scaled.truth["reference_hu_physics"][name], abs=0.01)
 
 
-@pytest.mark.parametrize("a,b", [(0.9, -30.0), (1.1, 30.0), (0.92, 25.0), (1.06, -20.0)])
+@pytest.mark.parametrize("a,b", [(0.9, -30.0), (1.1, 30.0)])  # the corners; the slow sweep scans the rest
 def test_vbmd_invariant_under_linear_hu_change(ph_scaled, a, b):
     _, base, _ = _errors(ph_scaled)
     arr = np.round(a * ph_scaled.volume.array.astype(np.float32) + b).astype(np.int16)

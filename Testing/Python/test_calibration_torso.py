@@ -92,16 +92,17 @@ def test_reference_rois_land_in_their_tissue():
         assert mask[jj, ii].mean() > 0.97, name
 
 
-@pytest.mark.parametrize("a,b", [(0.9, -30.0), (1.1, 30.0), (0.95, 25.0), (1.08, -15.0)])
+@pytest.mark.parametrize("a,b", [(0.9, 30.0), (1.1, -30.0)])
 def test_vbmd_invariant_to_linear_hu_change(a, b):
     v, seg, trab = torso(kvp=100.0, vbmd=95.0, seed=3)
-    base = calibration.hu_to_vbmd(float(v.array[trab].mean()), calibration.calibrate(v, seg))
+    cal = calibration.calibrate(v, seg)
+    base = calibration.hu_to_vbmd(float(v.array[trab].mean()), cal)
     # The same scan, rescaled after the fact (as another scanner's HU calibration would).
     v2 = v.with_array(np.round(a * v.array.astype(float) + b).astype(np.int16))
     cal2 = calibration.calibrate(v2, seg)
     moved = calibration.hu_to_vbmd(float(v2.array[trab].mean()), cal2)
     assert abs(moved - base) <= 0.02 * base
-    assert cal2.slope == pytest.approx(calibration.calibrate(v, seg).slope / a, rel=0.01)
+    assert cal2.slope == pytest.approx(cal.slope / a, rel=0.01)
 
 
 def test_uncalibrated_conversion_is_biased_by_the_same_change():
