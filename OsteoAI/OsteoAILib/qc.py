@@ -243,24 +243,30 @@ def fov_flags(mask: np.ndarray, label=None) -> list[str]:
 
 
 def estimate_noise_sigma(vol: Volume, refs: dict | None = None) -> float | None:
-    """Image noise (HU): the smallest robust SD among fat, muscle and (unclipped) air references.
+    """Image noise (HU) in the body: the smaller robust SD of the fat and muscle references.
 
-    Tissue texture only adds to a reference's spread, so the smallest is closest to pure noise;
-    the SDs are robust (MAD) estimates over thousands of voxels. ``refs`` is the output of
-    ``reference_tissues.measure_references`` (or a calibration's ``references``); measured when None.
+    Tissue texture only adds to a reference's spread, so the smaller is closer to pure noise; the
+    SDs are robust (MAD) estimates over thousands of voxels. Outside air is the fallback only: it
+    is usually quieter than the body (bow-tie filter, no attenuation) and may be clipped.
+    ``refs`` is the output of ``reference_tissues.measure_references`` (or a calibration's
+    ``references``); measured when None.
     """
     if refs is None:
         from .reference_tissues import measure_references
 
         refs = measure_references(vol, None)
-    sds = []
-    for n in ("fat", "muscle", "air"):
+
+    def sd_of(n):
         r = refs.get(n) or {}
         sd, nvox = r.get("sd_hu"), r.get("n_voxels", 0) or 0
-        if sd is None or nvox < 30 or (n == "air" and "clipped" in str(r.get("why", ""))):
-            continue
-        sds.append(float(sd))
-    return min(sds) if sds else None
+        if sd is None or nvox < 30 or "clipped" in str(r.get("why", "")):
+            return None
+        return float(sd)
+
+    inside = [x for x in (sd_of("fat"), sd_of("muscle")) if x is not None]
+    if inside:
+        return min(inside)
+    return sd_of("air")
 
 
 def noise_flags(sigma_hu: float | None, threshold: float = NOISE_HIGH_HU) -> list[str]:

@@ -143,7 +143,9 @@ def test_noise_flag():
     assert qc.noise_flags(50.0)[0].startswith("noise: image noise 50 HU")
     refs = {"fat": {"sd_hu": 48.0, "n_voxels": 5000}, "muscle": {"sd_hu": 55.0, "n_voxels": 3000},
             "air": {"sd_hu": 5.0, "n_voxels": 4000, "why": "found; air clipped at -1024 HU"}}
-    assert qc.estimate_noise_sigma(None, refs) == 48.0  # clipped air is not a noise measure
+    assert qc.estimate_noise_sigma(None, refs) == 48.0  # the body's noise, not the quieter air
+    assert qc.estimate_noise_sigma(None, {"air": {"sd_hu": 9.0, "n_voxels": 4000, "why": "found"}}) == 9.0
+    assert qc.estimate_noise_sigma(None, {"air": refs["air"]}) is None  # clipped air is no measure
 
 
 def test_calibration_and_implausible_flags():
