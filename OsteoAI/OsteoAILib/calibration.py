@@ -21,8 +21,9 @@ Methods
     User-given (rod HU, rod density mg/cm3 HA) pairs; a straight line HU = a + b * density.
 ``none``
     No scanner correction: the scan's HU are taken as true and converted with the physics model at
-    the scan's kVp (120 kVp when unknown), the documented standard conversion
-    (120 kVp, standard marrow: vBMD = (HU + 28.7) / 1.718). Flagged ``uncalibrated``.
+    the scan's kVp (120 kVp when unknown): vBMD = (HU - trabecular_hu(0)) / mineral_hu_per_mg at
+    that kVp and marrow fat fraction; the calibration's notes write out the exact numbers used.
+    Flagged ``uncalibrated``.
 ``auto``
     ``internal``; when its references cannot be found or fit poorly, ``none`` with a QC flag.
 
