@@ -256,7 +256,7 @@ def _none(kvp, source, qc, fat_fraction, fat_why, why="") -> Calibration:
     _linear_density(cal, fat_fraction)
     cal.qc.append("uncalibrated: " + (why or "no scanner calibration") +
                   f"; standard conversion at {kvp:g} kV, vBMD may be off by the scanner's HU bias")
-    cal.notes = (f"none: HU taken as true; vBMD = (HU - {cal.hu_at_zero_mg_cm3:.1f}) / {cal.hu_per_mg_cm3:.3f} "
+    cal.notes = (f"none: HU taken as true; vBMD = (HU {-cal.hu_at_zero_mg_cm3:+.1f}) / {cal.hu_per_mg_cm3:.3f} "
                  f"(physics model at {kvp:g} kV, marrow fat {fat_fraction:.2f}, {fat_why})")
     return cal
 
