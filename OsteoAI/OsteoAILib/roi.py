@@ -23,6 +23,8 @@ VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
 MERGED_RATIO = 1.4
+ENDPLATE_DELTA_HU = 250.0  # a layer this much denser than the ROI's median ...
+ENDPLATE_FRAC = 0.3  # ... over this share of a 1 mm layer is an endplate
 EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan
 CORE_FRAC = 0.6  # elliptic core: this fraction of the body's AP half-depth and half-width
 
@@ -147,6 +149,38 @@ def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float) 
     return core
 
 
+def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis) -> np.ndarray | None:
+    """Remove bright layers (endplates) from the ROI's height band; None when one crosses its middle.
+
+    In a correctly split body the central band holds trabecular bone only. An endplate near an
+    end of the band (a slightly misplaced disc plane) is trimmed away with what lies beyond it; one
+    in the middle means the body was split half a vertebra off (a missed or spurious disc).
+    """
+    if core.sum() < 50:
+        return core
+    idx = np.argwhere(core)
+    vals = vol.array[sl][core].astype(np.float32)
+    thr = float(np.median(vals)) + ENDPLATE_DELTA_HU
+    h = (idx * spacing_kji) @ axis
+    bins = np.floor((h - h.min()) / 1.0).astype(int)  # 1 mm layers along the spine axis
+    n = np.bincount(bins)
+    bright = np.bincount(bins, weights=(vals > thr).astype(float), minlength=len(n))
+    frac = np.where(n >= 10, bright / np.maximum(n, 1), 0.0)
+    hot = np.nonzero(frac > ENDPLATE_FRAC)[0]
+    if len(hot) == 0:
+        return core
+    nb = len(n)
+    lo_end, hi_end = 0.3 * nb, 0.7 * nb
+    if ((hot >= lo_end) & (hot <= hi_end)).any():
+        return None
+    keep_lo = hot[hot < lo_end].max() + 2 if (hot < lo_end).any() else 0
+    keep_hi = hot[hot > hi_end].min() - 2 if (hot > hi_end).any() else nb - 1
+    out = np.zeros_like(core)
+    sel = (bins >= keep_lo) & (bins <= keep_hi)
+    out[tuple(idx[sel].T)] = True
+    return out
+
+
 def _drop_outliers(vol: Volume, core: np.ndarray, sl) -> np.ndarray:
     if core.sum() < 20:
         return core
@@ -203,6 +237,13 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             core = np.zeros(body_c.shape, bool)
         else:
             core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm)
+            trimmed = trim_endplates(vol, core, sl, spacing_kji, axis)
+            if trimmed is None:
+                qc.append(f"seg_suspect: an endplate crosses the middle of the {lv.name(label)} body "
+                          "(vertebra split off the discs?); no ROI placed")
+                core = np.zeros_like(core)
+            else:
+                core = trimmed
             core = _drop_outliers(vol, core, sl)
         n = int(core.sum())
         volume = n * vox
