@@ -122,3 +122,20 @@ def test_rois_on_classical_segmentation(phantom):
         roi = rs.labelmap == lab
         assert (phantom.bodies[roi] == lab).all(), f"{lv.name(lab)} ROI leaves the true body"
         assert not (phantom.tissues[roi] == VEIN).any()
+
+
+def test_body_split_off_the_discs_gets_no_roi(phantom):
+    """Bodies shifted half a vertebra along the spine (a segmenter that put its cuts mid-body):
+    the ROI must not straddle the disc; it is refused with a seg_suspect flag."""
+    seg = _truth_seg(phantom)
+    levels = _complete_levels(phantom)
+    kb = [np.nonzero((phantom.bodies == lab).any(axis=(1, 2)))[0] for lab in levels]
+    half = int(round(np.median([k.max() - k.min() for k in kb]) / 2))
+    shifted = SpineSegmentation(np.roll(seg.vertebrae, half, axis=0), np.roll(seg.bodies, half, axis=0),
+                                seg.levels, [], {}, "shifted")
+    rs = place_rois(phantom.volume, shifted)
+    for lab in levels:
+        roi = rs.labelmap == lab
+        flagged = any(q.startswith("seg_suspect:") for q in rs.info[lab].qc) if lab in rs.info else True
+        assert flagged or not roi.any() or (phantom.bodies[roi] == lab).mean() > 0.99
+    assert any(any(q.startswith("seg_suspect:") for q in i.qc) for i in rs.info.values())
