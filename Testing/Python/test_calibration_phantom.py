@@ -164,3 +164,30 @@ def test_accuracy_sweep_default_resolution():
     assert mae["standard"] <= 5.0
     assert mae["low"] - mae["standard"] <= 2.0
     assert mae["cupping"] <= 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("OSTEOAI_SLOW"), reason="invariance sweep: set OSTEOAI_SLOW=1 to run")
+def test_invariance_sweep_default_resolution():
+    """vBMD change under HU' = a HU + b over a grid of a and b, at two kVp and with cupping; then with
+    the scanner clipping at -1024 HU (outside air lost when a HU + b < -1024)."""
+    worst, worst_clipped = 0.0, 0.0
+    print()
+    for kvp, seed, bh in ((80, 1, 0.0), (140, 2, 0.0), (120, 3, 0.4)):
+        ph = make_phantom(PhantomParams(seed=seed, kvp=kvp, levels="T12-L2", beam_hardening=bh))
+        _, base, _ = _errors(ph)
+        for a in (0.9, 0.95, 1.05, 1.1):
+            for b in (-30.0, 0.0, 30.0):
+                scaled = np.round(a * ph.volume.array.astype(np.float32) + b)
+                for clipped in (False, True):
+                    arr = (np.maximum(scaled, -1024) if clipped else scaled).astype(np.int16)
+                    _, moved, _ = _errors(ph, arr)
+                    rel = max(abs(moved[k] - base[k]) / base[k] for k in base)
+                    if clipped:
+                        worst_clipped = max(worst_clipped, rel)
+                    else:
+                        worst = max(worst, rel)
+                    print(f"kVp {kvp} cupping {bh} a {a:4.2f} b {b:+4.0f} clipped {clipped!s:5}: "
+                          f"max |dvBMD| {100 * rel:.2f}%")
+    print(f"worst: {100 * worst:.2f}% unclipped, {100 * worst_clipped:.2f}% clipped at -1024 HU")
+    assert worst <= 0.02 and worst_clipped <= 0.02
