@@ -31,7 +31,7 @@ def excluding_codes() -> set[str]:
     try:
         from .qc import EXCLUDING
     except ImportError:  # qc module not available: the conservative built-in list
-        EXCLUDING = {"fracture", "roi_small", "fov_cut", "metal", "implausible", "no_roi"}
+        EXCLUDING = {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi"}
     return set(EXCLUDING)
 
 
