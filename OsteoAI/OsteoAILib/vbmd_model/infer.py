@@ -61,7 +61,8 @@ class VbmdModel:
         if x.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected {len(FEATURE_NAMES)} features, got {x.shape[1]}")
         norm = self.meta["normalisation"]
-        z = mlp.standardise(x, np.asarray(norm["mean"]), np.asarray(norm["std"]))
+        ignored = [FEATURE_NAMES.index(f) for f in norm.get("ignored", [])]
+        z = mlp.standardise(x, np.asarray(norm["mean"]), np.asarray(norm["std"]), ignored)
         raw = mlp.forward(self.weights, z)
         mean, sigma = mlp.head(raw, x[:, FEATURE_NAMES.index("plain_vbmd")], float(self.meta["target_scale"]),
                                self.meta.get("max_correction"))

@@ -76,5 +76,9 @@ def head(raw: np.ndarray, plain: np.ndarray, target_scale: float,
     return mean, sigma
 
 
-def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return (np.asarray(x, dtype=np.float64) - mean) / std
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, ignored: list[int] | None = None) -> np.ndarray:
+    """z-scores; ``ignored`` columns are set to 0 so the network cannot depend on them."""
+    z = (np.asarray(x, dtype=np.float64) - mean) / std
+    if ignored:
+        z[:, ignored] = 0.0
+    return z

@@ -26,7 +26,10 @@ HELD_BACK_SEED_START = 900000
 COVERAGE = 0.95
 # Features whose training range bounds the model's domain (outside it the pipeline keeps the
 # calibrated-HU estimate): margin added on each side as a fraction of the range.
-DOMAIN_FEATURES = FEATURE_NAMES
+# Computed and recorded, but given no weight: they change when the scanner's HU scale changes
+# (HU' = a*HU + b moves the calibration's slope and intercept), and the estimate must not.
+IGNORED_FEATURES = ("cal_slope", "cal_intercept")
+DOMAIN_FEATURES = tuple(f for f in FEATURE_NAMES if f not in IGNORED_FEATURES)
 DOMAIN_MARGIN = 0.25
 
 
@@ -80,8 +83,10 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
     std = X[~is_val].std(axis=0)
     std[std < 1e-6] = 1.0  # constant features (e.g. one slice thickness) pass through as 0
 
+    ignored = [FEATURE_NAMES.index(f) for f in IGNORED_FEATURES]
+
     def tensors(m):
-        z = torch.tensor(mlp.standardise(X[m], mean, std), dtype=torch.float32)
+        z = torch.tensor(mlp.standardise(X[m], mean, std, ignored), dtype=torch.float32)
         plain = torch.tensor(X[m, FEATURE_NAMES.index("plain_vbmd")], dtype=torch.float32)
         return z, plain, torch.tensor(y[m], dtype=torch.float32)
 
@@ -116,11 +121,13 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
                 f"MAE train {mae.item():.2f} val {vmae.item():.2f} mg/cm3")
     net.load_state_dict(best[2])
     log(f"  kept epoch {best[1]} (best validation NLL {best[0]:.4f}; {int(is_val.sum())} validation rows)")
-    return mlp.torch_to_arrays(net), {"mean": mean.tolist(), "std": std.tolist()}
+    return mlp.torch_to_arrays(net), {"mean": mean.tolist(), "std": std.tolist(),
+                                      "ignored": list(IGNORED_FEATURES)}
 
 
 def _predict(weights, norm, X, target_scale, max_correction=None):
-    z = mlp.standardise(X, np.asarray(norm["mean"]), np.asarray(norm["std"]))
+    ignored = [FEATURE_NAMES.index(f) for f in norm.get("ignored", [])]
+    z = mlp.standardise(X, np.asarray(norm["mean"]), np.asarray(norm["std"]), ignored)
     return mlp.head(mlp.forward(weights, z), X[:, FEATURE_NAMES.index("plain_vbmd")], target_scale, max_correction)
 
 
@@ -306,7 +313,8 @@ mean, median, SD, quantiles and skew; the plain calibrated-HU vBMD; residuals of
 (air, fat, muscle, blood) after calibration and whether each was used; calibration slope, intercept and
 fit residual; kVp; noise SD; slice thickness; pixel size; ROI volume; age when known.
 All HU features are taken after calibration, so a linear change of the scanner's HU scale leaves them
-unchanged.
+unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight
+(`normalisation.ignored` in model.json).
 
 **Architecture.** MLP {meta['architecture']['layers']} with SiLU and dropout, beta-NLL (Gaussian), early stopping;
 the interval multiplier k = {meta['interval_k']:.3f} is set by split-conformal calibration on held-out
