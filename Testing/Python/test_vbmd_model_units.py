@@ -122,3 +122,17 @@ def test_estimator_keeps_calibrated_hu_outside_the_domain(tiny_model):
     none_cal = _cal()
     none_cal.method = "none"
     assert est(20, roi, none_cal) is None  # trained on internal calibration only
+
+
+def test_ignored_features_have_no_effect(tiny_model):
+    meta = json.loads((tiny_model / "model.json").read_text())
+    meta["normalisation"]["ignored"] = ["cal_slope", "cal_intercept"]
+    (tiny_model / "model.json").write_text(json.dumps(meta))
+    m = infer.load_model(tiny_model)
+    f = np.random.default_rng(4).normal(size=F.N_FEATURES)
+    g = f.copy()
+    g[F.FEATURE_NAMES.index("cal_slope")] += 0.2
+    g[F.FEATURE_NAMES.index("cal_intercept")] -= 30.0
+    assert m.predict(f) == pytest.approx(m.predict(g))
+    g[F.FEATURE_NAMES.index("cal_mean_hu")] += 30.0
+    assert m.predict(f)[0] != pytest.approx(m.predict(g)[0])
