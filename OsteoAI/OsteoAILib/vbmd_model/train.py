@@ -81,9 +81,13 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
     is_val = np.array([g in val_groups for g in groups])
     mean = X[~is_val].mean(axis=0)
     std = X[~is_val].std(axis=0)
-    std[std < 1e-6] = 1.0  # constant features (e.g. one slice thickness) pass through as 0
+    # Features constant in training (e.g. one slice thickness) taught the network nothing: their
+    # weights are still the random initial ones, so they are zeroed at inference too.
+    constant = [FEATURE_NAMES[i] for i in np.nonzero(std < 1e-6)[0]]
+    std[std < 1e-6] = 1.0
 
-    ignored = [FEATURE_NAMES.index(f) for f in IGNORED_FEATURES]
+    ignored_names = list(IGNORED_FEATURES) + [f for f in constant if f not in IGNORED_FEATURES]
+    ignored = [FEATURE_NAMES.index(f) for f in ignored_names]
 
     def tensors(m):
         z = torch.tensor(mlp.standardise(X[m], mean, std, ignored), dtype=torch.float32)
@@ -121,8 +125,9 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, hidden: int, epochs
                 f"MAE train {mae.item():.2f} val {vmae.item():.2f} mg/cm3")
     net.load_state_dict(best[2])
     log(f"  kept epoch {best[1]} (best validation NLL {best[0]:.4f}; {int(is_val.sum())} validation rows)")
-    return mlp.torch_to_arrays(net), {"mean": mean.tolist(), "std": std.tolist(),
-                                      "ignored": list(IGNORED_FEATURES)}
+    if constant:
+        log(f"  constant in training, ignored: {', '.join(constant)}")
+    return mlp.torch_to_arrays(net), {"mean": mean.tolist(), "std": std.tolist(), "ignored": ignored_names}
 
 
 def _predict(weights, norm, X, target_scale, max_correction=None):
@@ -233,6 +238,8 @@ def main(args) -> int:
 
     domain = {}
     for f in DOMAIN_FEATURES:
+        if f in norm["ignored"]:
+            continue  # the model does not read it
         col = X[:, FEATURE_NAMES.index(f)]
         lo, hi = float(col.min()), float(col.max())
         pad = DOMAIN_MARGIN * max(hi - lo, abs(hi), 1.0)
@@ -313,7 +320,8 @@ mean, median, SD, quantiles and skew; the plain calibrated-HU vBMD; residuals of
 (air, fat, muscle, blood) after calibration and whether each was used; calibration slope, intercept and
 fit residual; kVp; noise SD; slice thickness; pixel size; ROI volume; age when known.
 All HU features are taken after calibration, so a linear change of the scanner's HU scale leaves them
-unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight
+unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight,
+nor are features that were constant in training (the voxel size: one training grid)
 (`normalisation.ignored` in model.json).
 
 **Architecture.** MLP {meta['architecture']['layers']} with SiLU and dropout, beta-NLL (Gaussian), early stopping;
@@ -345,7 +353,9 @@ Bias by kVp (plain / AI): {kv}.
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
 CT: without the age, the model corrects only for the average fat of its training population.
-Outside its training domain (`domain` in model.json: every feature's training range plus 25%)
+Trained on one grid (1.5 x 1.5 x 2 mm): voxel size is not an input it has learned; finer scans
+are judged by the other features' ranges. Outside its training domain (`domain` in model.json:
+each used feature's training range plus 25%)
 or with a calibration other than `internal`, the pipeline falls back to the plain calibrated-HU
 estimate; on real scans, whose texture and noise differ from the phantom's, expect that often.
 Its correction is bounded by 1.5x the largest correction seen in training. Fractured levels were left out of training.
