@@ -162,6 +162,9 @@ def main() -> int:
               f"{len(set(r[0] for r in inv))} phantoms:")
         print(f"{'  mean |change| %':28}{ip.mean():>22.2f}{ia.mean():>12.2f}")
         print(f"{'  max |change| %':28}{ip.max():>22.2f}{ia.max():>12.2f}   <= 2")
+        print(f"{'  levels over 2% (of n)':28}{int((ip > 2).sum()):>22d}{int((ia > 2).sum()):>12d}   of {len(inv)}")
+        w = inv[int(np.argmax(ia))]
+        print(f"  worst AI change: seed {w[0]} label {w[1]}, a={w[2]}, b={w[3]}: plain {w[4]:+.2f}%, AI {w[5]:+.2f}%")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     return 0
 
