@@ -154,6 +154,9 @@ def main() -> int:
     cover = np.mean((lo[judged] <= y[judged]) & (y[judged] <= hi[judged])) if judged.any() else float("nan")
     print(f"{'AI 95% interval coverage':28}{'':>22}{cover:>12.1%}   ~95%  (mean width "
           f"{np.mean(hi[judged] - lo[judged]):.1f})")
+    if (~judged).any() and judged.any():
+        print(f"{f'  MAE where AI judged (n={judged.sum()})':28}{np.mean(np.abs(plain[judged] - y[judged])):>22.2f}"
+              f"{np.mean(np.abs(ai[judged] - y[judged])):>12.2f}")
     print(f"{'levels outside the domain':28}{'':>22}{int((~judged).sum()):>12d}   (AI = plain there)")
     if inv:
         ip = np.abs([r[4] for r in inv])
