@@ -26,6 +26,8 @@ MERGED_RATIO = 1.4
 ENDPLATE_DELTA_HU = 250.0  # a layer this much denser than the ROI's median ...
 ENDPLATE_FRAC = 0.3  # ... over this share of a 1 mm layer is an endplate
 EDGE_MM = 5.0  # bodies closer than this to the first/last slice count as cut by the scan
+ENDPLATE_MIN_HU = 80.0  # an endplate layer stands at least this far above the trabecular bone
+JUMP_MM = 2.5  # a disc plus an endplate: an edge this far off the others' line is on the neighbour
 CORE_FRAC = 0.6  # elliptic core: this fraction of the body's AP half-depth and half-width
 
 
@@ -99,6 +101,156 @@ def body_heights(body: np.ndarray, spacing_kji: np.ndarray, axis: np.ndarray, of
         out[name] = round(float(np.percentile(hh, 99) - np.percentile(hh, 1)), 1)
     return out
 
+
+def endplate_axis(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """The body's own height axis: ``axis`` tilted in the sagittal plane (up to 24 degrees) to
+    where the mean density across the central body shows the sharpest endplates.
+
+    The canal centreline bends with the kyphosis/lordosis but lags the body's own tilt by several
+    degrees, and a column read at a wrong tilt leaves the body through its wall before it reaches
+    the endplate.
+    """
+    pts = np.argwhere(body) * spacing_kji
+    if len(pts) < 10:
+        return axis
+    ctr = pts.mean(0) + np.array([s.start for s in sl], float) * spacing_kji
+    ant0, lat0 = _frame(axis)
+    c = pts - pts.mean(0)
+    h, a, l_ = c @ axis, c @ ant0, c @ lat0
+    ext = np.percentile(h, 98) - np.percentile(h, 2)
+    ra = 0.3 * (np.percentile(a, 98) - np.percentile(a, 2))
+    rl = 0.3 * (np.percentile(l_, 98) - np.percentile(l_, 2))
+    A, L = np.meshgrid(np.arange(-ra, ra + 1e-6, 1.5), np.arange(-rl, rl + 1e-6, 1.5), indexing="ij")
+    A, L = A.ravel(), L.ravel()
+    hs = np.arange(-(0.5 * ext + 5.0), 0.5 * ext + 5.0 + 1e-6, 0.5)
+    best, best_ax = -np.inf, axis
+    for deg in np.arange(-24.0, 24.1, 2.0):
+        t = np.radians(deg)
+        ax = np.cos(t) * axis + np.sin(t) * ant0
+        ant, lat = _frame(ax)
+        xyz = (ctr[None, None, :] + (A[:, None] * ant + L[:, None] * lat)[:, None, :]
+               + hs[None, :, None] * ax[None, None, :])
+        vals = ndi.map_coordinates(vol.array, (xyz.reshape(-1, 3) / spacing_kji).T, order=1, mode="nearest")
+        prof = vals.reshape(len(A), len(hs)).mean(0)
+        mid = len(hs) // 2
+        score = float(prof[mid:].max() + prof[:mid].max())
+        if score > best:
+            best, best_ax = score, ax
+    return best_ax / np.linalg.norm(best_ax)
+
+
+def endplate_heights(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray) -> dict:
+    """Anterior, middle and posterior heights (mm) between the endplates, along ``axis``.
+
+    A segmenter's body mask can run into the disc or stop short of an endplate where its cut
+    plane is tilted, so the mask only says where to look: along each third's column the image
+    is read past the mask's ends and the height runs between the outer edges (half maximum) of
+    the first bright layer (cortical endplate) met on either side of the body's middle. A side
+    without a clear endplate keeps the mask's extent there.
+    """
+    pts = np.argwhere(body) * spacing_kji
+    if len(pts) < 10:
+        return {"anterior": 0.0, "middle": 0.0, "posterior": 0.0}
+    ant, lat = _frame(axis)
+    ctr = pts.mean(0)
+    c = pts - ctr
+    h, a, l_ = c @ axis, c @ ant, c @ lat
+    a0, a1 = np.percentile(a, 2), np.percentile(a, 98)
+    depth = a1 - a0
+    off = np.array([s.start for s in sl], float) * spacing_kji
+    step = 0.5
+    names = ("anterior", "middle", "posterior")
+    tops, bots = {}, {}
+    mid = ext = None
+    for name, frac in (("middle", 0.5), ("anterior", 0.88), ("posterior", 0.12)):
+        ab = a0 + frac * depth
+        sel = (np.abs(a - ab) <= max(2.0, 0.06 * depth)) & (np.abs(l_) <= 6.0)
+        if sel.sum() < 3:
+            return {"anterior": 0.0, "middle": 0.0, "posterior": 0.0}
+        lo_m, hi_m = np.percentile(h[sel], 1), np.percentile(h[sel], 99)
+        if mid is None:
+            # one centre and scale for all thirds, from the middle one: a tilted cut plane
+            # shifts a side column's extent, and its own middle may then sit near its endplate
+            mid, ext = 0.5 * (lo_m + hi_m), hi_m - lo_m
+        reach = 0.5 * ext + 8.0
+        hs = np.arange(mid - reach, mid + reach + 1e-6, step)
+        da = np.arange(-1.5, 1.51, 0.75)
+        dl = np.arange(-5.0, 5.01, 1.25)
+        A, L, H = np.meshgrid(da, dl, hs, indexing="ij")
+        xyz = (ctr + off)[None, :] + (ab + A.reshape(-1, 1)) * ant + L.reshape(-1, 1) * lat + H.reshape(-1, 1) * axis
+        vals = ndi.map_coordinates(vol.array, (xyz / spacing_kji).T, order=1, mode="nearest")
+        prof = ndi.gaussian_filter1d(np.percentile(vals.reshape(-1, len(hs)), 65, axis=0), 1.0)
+        ic = len(hs) // 2
+        core = prof[np.abs(hs - mid) <= 0.25 * ext]
+        base = float(np.median(core)) if len(core) else float(prof[ic])
+        # an endplate is never within the central 60% of the mask's extent
+        top = _endplate_edge(prof[ic:], base, step, 0.3 * ext)
+        bot = _endplate_edge(prof[: ic + 1][::-1], base, step, 0.3 * ext)
+        tops[name] = (mid + top, hi_m) if top is not None else (None, hi_m)
+        bots[name] = (mid - bot, lo_m) if bot is not None else (None, lo_m)
+    tops, bots = _fill_missing(tops, names, +1.0), _fill_missing(bots, names, -1.0)
+    _drop_jumps(tops, names, +1.0)
+    _drop_jumps(bots, names, -1.0)
+    return {n: round(float(tops[n] - bots[n]), 1) for n in names}
+
+
+def _fill_missing(edge: dict, names, sign: float) -> dict:
+    """Edge positions per third; one with no clear endplate is taken from the others (the
+    endplate is near planar; the innermost, as an outer one may have been read past the disc),
+    and the mask's own extent only when no third shows one."""
+    found = {n: e for n, (e, _m) in edge.items() if e is not None}
+    if not found:
+        return {n: m for n, (_e, m) in edge.items()}
+    out = {}
+    for n in names:
+        if n in found:
+            out[n] = found[n]
+        elif n != names[1] and names[1] in found:
+            out[n] = found[names[1]]
+        else:
+            out[n] = min(found.values()) if sign > 0 else max(found.values())
+    return out
+
+
+def _drop_jumps(edge: dict, names, sign: float) -> None:
+    """An endplate is (piecewise) planar across the thirds: an edge well beyond the line through
+    the other two was read on the neighbouring vertebra, past the disc (where this column missed
+    its own endplate); it is put back on that line."""
+    a, m, p = (edge[n] for n in names)
+    pred = {names[0]: 2 * m - p, names[1]: 0.5 * (a + p), names[2]: 2 * m - a}
+    # a jumped A or P edge lifts the line's A and P excess alike: blame the one farther from M
+    worst = names[1]
+    if sign * (m - pred[names[1]]) <= JUMP_MM:
+        worst = names[0] if sign * (a - m) >= sign * (p - m) else names[2]
+    if sign * (edge[worst] - pred[worst]) > JUMP_MM:
+        others = [edge[n] for n in names if n != worst]
+        # the line through the other two can itself be off: never beyond the farther of them
+        lim = max(others) if sign > 0 else min(others)
+        edge[worst] = min(pred[worst], lim) if sign > 0 else max(pred[worst], lim)
+
+
+def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float) -> float | None:
+    """Distance (mm) from prof[0] (the body's middle) to the outer half-maximum edge of the first
+    endplate at least ``start`` mm outward; None when no layer stands out from the trabecular bone."""
+    i0 = int(start / step)
+    if len(prof) < i0 + 5:
+        return None
+    seg = prof[i0:]
+    peaks = np.nonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] >= seg[2:]) & (seg[1:-1] - base >= ENDPLATE_MIN_HU))[0]
+    if len(peaks) == 0:
+        return None
+    i = i0 + 1 + int(peaks[0])
+    pk = float(prof[i])
+    rest = prof[i:]
+    floor = float(rest[: max(2, int(6.0 / step))].min())
+    half = 0.5 * (pk + floor)
+    below = np.nonzero(rest < half)[0]
+    if len(below) == 0 or pk - floor < 0.5 * ENDPLATE_MIN_HU:
+        return None
+    j = i + int(below[0])
+    # sub-sample position of the half-maximum crossing
+    f = (prof[j - 1] - half) / max(prof[j - 1] - prof[j], 1e-6)
+    return (j - 1 + float(f)) * step
 
 def _pad(sl, shape, pad: int):
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
@@ -221,7 +373,8 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]}
     for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
-        heights = body_heights(body_c, spacing_kji, axis)
+        heights = endplate_heights(vol, body_c, sl, spacing_kji,
+                                   endplate_axis(vol, body_c, sl, spacing_kji, axis))
         lo_edge = [s.start == 0 for s in sl]
         hi_edge = [s.stop == n for s, n in zip(sl, vol.shape, strict=True)]
         cut_k = cut[label]

@@ -139,3 +139,51 @@ def test_body_split_off_the_discs_gets_no_roi(phantom):
         flagged = any(q.startswith("seg_suspect:") for q in rs.info[lab].qc) if lab in rs.info else True
         assert flagged or not roi.any() or (phantom.bodies[roi] == lab).mean() > 0.99
     assert any(any(q.startswith("seg_suspect:") for q in i.qc) for i in rs.info.values())
+
+
+def _ratio_errors(ph, rs) -> dict[str, float]:
+    """|measured - true| anterior/posterior height ratio per complete level that got an ROI."""
+    out = {}
+    for t in ph.truth["levels"]:
+        lab = int(t["label"])
+        info = rs.info.get(lab)
+        if t["partial"] or info is None or not (rs.labelmap == lab).any():
+            continue
+        th, h = t["heights_mm"], info.heights_mm
+        assert h["posterior"] > 0, (t["level"], h)
+        out[t["level"]] = abs(h["anterior"] / h["posterior"] - th["anterior"] / th["posterior"])
+    return out
+
+
+def test_heights_on_classical_segmentation_follow_the_endplates():
+    """A wedge fracture (T12 anterior 30% short) reads as one, its unfractured neighbours as
+    A = P, although the classical bodies run into the discs with tilted cut planes."""
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+    from OsteoAISegmentLib.api import segment_spine
+
+    ph = make_phantom(PhantomParams(seed=0, levels="T10-L1", fracture={"T12": 0.3}))
+    rs = place_rois(ph.volume, segment_spine(ph.volume, method="classical"))
+    err = _ratio_errors(ph, rs)
+    assert "T12" in err and len(err) >= 3, err
+    assert max(err.values()) <= 0.1, err
+
+
+@pytest.mark.slow
+def test_heights_on_default_phantom_classical():
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+    from OsteoAISegmentLib.api import segment_spine
+
+    ph = make_phantom(PhantomParams(seed=0))
+    rs = place_rois(ph.volume, segment_spine(ph.volume, method="classical"))
+    err = _ratio_errors(ph, rs)
+    assert len(err) >= 8, err
+    assert max(err.values()) <= 0.1, err
+
+
+def test_heights_on_truth_bodies_match_the_phantom(phantom, truth_rois):
+    by_label = {int(t["label"]): t for t in phantom.truth["levels"]}
+    for lab in _complete_levels(phantom):
+        h, th = truth_rois.info[lab].heights_mm, by_label[lab]["heights_mm"]
+        for key in ("anterior", "middle", "posterior"):
+            # the endplate's outer edge is read at half maximum: ~1 mm of partial volume
+            assert h[key] == pytest.approx(th[key], abs=2.0), (lv.name(lab), key, h, th)
