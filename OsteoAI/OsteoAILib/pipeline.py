@@ -42,6 +42,7 @@ class PipelineOutput:
     bodies: np.ndarray | None = None  # vertebral bodies on the input grid
     key_images: list = field(default_factory=list)  # keyimages.KeyImage
     radiomics: list[dict] | None = None
+    options: PipelineOptions | None = None  # the settings that produced this output (saved in scenes)
 
 
 class _Stages:
@@ -184,6 +185,7 @@ def run_pipeline(
         bodies=from_canonical(seg.bodies, canonical, vol),
         key_images=images,
         radiomics=radiomics_rows,
+        options=opt,
     )
 
 
