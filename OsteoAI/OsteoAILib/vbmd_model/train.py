@@ -347,7 +347,8 @@ Inference is numpy only.
 
 95% interval coverage {te['coverage_95']:.1%}, mean width {te['mean_interval_width']:.1f} mg/cm3.
 Bias by kVp (plain / AI): {kv}.
-`Testing/benchmarks/vbmd_accuracy.py` measures it again on held-back seeds (>= 900000).
+`Testing/benchmarks/vbmd_accuracy.py` measures it again on held-back seeds (>= 900000) and
+`Testing/benchmarks/precision.py` its repeatability; their last outputs are in `benchmark_results.txt`.
 
 **Limitations.** Trained only on synthetic phantoms: real anatomy, real marrow heterogeneity,
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
