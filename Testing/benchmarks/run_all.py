@@ -1,0 +1,31 @@
+"""Run every benchmark in turn and print their numbers (`make bench`). Each is also runnable alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    ["pipeline_speed.py"],
+    ["phantom_accuracy.py"],
+    ["real_data.py"],
+    ["vbmd_accuracy.py"],
+    ["precision.py"],
+    ["segmenter_speed.py"],
+]
+
+
+def main() -> int:
+    failed = []
+    for cmd in BENCHMARKS:
+        print(f"\n=== {' '.join(cmd)} ===", flush=True)
+        if subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:]]).returncode != 0:
+            failed.append(cmd[0])
+    print(f"\n{len(BENCHMARKS) - len(failed)} benchmarks ran, {len(failed)} failed {failed or ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
