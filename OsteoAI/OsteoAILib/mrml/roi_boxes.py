@@ -1,0 +1,86 @@
+"""Draggable ROI boxes (``vtkMRMLMarkupsROINode``): placement on the grid, whether the user moved
+one, and the voxels inside it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .. import levels as lv
+from ..terminology import level_color
+from .constants import ATTR
+from .scene import place_next_to
+from .volumes import _matrix_to_numpy, _numpy_to_matrix
+
+
+def add_roi_box(scene, ijk_to_ras_m: np.ndarray, kji_min, kji_max, label: int, roi_seg=None, ref_node=None):
+    """A ``vtkMRMLMarkupsROINode`` covering voxels ``kji_min..kji_max`` (inclusive), axes along the grid."""
+    level = lv.NAMES.get(int(label), str(label))
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", f"{level} ROI box")
+    center, size, rot = _box_from_index(ijk_to_ras_m, np.asarray(kji_min), np.asarray(kji_max))
+    obj = np.eye(4)
+    obj[:3, :3] = rot
+    obj[:3, 3] = center
+    node.GetObjectToNodeMatrix().DeepCopy(_numpy_to_matrix(obj))
+    node.SetSize(*size)
+    node.SetLocked(False)
+    node.CreateDefaultDisplayNodes()
+    dn = node.GetDisplayNode()
+    dn.SetSelectedColor(*level_color(label))
+    dn.SetFillOpacity(0.0)  # outline only: the ROI segment underneath stays visible
+    node.SetAttribute(ATTR + "level", level)
+    node.SetAttribute(ATTR + "label", str(int(label)))
+    node.SetAttribute(ATTR + "originalBox", json.dumps(_box_state(node)))
+    if roi_seg is not None:
+        node.SetNodeReferenceID(ATTR + "roiSegmentation", roi_seg.GetID())
+    place_next_to(scene, node, ref_node)
+    return node
+
+
+def _box_from_index(m: np.ndarray, kji_min: np.ndarray, kji_max: np.ndarray):
+    ijk_min = kji_min[::-1].astype(float) - 0.5  # voxel edges, not centres
+    ijk_max = kji_max[::-1].astype(float) + 0.5
+    lin = m[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    center = lin @ ((ijk_min + ijk_max) / 2) + m[:3, 3]
+    size = (ijk_max - ijk_min) * spacing
+    return center, size, lin / spacing
+
+
+def _box_state(node) -> dict:
+    return {"matrix": _matrix_to_numpy(node.GetObjectToNodeMatrix()).round(4).tolist(),
+            "size": [round(float(x), 4) for x in node.GetSize()]}  # fmt: skip
+
+
+def box_moved(node) -> bool:
+    """True when the user dragged or resized the ROI box since OsteoAI placed it."""
+    orig = node.GetAttribute(ATTR + "originalBox")
+    if not orig:
+        return False
+    o, c = json.loads(orig), _box_state(node)
+    return not (np.allclose(o["matrix"], c["matrix"], atol=1e-3) and np.allclose(o["size"], c["size"], atol=1e-3))
+
+
+def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
+    """Voxels of a grid whose centres lie inside the ROI box (in world coordinates)."""
+    obj_to_world = _matrix_to_numpy(node.GetObjectToWorldMatrix())
+    world_to_obj = np.linalg.inv(obj_to_world)
+    half = np.asarray(node.GetSize()) / 2
+    k, j, i = np.indices(shape)
+    ijk1 = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+    obj = (world_to_obj @ vol_ijk_to_ras @ ijk1)[:3]
+    inside = np.all(np.abs(obj) <= half[:, None] + 1e-6, axis=0)
+    return inside.reshape(shape)
+
+
+def roi_boxes_of(scene, roi_seg_node) -> dict:
+    """The ROI box nodes that point at ``roi_seg_node``: ``{level: node}``."""
+    out = {}
+    col = scene.GetNodesByClass("vtkMRMLMarkupsROINode")
+    for n in range(col.GetNumberOfItems()):
+        node = col.GetItemAsObject(n)
+        ref = node.GetNodeReference(ATTR + "roiSegmentation")
+        if ref is not None and ref.GetID() == roi_seg_node.GetID():
+            out[node.GetAttribute(ATTR + "level")] = node
+    return out
