@@ -10,13 +10,17 @@ export PYTHONPATH=$PWD/.data/site:$PWD/OsteoAI:$PWD/OsteoAISegment PYTHONUNBUFFE
 nvidia-smi -L
 python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available())"
 T=python3
+if [ -n "$BENCH" ]; then  # speed of the weights already in models/ (before this run trains new ones)
+  taskset -c 0,1 $T Testing/benchmarks/segmenter_speed.py --threads 2 --device cpu --repeats 2 2>&1 | tee "$OUT/logs/bench_cpu2.log"
+  $T Testing/benchmarks/segmenter_speed.py --device cuda --repeats 3 2>&1 | tee "$OUT/logs/bench_gpu.log"
+fi
 CMD="-m OsteoAISegmentLib.training.command"
 # phantoms: as many seeds of 0-${NSEEDS:-239} as 15 processes make in GEN_S seconds (seeded: same seed, same phantom)
 [ "${GEN_S:-150}" -gt 0 ] && timeout "${GEN_S:-150}" $T $CMD prepare-phantoms --seeds 0-${NSEEDS:-239} --workers 15 --out .data/seg > "$OUT/logs/gen.log" 2>&1
 echo "phantoms: $(ls .data/seg/phantom_*.npz | wc -l)"
 M=${MIN:-5.5}
 IT=${ITERS:-100000}
-COMMON="--samples .data/seg --minutes $M --iters $IT --batch 4 --seed 0 --device cuda"
+COMMON="--samples .data/seg --minutes $M --iters $IT --batch 4 --seed 0 --device cuda --p-real ${P_REAL:-0.35}"
 # fold a: real training = all but ts-abdomen-3mm (held out); fold b: only ts-abdomen-3mm; full: all four
 $T $CMD train $COMMON --real tptbox-lumbar-1.5mm,ts-dicom-t11-t12,ts-thorax-cta-1.5mm ${INIT_DIR:+--init $INIT_DIR/fold-a.pt} --out "$OUT/fold-a.pt" > "$OUT/logs/fold-a.log" 2>&1 &
 $T $CMD train $COMMON --real ts-abdomen-3mm ${INIT_DIR:+--init $INIT_DIR/fold-b.pt} --out "$OUT/fold-b.pt" > "$OUT/logs/fold-b.log" 2>&1 &

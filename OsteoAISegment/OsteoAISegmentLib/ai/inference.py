@@ -122,7 +122,8 @@ def predict(x: np.ndarray, net, card: dict, device: str = "cpu", cancel=None):
 
     amp = device.startswith("cuda")
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
-        y = sliding_window_inference(t, roi, 1 if device == "cpu" else 4, fwd, overlap=0.25, mode="gaussian")
+        y = sliding_window_inference(t, roi, 1 if device == "cpu" else 4, fwd, overlap=0.25, mode="gaussian",
+                                     cval=-1.0)  # pad with air, as in training
     y = y[0].float()
     sem = torch.argmax(y[:N_SEM], dim=0).to(torch.uint8)
     lvl = torch.softmax(y[N_SEM:], dim=0)

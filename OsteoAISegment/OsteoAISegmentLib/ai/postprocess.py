@@ -1,10 +1,10 @@
 """From network outputs (semantic classes + per-voxel level votes) to labelled vertebrae.
 
 Steps, all on the coarse isotropic grid:
-1. vertebral bodies = connected components of the "body" class (discs separate them); a component
-   much taller than its neighbours is split at its narrowest slices (a missed disc);
-2. posterior elements join the body they are connected to through bone (geodesic growth inside the
-   vertebra mask, so a sloping thoracic spinous process stays with its own vertebra);
+1. the vertebra mask (body + posterior elements) is reduced to the spinal column: the largest bone
+   component and the large ones chained to it;
+2. it is split into vertebrae by the level head's argmax (which learns the disc boundaries); stray
+   pieces are re-grown from their neighbours through bone (geodesic growth);
 3. the instances, in cranio-caudal order, get consecutive levels; the offset is the one that best
    agrees with the network's level votes plus two anatomical anchors: the lowest rib-bearing
    vertebra is T12, and the vertebra resting on the sacrum is L5. Disagreements become QC flags.
@@ -18,49 +18,17 @@ from scipy import ndimage
 
 from .labels import BODY, LEVELS, N_LEVELS, POSTERIOR, RIB, SACRUM
 
-RIB_ANCHOR_NATS = 25.0  # a visible last rib outweighs a few uncertain votes, not a whole column
+RIB_ANCHOR_NATS = 40.0  # a visible last rib pair outweighs confident votes on about six vertebrae
 SACRUM_ANCHOR_NATS = 12.0
 MIN_BODY_MM3 = 1500.0  # smaller body fragments are noise or a sliver at the scan edge
 MIN_PARTIAL_BODY_MM3 = 400.0
-MIN_RIB_MM3 = 150.0
+MIN_RIB_MM3 = 400.0
 RIB_TOUCH_MM = 8.0
 
 
 def _components(mask: np.ndarray):
     lab, n = ndimage.label(mask)
     return lab, n
-
-
-def _split_tall(lab: np.ndarray, spacing: float) -> np.ndarray:
-    """Split body components spanning two or more vertebral heights at their narrowest slices."""
-    ids = [i for i in np.unique(lab) if i]
-    if len(ids) < 2:
-        return lab
-    objs = ndimage.find_objects(lab)
-    heights = np.array([(objs[i - 1][0].stop - objs[i - 1][0].start) for i in ids], float)
-    ref = np.median(heights) if len(ids) >= 3 else min(heights.max(), 28.0 / spacing)
-    ref = float(np.clip(ref, 16.0 / spacing, 34.0 / spacing))
-    out = lab.copy()
-    nxt = lab.max() + 1
-    for i, h in zip(ids, heights, strict=False):
-        n = int(round(h / ref))
-        if n < 2 or h < 1.6 * ref:
-            continue
-        sl = objs[i - 1]
-        area = (lab[sl] == i).sum(axis=(1, 2)).astype(float)
-        area = ndimage.uniform_filter1d(area, 3)
-        cuts = []
-        for c in range(1, n):
-            centre = int(round(c * len(area) / n))
-            lo, hi = max(1, centre - int(ref * 0.35)), min(len(area) - 1, centre + int(ref * 0.35) + 1)
-            cuts.append(lo + int(np.argmin(area[lo:hi])))
-        bounds = [0] + sorted(set(cuts)) + [len(area)]
-        sub = out[sl]
-        for a, b in zip(bounds[1:-1], bounds[2:], strict=False):
-            part = sub[a:b]
-            part[part == i] = nxt
-            nxt += 1
-    return out
 
 
 def _grow(seeds: np.ndarray, mask: np.ndarray, max_iter: int = 60) -> np.ndarray:
@@ -80,6 +48,66 @@ def _grow(seeds: np.ndarray, mask: np.ndarray, max_iter: int = 60) -> np.ndarray
     return lab
 
 
+def _instances_from_levels(vert: np.ndarray, level_prob: np.ndarray, spacing: float, k_range) -> np.ndarray:
+    """Split the vertebra mask by the level head's argmax (it learns where one vertebra ends and the
+    next begins, discs included); each level keeps its large pieces, stray pieces are re-grown from
+    their neighbours. Returns instance ids 1..n, cranial first."""
+    vox = spacing**3
+    arg = np.argmax(level_prob, axis=0).astype(np.int32) + 1
+    lab = np.where(vert, arg, 0)
+    out = np.zeros_like(lab)
+    k0, k1 = k_range
+    for c in np.unique(lab):
+        if c == 0:
+            continue
+        comp, n = ndimage.label(lab == c)
+        sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+        objs = ndimage.find_objects(comp)
+        big = sizes.max()
+        for i in range(n):
+            at_edge = objs[i][0].start <= k0 or objs[i][0].stop >= k1
+            min_mm3 = MIN_PARTIAL_BODY_MM3 if at_edge else MIN_BODY_MM3
+            if sizes[i] >= 0.3 * big and sizes[i] * vox >= min_mm3:
+                out[comp == i + 1] = c
+    out = _grow(out, vert)
+    ids = [int(i) for i in np.unique(out) if i]
+    if not ids:
+        return out
+    cents = ndimage.center_of_mass(np.ones_like(out), out, ids)
+    order = [i for _, i in sorted(zip([-c[0] for c in cents], ids, strict=True))]
+    remap = np.zeros(out.max() + 1, np.int32)
+    for r, i in enumerate(order):
+        remap[i] = r + 1
+    return remap[out]
+
+
+def _clean_vertebra_mask(vert: np.ndarray, spacing: float, k_range, link_mm: float = 12.0) -> np.ndarray:
+    """Keep the spinal column only: start from the largest bone component and chain in the
+    components lying within ``link_mm`` of it (vertebrae separated by a disc), so bone-like specks
+    of the pelvis, sternum or scapulae do not become vertebrae."""
+    comp, n = ndimage.label(vert)
+    if n == 0:
+        return vert
+    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1)) * spacing**3
+    objs = ndimage.find_objects(comp)
+    k0, k1 = k_range
+    cand = np.zeros(n + 1, bool)
+    for i in range(n):
+        at_edge = objs[i][0].start <= k0 or objs[i][0].stop >= k1
+        cand[i + 1] = sizes[i] >= (MIN_PARTIAL_BODY_MM3 if at_edge else MIN_BODY_MM3)
+    keep = np.zeros(n + 1, bool)
+    keep[int(np.argmax(sizes)) + 1] = True
+    reach = max(1, int(round(link_mm / spacing)))
+    while True:
+        near = ndimage.binary_dilation(keep[comp], iterations=reach)
+        new = np.unique(comp[near])
+        new = [c for c in new if c and cand[c] and not keep[c]]
+        if not new:
+            break
+        keep[new] = True
+    return keep[comp]
+
+
 def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
                     scan_k_range: tuple[int, int] | None = None) -> dict:
     """Instances and levels on the coarse grid.
@@ -90,32 +118,14 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
     """
     vox = spacing**3
     qc: list[str] = []
-    body = sem == BODY
-    vert = body | (sem == POSTERIOR)
-    lab, n = _components(body)
-    if n:
-        sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1)) * vox
-        objs = ndimage.find_objects(lab)
-        k0, k1 = scan_k_range or (0, sem.shape[0])
-        keep = np.zeros(n + 1, bool)
-        for i in range(n):
-            at_edge = objs[i][0].start <= k0 or objs[i][0].stop >= k1
-            keep[i + 1] = sizes[i] >= (MIN_PARTIAL_BODY_MM3 if at_edge else MIN_BODY_MM3)
-        lab = np.where(keep[lab], lab, 0)
-        lab = _split_tall(lab, spacing)
-    ids = [int(i) for i in np.unique(lab) if i]
-    if not ids:
-        return {"vertebrae": np.zeros(sem.shape, np.int16), "levels": [], "qc": ["no_spine: no vertebral body found"],
-                "rib_pairs": 0, "partial_levels": []}
-    cents = ndimage.center_of_mass(np.ones_like(lab), lab, ids)
-    order = [i for _, i in sorted(zip([-c[0] for c in cents], ids, strict=False))]  # cranial (large k) first
-    remap = np.zeros(lab.max() + 1, np.int32)
-    for r, i in enumerate(order):
-        remap[i] = r + 1
-    inst = remap[lab]
-    inst = _grow(inst, vert)
+    k_range = scan_k_range or (0, sem.shape[0])
+    vert = _clean_vertebra_mask((sem == BODY) | (sem == POSTERIOR), spacing, k_range)
+    inst = _instances_from_levels(vert, level_prob, spacing, k_range)
+    n_inst = int(inst.max())
+    if n_inst == 0:
+        return {"vertebrae": np.zeros(sem.shape, np.int16), "levels": [], "qc": ["no_spine: no vertebra found"],
+                "rib_pairs": 0, "rib_levels": [], "partial_levels": []}
     # votes: mean log-probability of each level over the instance's voxels
-    n_inst = len(order)
     logp = np.log(np.clip(level_prob, 1e-4, 1.0))
     votes = np.zeros((n_inst, N_LEVELS))
     for c in range(N_LEVELS):
@@ -142,7 +152,8 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
             side = "R" if pts[:, 2].mean() < p[2] else "L"  # i runs right -> left
             ribs_on.setdefault(owner, set()).add(side)
     rib_inst = sorted(ribs_on)
-    last_rib = max(rib_inst) - 1 if rib_inst else None  # 0-based, caudal-most rib-bearing
+    paired = [r for r in rib_inst if len(ribs_on[r]) == 2]  # one-sided "ribs" are too often specks
+    last_rib = max(paired) - 1 if paired else None  # 0-based, caudal-most vertebra with a rib pair
     rib_pairs = sum(1 for s in ribs_on.values() if len(s) == 2)
 
     sac = sem == SACRUM

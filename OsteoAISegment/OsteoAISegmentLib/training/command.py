@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=1e9, help="wall-clock budget; the LR schedule ends with it")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--p-real", type=float, default=0.35, help="share of patches drawn from real volumes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--init-filters", type=int, default=8)
@@ -89,7 +90,7 @@ def main(args) -> int:
         out = Path(args.out or "models/vertebra-seg/model.pt")
         real = [r for r in args.real.split(",") if r]
         train(Path(args.samples), out, real, iters=args.iters, minutes=args.minutes, batch=args.batch,
-              lr=args.lr, seed=args.seed, device=args.device, config={"init_filters": args.init_filters},
+              lr=args.lr, seed=args.seed, p_real=args.p_real, device=args.device, config={"init_filters": args.init_filters},
               init=Path(args.init) if args.init else None,
               log=lambda m: print(m, flush=True))
         return 0
