@@ -90,7 +90,8 @@ def main(args) -> int:
         out = Path(args.out or "models/vertebra-seg/model.pt")
         real = [r for r in args.real.split(",") if r]
         train(Path(args.samples), out, real, iters=args.iters, minutes=args.minutes, batch=args.batch,
-              lr=args.lr, seed=args.seed, p_real=args.p_real, device=args.device, config={"init_filters": args.init_filters},
+              lr=args.lr, seed=args.seed, p_real=args.p_real, device=args.device,
+              config={"init_filters": args.init_filters},
               init=Path(args.init) if args.init else None,
               log=lambda m: print(m, flush=True))
         return 0
