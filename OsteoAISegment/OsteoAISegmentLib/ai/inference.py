@@ -150,7 +150,7 @@ def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[flo
     target = float(card["spacing_mm"])
     report(0.05, "resampling")
     cshape = pp.coarse_shape(vol.shape, vol.spacing, target)
-    x = pp.normalise(pp.resample_image(vol.array, cshape))
+    x = pp.normalise(pp.resample_image(vol.array, cshape, dev))
     bb = pp.body_bbox(x)
     report(0.15, "running the network")
     sem_c, lvl_c = predict(x[bb], net, card, dev, cancel)

@@ -61,7 +61,7 @@ def _instances_from_levels(vert: np.ndarray, level_prob: np.ndarray, spacing: fl
         if c == 0:
             continue
         comp, n = ndimage.label(lab == c)
-        sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1))
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
         objs = ndimage.find_objects(comp)
         big = sizes.max()
         for i in range(n):
@@ -88,7 +88,7 @@ def _clean_vertebra_mask(vert: np.ndarray, spacing: float, k_range, link_mm: flo
     comp, n = ndimage.label(vert)
     if n == 0:
         return vert
-    sizes = ndimage.sum_labels(np.ones_like(comp), comp, index=np.arange(1, n + 1)) * spacing**3
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:] * spacing**3
     objs = ndimage.find_objects(comp)
     k0, k1 = k_range
     cand = np.zeros(n + 1, bool)
@@ -116,9 +116,26 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
     the level channels; spacing: coarse voxel size in mm. Returns a dict with ``vertebrae`` (int16
     VerSe ids), ``levels`` (cranial -> caudal), ``qc``, ``rib_pairs``, ``partial_levels``.
     """
+    k_range = scan_k_range or (0, sem.shape[0])
+    # work inside the bone's bounding box (+ 32 mm for the rib heads): the morphology below is the
+    # slow part and the rest of the body holds no vertebra
+    bone = (sem == BODY) | (sem == POSTERIOR)
+    if bone.any():
+        m = int(round(32.0 / spacing))
+        box = []
+        for ax in range(3):
+            nz = np.flatnonzero(bone.any(axis=tuple(a for a in range(3) if a != ax)))
+            box.append(slice(max(0, nz[0] - m), min(sem.shape[ax], nz[-1] + 1 + m)))
+        box = tuple(box)
+        if any(b.stop - b.start < n for b, n in zip(box, sem.shape, strict=True)):
+            kr = (k_range[0] - box[0].start, k_range[1] - box[0].start)
+            res = label_vertebrae(sem[box], level_prob[(slice(None), *box)], spacing, kr)
+            full = np.zeros(sem.shape, np.int16)
+            full[box] = res["vertebrae"]
+            res["vertebrae"] = full
+            return res
     vox = spacing**3
     qc: list[str] = []
-    k_range = scan_k_range or (0, sem.shape[0])
     vert = _clean_vertebra_mask((sem == BODY) | (sem == POSTERIOR), spacing, k_range)
     inst = _instances_from_levels(vert, level_prob, spacing, k_range)
     n_inst = int(inst.max())
@@ -126,17 +143,20 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
         return {"vertebrae": np.zeros(sem.shape, np.int16), "levels": [], "qc": ["no_spine: no vertebra found"],
                 "rib_pairs": 0, "rib_levels": [], "partial_levels": []}
     # votes: mean log-probability of each level over the instance's voxels
-    logp = np.log(np.clip(level_prob, 1e-4, 1.0))
+    m = inst > 0
+    idx = inst[m] - 1
+    cnt = np.maximum(np.bincount(idx, minlength=n_inst), 1)
     votes = np.zeros((n_inst, N_LEVELS))
     for c in range(N_LEVELS):
-        votes[:, c] = ndimage.mean(logp[c], inst, index=np.arange(1, n_inst + 1))
+        lp = np.log(np.clip(level_prob[c][m], 1e-4, 1.0))
+        votes[:, c] = np.bincount(idx, weights=lp, minlength=n_inst) / cnt
 
     # rib anchor: ribs whose medial end touches a vertebra
     rib_lab, n_rib = _components(sem == RIB)
     ribs_on = {}  # instance -> set of sides
     if n_rib:
         dist, (ki, ji, ii) = ndimage.distance_transform_edt(inst == 0, return_indices=True)
-        rsizes = ndimage.sum_labels(np.ones_like(rib_lab), rib_lab, index=np.arange(1, n_rib + 1)) * vox
+        rsizes = np.bincount(rib_lab.ravel(), minlength=n_rib + 1)[1:] * vox
         robjs = ndimage.find_objects(rib_lab)
         for r in range(1, n_rib + 1):
             if rsizes[r - 1] < MIN_RIB_MM3:
