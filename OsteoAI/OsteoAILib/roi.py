@@ -65,6 +65,17 @@ def _axis_at(seg, center_kji, spacing_kji) -> np.ndarray:
     return np.array([1.0, 0.0, 0.0])
 
 
+def _canal_at(seg, center_kji, sl, spacing_kji) -> np.ndarray | None:
+    """Canal centreline point nearest the body centre's slice, in the crop's mm coordinates."""
+    cl = np.asarray((seg.info or {}).get("canal_centerline_kji") or [], float)
+    if len(cl) == 0:
+        return None
+    q = cl[int(np.argmin(np.abs(cl[:, 0] - center_kji[0])))]
+    if abs(q[0] - center_kji[0]) * spacing_kji[0] > 10.0:
+        return None
+    return (q - np.array([s.start for s in sl], float)) * spacing_kji
+
+
 def _frame(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AP unit vector (pointing anterior, i.e. -j) and lateral unit vector, both perpendicular to axis."""
     ant = np.array([0.0, -1.0, 0.0])
@@ -272,8 +283,15 @@ def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
     return mids[label] > MERGED_RATIO * float(np.median(others))
 
 
-def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float) -> np.ndarray:
-    """Eroded, height-limited, vein-free part of one (cropped) body mask."""
+def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float,
+          canal_mm: np.ndarray | None = None) -> np.ndarray:
+    """Eroded, height-limited, vein-free part of one (cropped) body mask.
+
+    ``canal_mm`` (crop coordinates, mm) is the spinal canal's centre at this level: the body is
+    centred on it left-right, so a structure stuck to one side of the mask (an enhanced aorta)
+    shows as an asymmetric extent; the core is then centred on the canal with the narrower side's
+    half-width, and no deeper than the body is wide.
+    """
     b = ndi.binary_fill_holes(body_c)
     dist = ndi.distance_transform_edt(b, sampling=spacing_kji)
     core = dist > margin_mm
@@ -293,11 +311,18 @@ def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float) 
     core &= np.abs(h - mid) <= half
     a0, a1 = np.percentile(ab, 2), np.percentile(ab, 98)
     l0, l1 = np.percentile(lb, 2), np.percentile(lb, 98)
-    vein = (a <= a0 + VEIN_AP * (a1 - a0)) & (np.abs(lt - 0.5 * (l0 + l1)) <= 0.5 * VEIN_LAT * (l1 - l0))
+    lc, hw = 0.5 * (l0 + l1), 0.5 * (l1 - l0)
+    if canal_mm is not None:
+        c_l = float((np.asarray(canal_mm) - ctr) @ lat)
+        side = min(c_l - l0, l1 - c_l)
+        if side >= 0.3 * (l1 - l0):  # the canal lies over the body: trust it as the midline
+            lc, hw = c_l, side
+            a1 = min(a1, a0 + 2.0 * hw)
+    vein = (a <= a0 + VEIN_AP * (a1 - a0)) & (np.abs(lt - lc) <= VEIN_LAT * hw)
     core &= ~vein
     # an elliptic core keeps the ROI clear of the body outline even where the mask overshoots
-    ra, rl = 0.5 * CORE_FRAC * (a1 - a0), 0.5 * CORE_FRAC * (l1 - l0)
-    core &= ((a - 0.5 * (a0 + a1)) / max(ra, 1e-3)) ** 2 + ((lt - 0.5 * (l0 + l1)) / max(rl, 1e-3)) ** 2 <= 1
+    ra, rl = 0.5 * CORE_FRAC * (a1 - a0), CORE_FRAC * hw
+    core &= ((a - 0.5 * (a0 + a1)) / max(ra, 1e-3)) ** 2 + ((lt - lc) / max(rl, 1e-3)) ** 2 <= 1
     return core
 
 
@@ -389,7 +414,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             # the central height band is unknown (endplate out of view or a missed disc): no ROI
             core = np.zeros(body_c.shape, bool)
         else:
-            core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm)
+            core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm, _canal_at(seg, center, sl, spacing_kji))
             trimmed = trim_endplates(vol, core, sl, spacing_kji, axis)
             if trimmed is None:
                 qc.append(f"seg_suspect: an endplate crosses the middle of the {lv.name(label)} body "
