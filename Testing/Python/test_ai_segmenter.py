@@ -102,3 +102,23 @@ def test_model_on_a_small_phantom():
     assert seg.segmenter.startswith("model@")
     assert seg.vertebrae.shape == ph.volume.shape and seg.vertebrae.dtype == np.int16
     assert set(np.unique(seg.bodies)) <= set(np.unique(seg.vertebrae))
+
+
+def test_totalsegmentator_absent_says_so(monkeypatch, tmp_path):
+    from OsteoAILib.errors import InputError
+    from OsteoAILib.volume import Volume
+    from OsteoAISegmentLib import totalseg
+
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path))  # no weights there
+    assert not totalseg.totalsegmentator_available()
+    with pytest.raises(InputError, match="TotalSegmentator"):
+        totalseg.segment_with_totalsegmentator(Volume(np.zeros((4, 4, 4), np.int16)))
+
+
+def test_totalsegmentator_bodies_are_the_anterior_part():
+    from OsteoAISegmentLib import totalseg
+
+    v = np.zeros((5, 20, 6), np.int16)
+    v[:, 0:20, :] = 20
+    b = totalseg.approximate_bodies(v)
+    assert (b[:, :9] == 20).all() and (b[:, 9:] == 0).all()
