@@ -26,13 +26,21 @@ class SpineSegmentation:
     segmenter: str = ""
 
 
-def _model_available() -> bool:
+def _model_preferred() -> bool:
+    """Whether ``auto`` should run the trained model: its weights must be intact AND its model card must
+    say it beat the classical segmenter on held-out real CT (``"prefer_in_auto": true`` in model.json).
+    A model that loses on real scans stays available as ``method="model"`` but is never the default."""
     try:
-        from .ai.inference import model_available
+        from .ai.inference import model_available, model_dir
     except ImportError:
         return False
     try:
-        return bool(model_available())
+        if not model_available():
+            return False
+        import json
+
+        card = json.loads((model_dir() / "model.json").read_text())
+        return bool(card.get("prefer_in_auto", False))
     except Exception:  # a broken model install must not stop the classical fallback
         return False
 
@@ -52,7 +60,7 @@ def segment_spine(
     if method not in METHODS:
         raise InputError(f"unknown segmenter {method!r} (expected one of {', '.join(METHODS)})")
     if method == "auto":
-        method = "model" if _model_available() else "classical"
+        method = "model" if _model_preferred() else "classical"
     if method == "model":
         from .ai.inference import segment_with_model
 
