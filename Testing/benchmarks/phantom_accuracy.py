@@ -17,13 +17,13 @@ import time
 import numpy as np
 
 
-def run_one(seed, kvp, dose, vbmd_method, calibration, fast):
+def run_one(seed, kvp, dose, vbmd_method, calibration, fast, age):
     from OsteoAILib.phantom import PhantomParams, make_phantom
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
     from OsteoAILib.results import acr_category
 
     kw = dict(matrix=256, spacing=(1.4, 1.4, 1.5)) if fast else {}
-    ph = make_phantom(PhantomParams(seed=seed, kvp=kvp, dose=dose, levels="T10-L2", **kw))
+    ph = make_phantom(PhantomParams(seed=seed, kvp=kvp, dose=dose, levels="T10-L2", age=age, **kw))
     out = run_pipeline(ph.volume, PipelineOptions(calibration=calibration, vbmd_method=vbmd_method))
     truth = {t["level"]: t for t in ph.truth["levels"]}
     errs = [lv.vbmd_mg_cm3 - truth[lv.level]["vbmd_mg_cm3"] for lv in out.results.levels
@@ -39,23 +39,26 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102])
     ap.add_argument("--kvps", type=float, nargs="+", default=[80, 100, 120, 140])
     ap.add_argument("--doses", nargs="+", default=["standard", "low"])
+    # The phantom's density falls with age (~1.3 mg/cm3 a year), so the ages span all three ACR categories.
+    ap.add_argument("--ages", type=float, nargs="+", default=[45, 65, 85], help="cycled over the seeds")
     ap.add_argument("--vbmd", default="auto", choices=["auto", "ai", "calibrated-hu"])
     ap.add_argument("--calibration", default="internal")
     ap.add_argument("--fast", action="store_true", help="coarser phantom grid (quick look, not the reported number)")
     args = ap.parse_args()
     by_dose: dict[str, list[float]] = {}
     all_ok = []
-    print(f"{'seed':>5}{'kVp':>5} {'dose':<9}{'MAE':>6}{'bias':>7}  diagnosis (truth)              s")
+    print(f"{'seed':>5}{'age':>4}{'kVp':>5} {'dose':<9}{'MAE':>6}{'bias':>7}  diagnosis (truth)              s")
     for dose in args.doses:
         for kvp in args.kvps:
-            for seed in args.seeds:
+            for n, seed in enumerate(args.seeds):
                 t0 = time.perf_counter()
-                errs, ok, d, td = run_one(seed, kvp, dose, args.vbmd, args.calibration, args.fast)
+                age = args.ages[n % len(args.ages)]
+                errs, ok, d, td = run_one(seed, kvp, dose, args.vbmd, args.calibration, args.fast, age)
                 by_dose.setdefault(dose, []).extend(errs)
                 all_ok.append(ok)
                 dv = f"{d.vbmd_mg_cm3:.1f}" if d.vbmd_mg_cm3 is not None else "-"
                 tv = f"{td:.1f}" if td is not None else "-"
-                print(f"{seed:>5}{kvp:>5.0f} {dose:<9}{np.mean(np.abs(errs)):>6.1f}{np.mean(errs):>+7.1f}  "
+                print(f"{seed:>5}{age:>4.0f}{kvp:>5.0f} {dose:<9}{np.mean(np.abs(errs)):>6.1f}{np.mean(errs):>+7.1f}  "
                       f"{d.category or '-'} {dv} ({tv}) {'OK' if ok else 'WRONG'}  {time.perf_counter() - t0:5.1f}")
     print("\nSummary (per-level errors, fractured levels left out):")
     for dose, errs in by_dose.items():
