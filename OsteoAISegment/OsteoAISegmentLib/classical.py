@@ -23,7 +23,7 @@ from .api import SpineSegmentation
 VERSION = "0.1.0"
 WS = 2.0  # work grid spacing, mm
 FS = 1.0  # disc search grid spacing, mm
-THIN_DISC_PITCH_MM = 20.0  # vertebral pitch below which the discs are thin (thoracic)
+THIN_DISC_PITCH_MM = 24.0  # vertebral pitch below which the discs are thin (thoracic)
 FINE_MAX_SLICE_MM = 1.5  # thinner slices resolve thoracic discs (~3 mm) that the 2 mm grid blurs away
 
 
@@ -67,25 +67,14 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebral bodies anterior to the canal")
     ks = np.arange(k0, k1 + 1).astype(float)
     pts = np.stack([ks, bc["body_j"], bc["body_i"]], 1)
-    disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"],
-                                                bc["ant_wall_j"], bc["post_wall_j"])
-    tang, _u, _v = discs._frames(pts)
-    rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
-    planes = [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx]
-    thin = pitch * WS <= THIN_DISC_PITCH_MM
-    if max(vol.spacing) <= FINE_MAX_SLICE_MM and thin.any():
-        # where the discs are thin (short bodies, pitch <= THIN_DISC_PITCH_MM) take them from the
-        # 1 mm grid; the thicker discs below read well on the work grid
-        fine_planes, _fp = _fine_discs(arr, vol.spacing, work, pts, bc)
-        k_thin = float(pts[np.nonzero(thin)[0], 0].min())
-        merged = sorted([pl for pl in planes if pl[0][0] < k_thin]
-                        + [pl for pl in fine_planes if pl[0][0] >= k_thin], key=lambda pl: pl[0][0])
-        planes = []
-        for pl in merged:  # the two searches can place the same disc on either side of k_thin
-            q = int(np.clip(np.searchsorted(pts[:, 0], pl[0][0]), 0, len(pts) - 1))
-            if planes and pl[0][0] - planes[-1][0][0] < 0.6 * pitch[q]:
-                continue
-            planes.append(pl)
+    if max(vol.spacing) <= FINE_MAX_SLICE_MM:
+        planes, pitch = _fine_discs(arr, vol.spacing, work, pts, bc)
+    else:
+        disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"],
+                                                    bc["ant_wall_j"], bc["post_wall_j"])
+        tang, _u, _v = discs._frames(pts)
+        rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
+        planes = [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx]
 
     _step(progress, cancel, 0.45, "splitting vertebrae")
     lab_w, body_w, seg_info = _split(work, canal_ji, k0, k1, bc, planes)
