@@ -214,6 +214,9 @@ def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dic
             f.append(f"fov_cut: {NAMES.get(lab, lab)} is cut by the edge of the scan")
         if hasattr(qc, "level_flags"):
             f += qc.level_flags(canonical, seg, rois, cal, lab)
+        if any(x.startswith(("fov_cut", "body_cut")) for x in f):
+            # Heights of a body the scan cuts are not its heights: no fracture grade from them.
+            f = [x for x in f if not x.startswith("fracture")]
         flags[lab] = f
         if info is not None:
             extra[lab] = {"roi_box_kji": [list(map(int, c)) for c in info.box_kji],
