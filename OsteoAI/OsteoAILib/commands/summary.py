@@ -33,6 +33,12 @@ def summary_table(res: Results, truth: dict | None = None) -> str:
     lines.append(f"  criteria: {d.criteria}")
     if d.pickhardt_l1_hu is not None:
         lines.append(f"  Pickhardt L1 triage: {d.pickhardt_l1_hu:.0f} HU -> {d.pickhardt_triage}")
+    methods: dict[str, int] = {}
+    for lv in res.levels:
+        if lv.vbmd_method:
+            methods[lv.vbmd_method] = methods.get(lv.vbmd_method, 0) + 1
+    if methods:
+        lines.append("vBMD estimator: " + "; ".join(f"{m} on {n} level(s)" for m, n in methods.items()))
     resid = f", residual {c.residual_hu:.1f} HU" if c.residual_hu is not None else ""
     lines.append(f"Calibration: {c.method} at {c.kvp:g} kVp ({c.kvp_source}); HU_true = {c.slope:.3f} x HU "
                  f"{c.intercept:+.1f}{resid}")
