@@ -51,6 +51,9 @@ SLOPE_RANGE = (0.8, 1.25)  # scanners are calibrated to water/air: a larger corr
 CUPPING_MAX_HU = 80.0  # beam-hardening deficit at the body centre, measured HU, at most
 MIN_DEPTH_SPREAD = 0.15  # depth SD over the reference voxels needed to see cupping
 CUPPING_MAX_RMS_HU = 6.0  # a cupping fit is kept only if it explains every reference this well
+# Soft tissues span ~150-250 HU, so their fit extrapolated 1000 HU down to air carries a few % of slope
+# error: clipped air implied up to this far above the clip is still consistent.
+CLIP_TOLERANCE_HU = 100.0
 DEFAULT_SPINE_DEPTH = 0.9  # 1 - r^2 of the vertebral bodies when they cannot be located
 CONTRAST_ABOVE_HU = 150.0  # calibrated aortic blood above this: iodinated contrast
 # Relative trust in each reference (typical biological spread of its true CT number).
@@ -293,7 +296,13 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
     cal = Calibration(method="internal", kvp=kvp, kvp_source=source, qc=flags)
     ok = True
     spans_air = "air" in points
-    if len(points) < 2 or (len(points) == 2 and not spans_air):
+    # Air present but clipped by the scanner (mostly below its stored minimum) says the scan's
+    # HU scale is off, the case where taking HU as true is worst: two soft tissues then fix both
+    # slope and offset (a linear HU change moves them with the bone, so vBMD stays put), and the
+    # clip bounds the air level the fit implies. Without any air (tight crop) there is no such
+    # check, and a fat-muscle line alone is too uncertain in scale to trust.
+    air_clip = table["air"].get("clipped_below_hu")
+    if len(points) < 2 or (len(points) == 2 and not spans_air and air_clip is None):
         missing = ", ".join(f"{n} ({table[n]['why']})" for n in REFERENCE_NAMES if n not in points)
         cal.qc.append(f"calib_refs: only {len(points)} usable reference tissue(s); missing {missing}")
         cal.references = table
@@ -322,6 +331,12 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
     if not SLOPE_RANGE[0] <= cal.slope <= SLOPE_RANGE[1]:
         cal.qc.append(f"calib_slope: fitted slope {cal.slope:.3f} is outside {SLOPE_RANGE[0]}-{SLOPE_RANGE[1]}")
         ok = False
+    if air_clip is not None and not spans_air:
+        air_implied = (float(expected["air"]) - cal.intercept) / cal.slope
+        if air_implied > air_clip + CLIP_TOLERANCE_HU:
+            cal.qc.append(f"calib_fit: the fit puts outside air at {air_implied:.0f} HU, but the scan clips air "
+                          f"below {air_clip:.0f} HU")
+            ok = False
     if cal.residual_hu > POOR_FIT_RMS_HU:
         cal.qc.append(f"calib_fit: reference tissues deviate {cal.residual_hu:.0f} HU RMS from the fit")
         ok = False

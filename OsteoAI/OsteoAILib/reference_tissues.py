@@ -452,7 +452,7 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
     for n in REFERENCE_NAMES:
         kji = found[n]
         if kji is None or kji[0].size < MIN_VOXELS:
-            out[n] = {"kji": None, "why": why_missing[n], "clip": None}
+            out[n] = {"kji": None, "why": why_missing[n], "clip": clip if (n == "air" and air_clipped) else None}
         else:
             out[n] = {"kji": kji, "why": "", "clip": clip if n == "air" else None}
     out["_prelim"] = (g, o)
@@ -501,6 +501,9 @@ def measure_voxels(vol: Volume, vox: dict) -> dict:
         if r["kji"] is None:
             res[n] = {"measured_hu": None, "sd_hu": None, "n_voxels": 0, "mask_center_kji": None,
                       "used": False, "why": r["why"]}
+            if r.get("clip") is not None:
+                # Air found but clipped: its level is unknown, yet known to lie below the clip.
+                res[n]["clipped_below_hu"] = float(r["clip"])
             continue
         vals = vol.array[r["kji"]]
         med, sd = _robust_stats(vals, r["clip"])

@@ -150,3 +150,27 @@ def test_no_segmentation_still_calibrates_from_air_fat_muscle():
     assert cal.method == "internal"
     assert not cal.references["blood"]["used"] and "segmentation" in cal.references["blood"]["why"]
     assert calibration.hu_to_vbmd(float(v.array[trab].mean()), cal) == pytest.approx(150.0, abs=4.0)
+
+
+def _clipped(v, floor):
+    return v.with_array(np.maximum(v.array, floor).astype(v.array.dtype))
+
+
+def test_clipped_air_and_enhanced_aorta_still_calibrate_invariantly():
+    # A scanner reading 9% hot puts air near -1090 HU, all of it clipped at the stored minimum
+    # -1024; the enhanced aorta is left out, so fat and muscle alone fix the scale. The same scan
+    # rescaled HU' = 0.9 HU - 30 (clip included) must give the same vBMD.
+    v, seg, trab = torso(kvp=120.0, scale=1.09, offset=0.0, aorta_hu=350.0)
+    v = _clipped(v, -1024)
+    cal = calibration.calibrate(v, seg)
+    assert cal.method == "internal"
+    assert not cal.references["air"]["used"] and "clipped" in cal.references["air"]["why"]
+    assert not cal.references["blood"]["used"]
+    assert "calib_refs" in {qc.code(f) for f in cal.qc}  # says the fit rests on two tissues only
+    vbmd = calibration.hu_to_vbmd(float(v.array[trab].mean()), cal)
+    assert vbmd == pytest.approx(150.0, abs=5.0)
+    v2 = v.with_array((0.9 * v.array.astype(np.float32) - 30.0).astype(np.float32))
+    cal2 = calibration.calibrate(v2, seg)
+    assert cal2.method == "internal"
+    vbmd2 = calibration.hu_to_vbmd(float(v2.array[trab].mean()), cal2)
+    assert abs(vbmd2 - vbmd) <= 0.02 * vbmd
