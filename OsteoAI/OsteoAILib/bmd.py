@@ -99,10 +99,9 @@ def measure_levels(
 
 def label_boxes(labelmap: np.ndarray) -> dict[int, tuple[slice, ...]]:
     """Bounding box of every label in one pass (masking the whole volume per label is slow)."""
-    from scipy import ndimage
+    from .qc import label_boxes as boxes_list
 
-    lm = labelmap if labelmap.dtype.kind in "iu" else labelmap.astype(np.int32)
-    return {i + 1: sl for i, sl in enumerate(ndimage.find_objects(lm)) if sl is not None}
+    return {i + 1: sl for i, sl in enumerate(boxes_list(labelmap)) if sl is not None}
 
 
 def _craniocaudal(lab: int) -> int:
