@@ -11,7 +11,15 @@ from collections.abc import Iterable
 import numpy as np
 
 from .levels import NAMES, parse_range
-from .results import Calibration, Diagnosis, LevelResult, acr_category, pickhardt_triage
+from .results import (
+    ACR_NORMAL_ABOVE,
+    ACR_OSTEOPOROSIS_BELOW,
+    Calibration,
+    Diagnosis,
+    LevelResult,
+    acr_category,
+    pickhardt_triage,
+)
 from .volume import Volume
 
 # Preferred diagnostic levels, best first: the ACR reads two lumbar levels; chest CT often ends at L1/L2,
@@ -159,6 +167,18 @@ def diagnose(levels: list[LevelResult], diagnostic_levels: str | None = None) ->
         # Levels share the calibration, so their errors are not independent: average the half-widths.
         half = float(np.mean([(hi - lo) / 2 for lo, hi in cis]))
         diag.vbmd_ci95 = (diag.vbmd_mg_cm3 - half, diag.vbmd_mg_cm3 + half)
+        note = near_threshold(diag.vbmd_ci95)
+        if note:
+            diag.criteria += f"; {note}"
     return diag
+
+
+def near_threshold(ci95: tuple[float, float]) -> str | None:
+    """Say so when the interval straddles an ACR boundary: the category is then not settled."""
+    lo, hi = ci95
+    for t in (ACR_OSTEOPOROSIS_BELOW, ACR_NORMAL_ABOVE):
+        if lo < t <= hi:
+            return f"near_threshold: the 95% interval {lo:.0f}-{hi:.0f} spans {t:g} mg/cm3; category uncertain"
+    return None
 
 

@@ -93,3 +93,11 @@ def test_results_json_roundtrip():
     assert d["schema"] == "osteoai/results/v1"
     back = Results.from_dict(d)
     assert back.diagnosis.category == "osteopenia" and back.levels[1].level == "L2"
+
+
+def test_interval_across_a_threshold_is_reported():
+    levels = [lv("L1", 20, 119), lv("L2", 21, 121)]  # mean 120, CI 116-124 spans 120
+    d = bmd.diagnose(levels)
+    assert d.category == "osteopenia" and "near_threshold" in d.criteria and "spans 120" in d.criteria
+    clear = bmd.diagnose([lv("L1", 20, 100), lv("L2", 21, 102)])
+    assert "near_threshold" not in clear.criteria

@@ -57,9 +57,11 @@ def main() -> int:
                 by_dose.setdefault(dose, []).extend(errs)
                 all_ok.append(ok)
                 dv = f"{d.vbmd_mg_cm3:.1f}" if d.vbmd_mg_cm3 is not None else "-"
+                near = " (flagged near_threshold)" if "near_threshold" in d.criteria else ""
                 tv = f"{td:.1f}" if td is not None else "-"
                 print(f"{seed:>5}{age:>4.0f}{kvp:>5.0f} {dose:<9}{np.mean(np.abs(errs)):>6.1f}{np.mean(errs):>+7.1f}  "
-                      f"{d.category or '-'} {dv} ({tv}) {'OK' if ok else 'WRONG'}  {time.perf_counter() - t0:5.1f}")
+                      f"{d.category or '-'} {dv} ({tv}) {'OK' if ok else 'WRONG'}{near} "
+                      f"{time.perf_counter() - t0:5.1f}")
     print("\nSummary (per-level errors, fractured levels left out):")
     for dose, errs in by_dose.items():
         e = np.asarray(errs)
