@@ -19,14 +19,6 @@ from test_mrml_synthetic import synthetic_output  # noqa: E402
 
 
 @pytest.fixture
-def hs():
-    # The HeadlessScene keeps vtkSlicerApplicationLogic alive for as long as the scene is used.
-    h = mrml.new_scene()
-    yield h
-    h.close()
-
-
-@pytest.fixture
 def out():
     return synthetic_output()
 

@@ -15,13 +15,6 @@ from OsteoAISegmentLib.api import SpineSegmentation  # noqa: E402
 from test_mrml_synthetic import synthetic_output  # noqa: E402
 
 
-@pytest.fixture
-def hs():
-    h = mrml.new_scene()
-    yield h
-    h.close()
-
-
 def _fake_segmenter(truth_vertebrae, original):
     """Returns the known labels, computed the way a real segmenter would: on the canonical grid."""
     from OsteoAILib.imageio import to_canonical, volume_to_sitk
