@@ -15,7 +15,6 @@ import tempfile
 from typing import Annotated
 
 import slicer
-import vtk
 from slicer import (
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
@@ -28,9 +27,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
+
+from OsteoAISegment import ParameterNodePanel  # same qt-scripted-modules folder once installed
 
 TERMINOLOGY_FILE = "SegmentationCategoryTypeModifier-OsteoAI.term.json"
 
@@ -117,24 +116,16 @@ class OsteoAIParameterNode:
 #
 
 
-class OsteoAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-
+class OsteoAIWidget(ParameterNodePanel):
     def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
+        ParameterNodePanel.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.teachingText.setHtml(TEACHING_HTML)
         self.logic = OsteoAILogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.observeSceneClose()
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
@@ -145,45 +136,6 @@ class OsteoAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.keyImageList.connect("currentRowChanged(int)", self.onKeyImage)
         self.initializeParameterNode()
         self.updateDependencyStatus()
-
-    def cleanup(self):
-        self.removeObservers()
-        if self.logic:
-            self.logic.cancel()
-
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        self._disconnectGui()
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.inputVolume = first
-
-    def _disconnectGui(self):
-        if self._parameterNode and self._parameterNodeGuiTag:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
-
-    def setParameterNode(self, node):
-        self._disconnectGui()
-        self._parameterNode = node
-        if node:
-            self._parameterNodeGuiTag = node.connectGui(self.ui)
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGui)
-            self.updateGui()
 
     def updateGui(self, caller=None, event=None):
         p = self._parameterNode

@@ -276,7 +276,13 @@ class OsteoAISegmentParameterNode:
 #
 
 
-class OsteoAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Parameter-node lifecycle shared by the OsteoAI panels.
+
+    The GUI stays bound to the logic's parameter node across module switches and scene closes
+    (Slicer's scripted-module template); subclasses create ``self.ui``/``self.logic`` in setup(),
+    call ``self.observeSceneClose()`` and redraw their buttons in ``updateGui``."""
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -284,20 +290,9 @@ class OsteoAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAISegment.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = OsteoAISegmentLogic()
+    def observeSceneClose(self):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.installButton.connect("clicked(bool)", self.onInstall)
-        self.initializeParameterNode()
-        self.updateDependencyStatus()
 
     def cleanup(self):
         self.removeObservers()
@@ -328,17 +323,36 @@ class OsteoAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and self._parameterNodeGuiTag:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
 
     def setParameterNode(self, node):
         self._disconnectGui()
         self._parameterNode = node
         if node:
             self._parameterNodeGuiTag = node.connectGui(self.ui)
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+            self.updateGui()
 
-    def _updateButtons(self, caller=None, event=None):
+    def updateGui(self, caller=None, event=None):
+        raise NotImplementedError
+
+
+class OsteoAISegmentWidget(ParameterNodePanel):
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAISegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = OsteoAISegmentLogic()
+        self.observeSceneClose()
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.installButton.connect("clicked(bool)", self.onInstall)
+        self.initializeParameterNode()
+        self.updateDependencyStatus()
+
+    def updateGui(self, caller=None, event=None):
         busy = self.logic.running()
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready and not busy
@@ -368,7 +382,7 @@ class OsteoAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
             self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
-        self._updateButtons()
+        self.updateGui()
 
     def onCancel(self):
         self.logic.cancel()
@@ -386,7 +400,7 @@ class OsteoAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
             qc = segmrml.qc_of(node)
             self.ui.qcLabel.text = "QC: " + ("; ".join(qc) if qc else "no flags")
-        self._updateButtons()
+        self.updateGui()
 
 
 #

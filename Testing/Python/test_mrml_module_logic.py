@@ -39,6 +39,21 @@ def _parameter_node_wrapper(cls):
     fields = {k: base(v) for k, v in hints.items()}
 
     class Wrapped:
+        # the GUI binding of the real wrapper: a tag per connected ui, released by disconnectGui
+        def connectGui(self, ui):
+            ui.bound = getattr(ui, "bound", 0) + 1
+            return ui
+
+        def disconnectGui(self, tag):
+            tag.bound -= 1
+
+        # the real wrapper forwards VTK observation to its node (Slicer's module template relies on it)
+        def AddObserver(self, *a):
+            return self.parameterNode.AddObserver(*a)
+
+        def RemoveObserver(self, *a):
+            return self.parameterNode.RemoveObserver(*a)
+
         def __init__(self, node):
             object.__setattr__(self, "parameterNode", node)
             for name, typ in fields.items():
@@ -362,3 +377,30 @@ def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, monke
     lab = mrml.segmentation_to_labelmap(hs.scene, p.outputSegmentation, p.inputVolume)
     # the labelled vertebrae lie on the phantom's spine (overlap with its true vertebra mask)
     assert (lab > 0).any() and ((lab > 0) & (ph.vertebrae > 0)).sum() > 0.5 * (lab > 0).sum()
+
+
+@pytest.mark.parametrize("name", ["OsteoAI", "OsteoAISegment"])
+def test_panels_keep_their_gui_bound_to_the_parameter_node_across_scene_close(module, name):
+    mod, hs = module
+    seg = importlib.import_module("OsteoAISegment")
+    widget_cls = getattr(mod if name == "OsteoAI" else seg, f"{name}Widget")
+    logic_cls = getattr(mod if name == "OsteoAI" else seg, f"{name}Logic")
+    assert issubclass(widget_cls, seg.ParameterNodePanel)
+    logic_cls.moduleName = name
+    volume = hs.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
+    w = widget_cls.__new__(widget_cls)
+    seg.ParameterNodePanel.__init__(w, None)
+    w.parent = types.SimpleNamespace(isEntered=True)
+    w.ui, w.logic = types.SimpleNamespace(), logic_cls()
+    redraws = []
+    w.updateGui = lambda *a: redraws.append(1)
+
+    w.enter()
+    assert w._parameterNode.inputVolume.GetID() == volume.GetID()  # first volume picked for the user
+    assert w.ui.bound == 1 and redraws
+    w.onSceneStartClose(None, None)
+    assert w._parameterNode is None and w.ui.bound == 0
+    w.onSceneEndClose(None, None)
+    assert w._parameterNode is not None and w.ui.bound == 1
+    w.exit()
+    assert w.ui.bound == 0
