@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from OsteoAILib import hu_reference
 from OsteoAILib import levels as lv
 from OsteoAILib.errors import CancelledError, InputError
 from OsteoAILib.volume import Volume
@@ -43,6 +44,10 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         arr = np.nan_to_num(arr, nan=-1000.0, posinf=-1000.0, neginf=-1000.0)
     _step(progress, cancel, 0.0, "resampling")
     work, grid = workgrid.make_work(arr, vol.spacing, WS)
+    # every threshold below is in nominal HU: the scan is mapped onto it through its own fat and
+    # muscle peaks, so a scanner's HU scale/offset (or kVp) does not move them against the anatomy
+    ref = hu_reference.estimate(ndi.gaussian_filter(work, 0.7))
+    work = ref.to_nominal(work).astype(np.float32)
     if float(work.max()) - float(work.min()) < 200:
         raise InputError("no spine found: the volume has no bone contrast")
 
@@ -68,7 +73,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
     ks = np.arange(k0, k1 + 1).astype(float)
     pts = np.stack([ks, bc["body_j"], bc["body_i"]], 1)
     if max(vol.spacing) <= FINE_MAX_SLICE_MM:
-        planes, pitch = _fine_discs(arr, vol.spacing, work, pts, bc)
+        planes, pitch = _fine_discs(arr, vol.spacing, work, pts, bc, ref)
     else:
         disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"],
                                                     bc["ant_wall_j"], bc["post_wall_j"])
@@ -87,8 +92,8 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
     mapping = lab_res["mapping"]  # segment index -> VerSe id (0 = drop)
 
     _step(progress, cancel, 0.75, "refining masks at full resolution")
-    vert_full = _to_full(lab_w, grid, arr, mapping)
-    body_full = _to_full(body_w, grid, arr, mapping)
+    vert_full = _to_full(lab_w, grid, arr, mapping, ref)
+    body_full = _to_full(body_w, grid, arr, mapping, ref)
     body_full[vert_full == 0] = 0
     vert_full[(body_full > 0) & (vert_full == 0)] = body_full[(body_full > 0) & (vert_full == 0)]
 
@@ -107,6 +112,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         "label_anchor": lab_res["anchor"],
         "pitch_mm": float(np.median(pitch) * WS),
         "work_spacing_mm": WS,
+        "hu_reference": ref.as_dict(),
     }
     _step(progress, cancel, 1.0, "segmentation done")
     return SpineSegmentation(vertebrae=vert_full.astype(np.int16), bodies=body_full.astype(np.int16),
@@ -114,7 +120,8 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
                              segmenter=f"classical@{VERSION}")
 
 
-def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict):
+def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict,
+                ref: hu_reference.HuReference = hu_reference.IDENTITY):
     """Disc planes (work-grid coordinates) placed from a 1 mm grid around the body centreline.
 
     On the 2 mm grid a 3 mm upper-thoracic disc between two bright endplates averages to about
@@ -127,6 +134,7 @@ def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc:
     lo = np.maximum(np.floor(lo_mm / sk).astype(int), 0)
     hi = np.minimum(np.ceil(hi_mm / sk).astype(int) + 1, arr.shape)
     fine, _g = workgrid.make_work(arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], spacing, FS)
+    fine = ref.to_nominal(fine).astype(np.float32)
     shift = lo * sk / FS  # crop origin on the fine grid
     # the centreline and its body walls, resampled to one point per fine slice
     kf = np.arange(pts[0, 0] * r, pts[-1, 0] * r + 1e-6, 1.0)
@@ -280,7 +288,8 @@ def _largest_per_label(lab: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict) -> np.ndarray:
+def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict,
+             ref: hu_reference.HuReference = hu_reference.IDENTITY) -> np.ndarray:
     """Work labels -> full grid: smooth union boundary (linear), labels by nearest, bone-refined."""
     lut = np.zeros(int(lab_w.max()) + 1, np.int16)
     for s, v in mapping.items():
@@ -302,7 +311,7 @@ def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict) -> np.ndar
     blk = np.where(union, nearest, 0).astype(np.int16)
     # refine against the full-resolution image: drop fat caught at the boundary (denoised first so
     # that noise inside a low-density body does not punch holes in it)
-    sm = ndi.gaussian_filter(arr[sl].astype(np.float32), 1.0)
+    sm = ref.to_nominal(ndi.gaussian_filter(arr[sl].astype(np.float32), 1.0))
     blk[(sm < -30) & (ndi.grey_erosion(blk, size=3) != blk)] = 0
     out[sl] = blk
     return out
