@@ -29,6 +29,10 @@ RANGES = {
     "age_known_probability": 0.8,  # else the age is removed from the scan's tags
 }
 SMALL_GRID = {"matrix": 192, "spacing": (1.5, 1.5, 2.0), "levels": "T11-L2"}
+# Training grids: in-plane pixel and slice spacing drawn per phantom, the matrix sized to keep the
+# small grid's field of view, so the model is not tied to one voxel size (partial volume, noise per
+# voxel and ROI voxel counts all change with it).
+GRID_RANGES = {"pixel_mm": (1.0, 2.0), "slice_mm": (1.0, 3.0), "fov_mm": 288.0}
 LEVELS = ("T11", "T12", "L1", "L2")
 CACHE_VERSION = 2
 
@@ -54,6 +58,31 @@ def sample_params(seed: int) -> dict:
         "_age_known": bool(rng.random() < RANGES["age_known_probability"]),
         **SMALL_GRID,
     }
+
+
+def sample_grid(seed: int) -> dict:
+    """Grid keywords (matrix, spacing, levels) of training phantom ``seed``: its own stream, so
+    :func:`sample_params` (and with it the benchmark's held-back phantoms) is unchanged."""
+    rng = np.random.default_rng([CACHE_VERSION, int(seed), 1])
+    px = round(float(rng.uniform(*GRID_RANGES["pixel_mm"])) / 0.05) * 0.05
+    sl = round(float(rng.uniform(*GRID_RANGES["slice_mm"])) / 0.25) * 0.25
+    matrix = 2 * int(round(GRID_RANGES["fov_mm"] / px / 2))
+    return {"matrix": matrix, "spacing": (round(px, 2), round(px, 2), round(sl, 2)), "levels": SMALL_GRID["levels"]}
+
+
+def training_params(seed: int, grids: str = "varied") -> dict:
+    """Parameters of training phantom ``seed``: :func:`sample_params` with kVp and dose cycled over
+    the seeds (every kVp x dose cell equally often, instead of by chance) and, for
+    ``grids="varied"``, the grid of :func:`sample_grid`."""
+    p = sample_params(seed)
+    kvps, doses = RANGES["kvp"], RANGES["dose"]
+    p["kvp"] = float(kvps[int(seed) % len(kvps)])
+    p["dose"] = str(doses[(int(seed) // len(kvps)) % len(doses)])
+    if grids == "varied":
+        p.update(sample_grid(seed))
+    elif grids != "fixed":
+        raise ValueError(f"grids must be 'fixed' or 'varied', not {grids!r}")
+    return p
 
 
 def _phantom_params(params: dict):
@@ -205,12 +234,14 @@ def _cache_key(params: dict, masks: str, fingerprint: str | None = None) -> str:
 
 
 def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", log=print,
-                fingerprint: str | None = None) -> dict:
+                fingerprint: str | None = None, grids: str | None = None) -> dict:
     """Rows of many phantoms as arrays {X, y, seed, kvp, dose, label}; per-phantom cache in ``cache_dir``.
 
     A phantom the stages fail on (e.g. segmentation finds no spine) is logged and skipped.
     ``fingerprint``: read only rows cached by that stage code (see :func:`stage_fingerprint`); a
     phantom not in that cache is skipped, never recomputed with other code.
+    ``grids``: None = :func:`sample_params` as drawn (one grid, kVp and dose by chance); "fixed" or
+    "varied" = :func:`training_params`.
     """
     cache = Path(cache_dir) if cache_dir else None
     if cache:
@@ -218,7 +249,7 @@ def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", lo
     X, y, sd, kv, do, lb = [], [], [], [], [], []
     seeds = list(seeds)
     for n, s in enumerate(seeds):
-        params = sample_params(s)
+        params = sample_params(s) if grids is None else training_params(s, grids)
         f = cache / f"{s}-{_cache_key(params, masks, fingerprint)}.json" if cache else None
         if f is not None and f.is_file():
             rows = json.loads(f.read_text())

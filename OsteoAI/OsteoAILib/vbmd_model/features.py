@@ -28,6 +28,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cal_skew",
     *(f"ref_{r}_residual_hu" for r in REFERENCES),  # calibrated measured HU minus expected HU
     *(f"ref_{r}_used" for r in REFERENCES),
+    # Calibrated aortic blood minus unenhanced blood, also when the fit left the blood out as
+    # enhanced: how much iodine there is, so the model can scale the marrow's iodine correction
+    # (the plain estimate only flags contrast). 0 when no aortic ROI was found.
+    "blood_enhancement_hu",
     "cal_slope",
     "cal_intercept",
     "cal_residual_hu",
@@ -105,6 +109,11 @@ def level_features(inp: LevelInput) -> np.ndarray:
             residuals.append(0.0)
         used.append(1.0 if ok else 0.0)
 
+    blood = refs.get("blood") or {}
+    enhancement = 0.0
+    if blood.get("measured_hu") is not None and blood.get("expected_hu") is not None:
+        enhancement = slope * float(blood["measured_hu"]) + intercept - float(blood["expected_hu"])
+
     noise = inp.noise_sd_hu if inp.noise_sd_hu is not None else reference_noise_sd(cal)
     if noise is None:
         noise = roi_noise_sd(inp.roi_hu)
@@ -121,6 +130,7 @@ def level_features(inp: LevelInput) -> np.ndarray:
         skew,
         *residuals,
         *used,
+        enhancement,
         slope,
         intercept,
         float(cal.residual_hu) if cal.residual_hu is not None else 0.0,

@@ -48,6 +48,9 @@ def add_arguments(p) -> None:
                         "instead of the current code's; phantoms not cached under it are skipped")
     p.add_argument("--masks", choices=["pipeline", "truth"], default="pipeline",
                    help="ROIs from the real segmenter (default) or the phantom's own masks")
+    p.add_argument("--grids", choices=["varied", "fixed"], default="varied",
+                   help="voxel grid per phantom drawn from 1-2 mm in-plane x 1-3 mm slices (default) or "
+                        "the one small grid; kVp and dose are cycled over the seeds either way")
 
 
 def split_by_seed(seeds: np.ndarray, rng_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,7 +198,7 @@ def main(args) -> int:
     t0 = time.perf_counter()
     cmd = (f"osteoai train-vbmd --out {args.out} --n-phantoms {args.n_phantoms} --seed {args.seed} "
            f"--epochs {args.epochs} --hidden {args.hidden} --dropout {args.dropout} --lr {args.lr} "
-           f"--masks {args.masks}")
+           f"--masks {args.masks} --grids {args.grids}")
     if args.cache_fingerprint:
         cmd += f" --cache-fingerprint {args.cache_fingerprint}"
     log(f"# {cmd}")
@@ -207,7 +210,8 @@ def main(args) -> int:
     fingerprint = args.cache_fingerprint or dataset.stage_fingerprint()
     if args.cache_fingerprint:
         log(f"rows from the cache of stage code {fingerprint} (current code: {dataset.stage_fingerprint()})")
-    tab = dataset.build_table(seeds, args.cache, masks=args.masks, log=log, fingerprint=args.cache_fingerprint)
+    tab = dataset.build_table(seeds, args.cache, masks=args.masks, log=log, fingerprint=args.cache_fingerprint,
+                              grids=args.grids)
     X, y = tab["X"], tab["y"]
     if y.size < 20:
         raise SystemExit(f"only {y.size} level rows: too few to train")
@@ -280,7 +284,10 @@ def main(args) -> int:
             "stage_code_fingerprint": fingerprint,
             "n_rows": {"train": int(tr.sum()), "calibration": int(ca.sum()), "test": int(te.sum())},
             "ranges": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.RANGES.items()},
-            "grid": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.SMALL_GRID.items()},
+            "grid": ({k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.GRID_RANGES.items()}
+                     if args.grids == "varied" else
+                     {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.SMALL_GRID.items()}),
+            "grids": args.grids,
             "epochs": args.epochs,
             "lr": args.lr,
             "dropout": args.dropout,
@@ -304,6 +311,18 @@ def model_card(meta: dict) -> str:
     stages = ("the phantom's own vertebra masks (not the segmenter), roi.py ROI placement, internal calibration"
               if t["masks"] == "truth" else "classical segmentation, roi.py ROI placement, internal calibration")
     kv = ", ".join(f"{k} kVp {v['plain']:+.2f} / {v['ai']:+.2f}" for k, v in te["bias_by_kvp"].items())
+    g = t["grid"]
+    if t.get("grids") == "varied":
+        grid = (f"one voxel grid per phantom, in-plane {g['pixel_mm'][0]:g}-{g['pixel_mm'][1]:g} mm and slices "
+                f"{g['slice_mm'][0]:g}-{g['slice_mm'][1]:g} mm, field of view {g['fov_mm']:g} mm")
+        grid_limit = (f"Voxel sizes outside {g['pixel_mm'][0]:g}-{g['pixel_mm'][1]:g} mm in-plane or "
+                      f"{g['slice_mm'][0]:g}-{g['slice_mm'][1]:g} mm slices (e.g. 0.7 mm reconstructions) were "
+                      "not seen in training; the domain check (range plus 25%) lets the model extrapolate a little "
+                      "beyond them, e.g. to 0.7 mm pixels.")
+    else:
+        grid = f"grid {g}"
+        grid_limit = ("Trained on one grid: voxel size is not an input it has learned; other voxel sizes are "
+                      "judged by the other features' ranges.")
     return f"""# {meta['name']} {meta['version']} — AI vBMD estimator (model card)
 
 **What it does.** For one vertebral level it maps features of the trabecular ROI, after the scan's
@@ -317,12 +336,13 @@ applied to its output.
 
 **Inputs** ({len(meta['features'])} features, `OsteoAILib/vbmd_model/features.py`): calibrated ROI HU
 mean, median, SD, quantiles and skew; the plain calibrated-HU vBMD; residuals of the reference tissues
-(air, fat, muscle, blood) after calibration and whether each was used; calibration slope, intercept and
-fit residual; kVp; noise SD; slice thickness; pixel size; ROI volume; age when known.
+(air, fat, muscle, blood) after calibration and whether each was used; the calibrated aortic blood
+enhancement (also when the fit left an enhanced aorta out: the size of the contrast correction);
+calibration slope, intercept and fit residual; kVp; noise SD; slice thickness; pixel size; ROI volume;
+age when known.
 All HU features are taken after calibration, so a linear change of the scanner's HU scale leaves them
 unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight,
-nor are features that were constant in training (the voxel size: one training grid)
-(`normalisation.ignored` in model.json).
+nor are features that were constant in training (`normalisation.ignored` in model.json).
 
 **Architecture.** MLP {meta['architecture']['layers']} with SiLU and dropout, beta-NLL (Gaussian), early stopping;
 the interval multiplier k = {meta['interval_k']:.3f} is set by split-conformal calibration on held-out
@@ -330,12 +350,13 @@ phantoms. Weights `{meta['weights_file']}` (numpy npz, sha256 in `model.json`, c
 Inference is numpy only.
 
 **Training data.** {t['n_phantoms']} digital phantoms (`OsteoAILib.phantom`, seeds {t['phantom_seeds'][0]}–
-{t['phantom_seeds'][1]}), grid {t['grid']}, processed by the real stages: {stages}
+{t['phantom_seeds'][1]}), {grid}, processed by the real stages: {stages}
 (stage code fingerprint `{t.get('stage_code_fingerprint')}`). Ranges: kVp {r['kvp']}; dose {r['dose']}; age
 {r['age_years']} (marrow fat: the phantom's age mean plus its seeded jitter); scanner HU scale
 {r['hu_scale']} and offset {r['hu_offset']}; beam hardening {r['beam_hardening']}; contrast in
 {r['contrast_probability']:.0%}; vBMD {r['vbmd_mg_cm3']} mg/cm3; age given to the model for
-{r['age_known_probability']:.0%} of phantoms. Rows: {t['n_rows']}.
+{r['age_known_probability']:.0%} of phantoms. kVp and dose are cycled over the seeds (every kVp x dose
+cell equally often). Rows: {t['n_rows']}.
 
 **Results on held-out test phantoms** (n = {te['n_levels']} levels):
 
@@ -354,8 +375,7 @@ Bias by kVp (plain / AI): {kv}.
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
 CT: without the age, the model corrects only for the average fat of its training population.
-Trained on one grid (1.5 x 1.5 x 2 mm): voxel size is not an input it has learned; finer scans
-are judged by the other features' ranges. Outside its training domain (`domain` in model.json:
+{grid_limit} Outside its training domain (`domain` in model.json:
 each used feature's training range plus 25%)
 or with a calibration other than `internal`, the pipeline falls back to the plain calibrated-HU
 estimate; on real scans, whose texture and noise differ from the phantom's, expect that often.
