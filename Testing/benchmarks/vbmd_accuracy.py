@@ -29,12 +29,16 @@ FIRST_SEED = 900000
 LINEAR_CHANGES = ((0.9, -30.0), (1.1, 30.0))
 
 
-def held_back_params(i: int) -> dict:
-    from OsteoAILib.vbmd_model.dataset import sample_params
+def held_back_params(i: int, grids: str = "fixed") -> dict:
+    """Phantom ``i`` of the benchmark; ``grids="varied"`` draws its voxel grid as training does
+    (1-2 mm in-plane, 1-3 mm slices), everything else unchanged."""
+    from OsteoAILib.vbmd_model.dataset import sample_grid, sample_params
 
     p = sample_params(FIRST_SEED + i)
     p["kvp"] = KVPS[i % len(KVPS)]
     p["dose"] = DOSES[(i // len(KVPS)) % len(DOSES)]
+    if grids == "varied":
+        p.update(sample_grid(FIRST_SEED + i))
     return p
 
 
@@ -106,18 +110,21 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=36, help="held-back phantoms (>= 30 for the issue's numbers)")
     ap.add_argument("--masks", choices=["pipeline", "truth"], default="pipeline")
     ap.add_argument("--model", default=None, help="model folder (default models/vbmd-mlp)")
+    ap.add_argument("--grids", choices=["fixed", "varied"], default="fixed",
+                    help="voxel grid: the small 1.5 x 1.5 x 2 mm one (default) or one per phantom drawn "
+                         "from 1-2 mm in-plane x 1-3 mm slices")
     ap.add_argument("--invariance-n", type=int, default=None, help="phantoms re-measured for invariance "
                     "(default: all)")
     args = ap.parse_args()
     model = load_model(args.model)
     print(f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {FIRST_SEED}; "
-          f"masks: {args.masks}")
+          f"masks: {args.masks}; grids: {args.grids}")
     rows = []  # (seed, kvp, dose, label, truth, plain, ai, lo, hi, age known, contrast, marrow-fat error)
     inv = []  # (seed, label, a, b, rel change plain %, rel change ai %)
     n_inv = args.n if args.invariance_n is None else args.invariance_n
     t0 = time.perf_counter()
     for i in range(args.n):
-        p = held_back_params(i)
+        p = held_back_params(i, args.grids)
         ph = make_phantom(_phantom_params(p))
         truth = truth_by_label(ph)
         vol = scan_volume(ph, p)  # without the age tag for the phantoms whose age is "unknown"
@@ -142,7 +149,8 @@ def main() -> int:
                                     100 * (est2[lab][1] - ai) / ai))
         errs = [r[6] - r[4] for r in rows if r[0] == p["seed"]]
         perrs = [r[5] - r[4] for r in rows if r[0] == p["seed"]]
-        print(f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} levels {len(errs)}  "
+        grid = "" if args.grids == "fixed" else f"{p['spacing'][0]:.2f}x{p['spacing'][2]:.2f} mm  "
+        print(f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} {grid}levels {len(errs)}  "
               f"MAE plain {np.mean(np.abs(perrs)) if perrs else float('nan'):5.2f}  "
               f"AI {np.mean(np.abs(errs)) if errs else float('nan'):5.2f}   [{time.perf_counter() - t0:.0f} s]",
               flush=True)

@@ -19,7 +19,7 @@ from . import model as mlp
 from .features import FEATURE_NAMES, LevelInput, level_features, reference_noise_sd
 
 MODEL_NAME = "vbmd-mlp"
-MODEL_VERSION = "1.0"
+MODEL_VERSION = "2.0"  # 2.0: 31 features (blood enhancement), trained on varied grids
 MODEL_FORMAT = "osteoai/vbmd-mlp/v1"
 ENV_VAR = "OSTEOAI_VBMD_MODEL"
 DEFAULT_DIR = Path(__file__).resolve().parents[3] / "models" / MODEL_NAME
