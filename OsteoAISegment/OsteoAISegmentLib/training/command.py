@@ -1,6 +1,7 @@
 """``osteoai train-segmenter``: prepare training samples and train the vertebra model.
 
     osteoai train-segmenter prepare-real --data ../shared/data --out .data/seg
+    osteoai train-segmenter prepare-pseudo --data ../shared/data --out .data/seg   # classical labels, unlabelled CTs
     osteoai train-segmenter prepare-phantoms --seeds 0-199 --out .data/seg [--workers 8]
     osteoai train-segmenter train --samples .data/seg --real ts-abdomen-3mm,... --out models/vertebra-seg/model.pt
     osteoai train-segmenter card --weights models/vertebra-seg/model.pt   # write model.json (sha256 ...)
@@ -31,13 +32,18 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["prepare-real", "prepare-phantoms", "train", "card"])
+    p.add_argument("action", choices=["prepare-real", "prepare-pseudo", "prepare-phantoms", "train", "card"])
     p.add_argument("--data", default=None, help="folder of the labelled real CTs (default ../shared/data)")
     p.add_argument("--out", default=None, help="output folder (prepare-*) or weights file (train)")
     p.add_argument("--samples", default=".data/seg", help="folder of prepared .npz samples (train)")
     p.add_argument("--seeds", default="0-159", help="phantom seeds, e.g. 0-159 (prepare-phantoms)")
     p.add_argument("--workers", type=int, default=1, help="processes for prepare-phantoms")
     p.add_argument("--real", default="", help="comma-separated real volumes to train on (train)")
+    p.add_argument("--pseudo", default="all",
+                   help="comma-separated pseudo-labelled volumes to train on, 'all' or 'none' (train); "
+                        "volumes to prepare (prepare-pseudo, default all)")
+    p.add_argument("--p-pseudo", type=float, default=0.25, help="share of patches from pseudo-labelled volumes")
+    p.add_argument("--pseudo-weight", type=float, default=0.5, help="loss weight of pseudo-labelled patches")
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=1e9, help="wall-clock budget; the LR schedule ends with it")
     p.add_argument("--batch", type=int, default=4)
@@ -70,6 +76,18 @@ def main(args) -> int:
         for p in prepare_real(root, Path(args.out or ".data/seg")):
             print(p)
         return 0
+    if args.action == "prepare-pseudo":
+        from .dataset import prepare_pseudo
+
+        root = Path(args.data or Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
+        if not root.is_dir():
+            raise InputError(f"real data folder not found: {root}")
+        names = None if args.pseudo in ("", "all") else [n for n in args.pseudo.split(",") if n]
+        try:
+            prepare_pseudo(root, Path(args.out or ".data/seg"), names, log=lambda m: print(m, flush=True))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        return 0
     if args.action == "prepare-phantoms":
         out = Path(args.out or ".data/seg")
         out.mkdir(parents=True, exist_ok=True)
@@ -89,8 +107,10 @@ def main(args) -> int:
 
         out = Path(args.out or "models/vertebra-seg/model.pt")
         real = [r for r in args.real.split(",") if r]
+        pseudo = args.pseudo if args.pseudo in ("all", "none", "") else [n for n in args.pseudo.split(",") if n]
         train(Path(args.samples), out, real, iters=args.iters, minutes=args.minutes, batch=args.batch,
               lr=args.lr, seed=args.seed, p_real=args.p_real, device=args.device,
+              pseudo=pseudo, p_pseudo=args.p_pseudo, pseudo_weight=args.pseudo_weight,
               config={"init_filters": args.init_filters},
               init=Path(args.init) if args.init else None,
               log=lambda m: print(m, flush=True))

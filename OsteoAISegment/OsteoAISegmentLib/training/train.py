@@ -107,17 +107,29 @@ def augment(img, sem, lvl, gen):
             img[b] = F.interpolate(x, size=(d, *x.shape[3:]), mode="trilinear", align_corners=False)[0, 0]
         elif r < 0.4:
             img[b] = F.avg_pool3d(img[b][None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    # bone contrast: real trabecular bone (osteoporotic, fatty marrow) is often fainter than the
+    # phantoms'; scaling what lies above soft tissue keeps the network off exact bone HU
+    g_bone = u(0.6, 1.25)[:, None, None, None]
+    pivot = 0.1  # ~100 HU
+    img = torch.where(img > pivot, pivot + (img - pivot) * g_bone, img)
     gain = u(0.9, 1.1)[:, None, None, None]
     off = u(-0.05, 0.05)[:, None, None, None]
-    sigma = u(0.0, 0.05)[:, None, None, None]
+    sigma = u(0.0, 0.06)[:, None, None, None]
     img = (img + 1) * gain - 1 + off
-    img = img + torch.randn(img.shape, device=dev, generator=gen) * sigma
+    noise = torch.randn(img.shape, device=dev, generator=gen)
+    # real CT noise is spatially correlated (reconstruction kernel): half the batch gets blotchy noise
+    smooth = F.avg_pool3d(noise[:, None], 3, stride=1, padding=1)[:, 0] * 5.2  # back to unit std
+    pick = (torch.rand(B, device=dev, generator=gen) < 0.5)[:, None, None, None]
+    img = img + torch.where(pick, smooth, noise) * sigma
     return img, sem, lvl
 
 
-def losses(logits, sem, lvl):
+def losses(logits, sem, lvl, weight=None):
+    """weight: (B,) per-sample loss weight (pseudo-labelled patches count less)."""
     sem = sem.long()
     lvl = lvl.long()
+    B = sem.shape[0]
+    sw = (torch.ones(B, device=sem.device) if weight is None else weight.float())[:, None, None, None]
     sl = logits[:, :N_SEM].float()
     logp = F.log_softmax(sl, dim=1)
     valid = sem < N_SEM
@@ -125,27 +137,37 @@ def losses(logits, sem, lvl):
     nll = -logp.gather(1, tgt[:, None])[:, 0]
     # background is ~97% of a patch: down-weight it so the thin classes (posterior elements, discs,
     # ribs) are not drowned
+    # sample weights scale the sums but not the normalisers: a pseudo-labelled patch counts less
     w = torch.where(tgt == 0, 0.25, 1.0) * valid
-    ce = (nll * w).sum() / w.sum().clamp(min=1)
+    ce = (nll * w * sw).sum() / w.sum().clamp(min=1)
     anyv = sem == VERT_ANY
-    any_loss = (-(torch.logsumexp(logp[:, 1:3], dim=1)) * anyv).sum() / anyv.sum().clamp(min=1)
+    any_loss = (-(torch.logsumexp(logp[:, 1:3], dim=1)) * anyv * sw).sum() / anyv.sum().clamp(min=1)
     p = logp.exp()
-    oh = F.one_hot(tgt, N_SEM).permute(0, 4, 1, 2, 3).float() * valid[:, None]
-    pv = p * valid[:, None]
+    vw = valid[:, None] * sw[:, None]
+    oh = F.one_hot(tgt, N_SEM).permute(0, 4, 1, 2, 3).float() * vw
+    pv = p * vw
     inter = (pv * oh).sum(dim=(0, 2, 3, 4))[1:]
     den = (pv + oh).sum(dim=(0, 2, 3, 4))[1:]
     present = oh.sum(dim=(0, 2, 3, 4))[1:] > 0
     dsc = (2 * inter + 1) / (den + 1)
     dice = 1 - (dsc[present].mean() if present.any() else dsc.mean())
     ll = logits[:, N_SEM:].float()
-    lvl_ce = F.cross_entropy(ll, lvl, ignore_index=IGNORE) if (lvl != IGNORE).any() else ll.sum() * 0
+    lv = lvl != IGNORE
+    if lv.any():
+        lnll = F.cross_entropy(ll, torch.where(lv, lvl, torch.zeros_like(lvl)), reduction="none")
+        lvl_ce = (lnll * lv * sw).sum() / lv.sum().clamp(min=1)
+    else:
+        lvl_ce = ll.sum() * 0
     total = ce + dice + 0.5 * any_loss + 0.5 * lvl_ce
     return total, {k: float(v.detach()) for k, v in (("ce", ce), ("dice", dice), ("any", any_loss), ("lvl", lvl_ce))}
 
 
 def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 3000, minutes: float = 1e9,
           batch: int = 4, patch=(128, 112, 128), lr: float = 2e-3, seed: int = 0, device: str = "cuda",
-          p_real: float = 0.35, config: dict | None = None, init: Path | None = None, log=print) -> dict:
+          p_real: float = 0.35, config: dict | None = None, init: Path | None = None, log=print,
+          pseudo="all", p_pseudo: float = 0.25, pseudo_weight: float = 0.5) -> dict:
+    """pseudo: 'all', 'none' or a list of names of ``pseudo_<name>.npz`` samples (classical labels
+    on unlabelled real CTs), drawn with probability ``p_pseudo`` and weighted ``pseudo_weight``."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     gen = torch.Generator(device=device)
@@ -156,11 +178,21 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
     for p in real_paths:
         if not p.exists():
             raise FileNotFoundError(p)
+    if pseudo == "all":
+        ps_paths = sorted(data_dir.glob("pseudo_*.npz"))
+    elif pseudo in ("none", "", None):
+        ps_paths = []
+    else:
+        ps_paths = [data_dir / f"pseudo_{n}.npz" for n in pseudo]
+    for p in real_paths + ps_paths:
+        if not p.exists():
+            raise FileNotFoundError(p)
     phantoms = Pool(ph_paths, device, rng)
     reals = Pool(real_paths, device, rng)
-    if not len(phantoms) and not len(reals):
+    pseudos = Pool(ps_paths, device, rng)
+    if not len(phantoms) and not len(reals) and not len(pseudos):
         raise FileNotFoundError(f"no training samples in {data_dir}")
-    log(f"samples: {len(phantoms)} phantoms, real: {real_names}")
+    log(f"samples: {len(phantoms)} phantoms, real: {real_names}, pseudo: {[p.stem for p in ps_paths]}")
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     net = build_network(cfg)
     if init:  # continue from earlier weights (a second, shorter run)
@@ -178,10 +210,17 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
             break
         for g in opt.param_groups:
             g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (it + 1) / 100)
-        items = []
+        items, wts = [], []
         for _ in range(batch):
-            pool = reals if (len(reals) and (not len(phantoms) or rng.random() < p_real)) else phantoms
+            r = rng.random()
+            if len(reals) and (r < p_real or not (len(phantoms) or len(pseudos))):
+                pool, wt = reals, 1.0
+            elif len(pseudos) and (r < p_real + p_pseudo or not len(phantoms)):
+                pool, wt = pseudos, pseudo_weight
+            else:
+                pool, wt = phantoms, 1.0
             items.append(pool.items[rng.integers(len(pool))])
+            wts.append(wt)
         crops = [crop(x, patch, rng) for x in items]
         img = torch.stack([c[0] for c in crops])
         sem = torch.stack([c[1] for c in crops])
@@ -189,7 +228,7 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
         img, sem, lvl = augment(img, sem, lvl, gen)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             logits = net(img[:, None])
-        loss, parts = losses(logits, sem, lvl)
+        loss, parts = losses(logits, sem, lvl, torch.tensor(wts, device=img.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -204,7 +243,9 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, out_path)
     info = {"iterations": it, "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(hist[-50:])),
-            "phantoms": len(phantoms), "real": real_names, "batch": batch, "patch": list(patch), "lr": lr,
+            "phantoms": len(phantoms), "real": real_names, "pseudo": [p.stem for p in ps_paths],
+            "p_real": p_real, "p_pseudo": p_pseudo if len(pseudos) else 0.0, "pseudo_weight": pseudo_weight,
+            "batch": batch, "patch": list(patch), "lr": lr,
             "seed": seed, "network": cfg, "init": str(init) if init else None}
     out_path.with_suffix(".train.json").write_text(json.dumps(info, indent=2))
     log(f"saved {out_path} after {it} iterations, {info['seconds']} s")
