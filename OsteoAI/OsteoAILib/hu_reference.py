@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 
 FAT_HU = -100.0  # nominal fat peak (120 kVp)
 SOFT_HU = 45.0  # nominal muscle peak
+AIR_HU = -1000.0
 SCALE_RANGE = (0.75, 1.35)  # beyond this the peaks were misread: the map is clipped
 OFFSET_RANGE = (-80.0, 80.0)
 _MIN_SPREAD = 90.0  # fat and muscle are never closer than this (HU) on any CT
@@ -27,6 +28,7 @@ class HuReference:
     soft: float  # soft-tissue (muscle) peak in the scan's HU (nan: not found)
     scale: float  # scan HU = scale * nominal HU + offset
     offset: float
+    air: float = float("nan")  # outside-air peak in the scan's HU (nan: not in view)
 
     @property
     def found(self) -> bool:
@@ -37,7 +39,8 @@ class HuReference:
         return (x - self.offset) / self.scale
 
     def as_dict(self) -> dict:
-        return {"fat_hu": _r(self.fat), "soft_tissue_hu": _r(self.soft), "scale": round(self.scale, 4),
+        return {"fat_hu": _r(self.fat), "soft_tissue_hu": _r(self.soft), "air_hu": _r(self.air),
+                "scale": round(self.scale, 4),
                 "offset_hu": round(self.offset, 2)}
 
 
@@ -65,13 +68,17 @@ def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 6) -> float:
 
 
 def estimate(values: np.ndarray) -> HuReference:
-    """Fat and soft-tissue peaks of ``values`` (a smoothed ~2 mm grid of the body; any shape).
+    """Fat, soft-tissue and outside-air peaks of ``values`` (a smoothed ~2 mm grid; 3D k/j/i).
 
-    Fat: the main peak below the soft tissues. Soft tissue: the lowest clear peak 90-300 HU above
-    fat; contrast-enhanced organs and vessels make higher peaks, often taller than the muscle's.
-    A peak that cannot be found leaves the nominal map (scale 1, offset 0).
+    Fat: the main peak below the soft tissues; it sets the offset. The scale comes from the
+    fat-to-air spread where the air around the patient is in view (900 HU: a long lever, and the
+    same on every body), else from the fat-to-muscle spread (muscle: the lowest clear peak 90-300
+    HU above fat; enhanced organs and vessels make higher peaks, often taller than the muscle's;
+    fatty muscle reads low, so this is the less precise of the two). A peak that cannot be found
+    leaves the nominal map (scale 1, offset 0).
     """
-    v = np.asarray(values, np.float32).ravel()
+    arr = np.asarray(values, np.float32)
+    v = arr.ravel()
     v = v[(v > -450) & (v < 450)]
     if len(v) < 1000:
         return IDENTITY
@@ -88,18 +95,59 @@ def estimate(values: np.ndarray) -> HuReference:
         return IDENTITY
     f0 = float(c[fat_c[np.argmax(hs[fat_c])]])
     soft_c = pk[(c[pk] >= f0 + _MIN_SPREAD) & (c[pk] <= f0 + 300)]
-    if len(soft_c) == 0:
+    s0 = float("nan")
+    if len(soft_c):
+        tallest = hs[soft_c].max()
+        s0 = float(c[soft_c[hs[soft_c] >= 0.3 * tallest][0]])
+        for _ in range(2):
+            half = 0.2 * (s0 - f0)
+            f0, s0 = _mean_shift(v, f0, half), _mean_shift(v, s0, half)
+        if not s0 - f0 >= _MIN_SPREAD * 0.8:
+            s0 = float("nan")
+    else:
+        f0 = _mean_shift(v, f0, 30.0)
+    air = _outside_air(arr, f0) if arr.ndim == 3 else float("nan")
+    if np.isfinite(air):
+        scale = (f0 - air) / (FAT_HU - AIR_HU)
+    elif np.isfinite(s0):
+        scale = (s0 - f0) / (SOFT_HU - FAT_HU)
+    else:
         return IDENTITY
-    tallest = hs[soft_c].max()
-    s0 = float(c[soft_c[hs[soft_c] >= 0.3 * tallest][0]])
-    for _ in range(2):
-        half = 0.2 * (s0 - f0)
-        f0, s0 = _mean_shift(v, f0, half), _mean_shift(v, s0, half)
-    if not s0 - f0 >= _MIN_SPREAD * 0.8:
-        return IDENTITY
-    scale = float(np.clip((s0 - f0) / (SOFT_HU - FAT_HU), *SCALE_RANGE))
+    scale = float(np.clip(scale, *SCALE_RANGE))
     offset = float(np.clip(f0 - scale * FAT_HU, *OFFSET_RANGE))
-    return HuReference(f0, s0, scale, offset)
+    return HuReference(f0, s0, scale, offset, air)
+
+
+def _outside_air(arr: np.ndarray, fat: float) -> float:
+    """Mode of the air around the patient: dark voxels connected to the in-plane edges of the
+    image, when there are enough and they are uniform (lungs cut by a tight field of view are
+    textured and read ~150 HU above air); nan otherwise."""
+    if min(arr.shape) < 5:
+        return float("nan")
+    arr = arr[1:-1, 1:-1, 1:-1]  # a resampled grid's last layer may hold its fill value
+    dark = arr < fat - 450
+    seed = np.zeros_like(dark)
+    seed[:, [0, -1], :] = True
+    seed[:, :, [0, -1]] = True
+    lab, n = ndi.label(dark)
+    if n == 0:
+        return float("nan")
+    ids = np.unique(lab[seed & dark])
+    ids = ids[ids > 0]
+    if len(ids) == 0:
+        return float("nan")
+    vals = arr[np.isin(lab, ids)]
+    vals = vals[vals > -1500]  # outside the reconstruction circle
+    if len(vals) < max(1000, 0.01 * arr.size):
+        return float("nan")
+    med = float(np.median(vals))
+    mode = _mean_shift(vals, med, 60.0)
+    mad = float(np.median(np.abs(vals - mode)))
+    # air outside the patient is uniform (MAD ~10-18 HU on real ~2 mm grids); a lung cut by the
+    # field of view is textured (MAD ~35) and ~150 HU denser
+    if mad > 25 or fat - mode < 550:
+        return float("nan")
+    return mode
 
 
 def estimate_volume(array: np.ndarray, spacing, ws: float = 2.0) -> HuReference:

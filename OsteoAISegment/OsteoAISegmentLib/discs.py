@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 BODY_HU = 100.0
 
 
+
 def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> dict:
     """Per slice of the canal range: posterior/anterior body wall j and body centre (j, i)."""
     sm = ndi.gaussian_filter(work, 0.7)
@@ -95,6 +96,17 @@ def _neck(sl: np.ndarray, p: int, a: int, i: int, ws: float, default: int) -> in
     widths = widths[::-1]  # posterior -> anterior
     best = 0.0
     start = int(12 / ws)  # the body is at least this deep
+    # the body's own width, read a few mm in front of its posterior wall (behind it the pedicles
+    # widen the row); a dense row far wider than that further forward is an enhanced organ (the
+    # liver, at low kVp as dense as bone) touching the body's front
+    ref = widths[int(4 / ws) : start + 1]
+    ref = ref[ref > 0]
+    if len(ref) >= 2 and np.median(ref) > 20:
+        ref_w = float(np.median(ref))
+        wide = np.nonzero(widths[start:] > 1.6 * ref_w)[0]
+        if len(wide):
+            default = max(default, p - (start + int(wide[0])) + 1)
+            widths[start + int(wide[0]) :] = 0.0
     for r, w in enumerate(widths):
         best = max(best, w)
         if r >= start and best > 20 and w < 0.6 * best:
@@ -106,7 +118,14 @@ def _neck(sl: np.ndarray, p: int, a: int, i: int, ws: float, default: int) -> in
             col = sl[:, max(0, i - 1) : i + 2].mean(1)
             front = float(np.median(col[default:neck])) if neck > default else 0.0
             body = float(np.median(col[neck : p + 1]))
-            return neck if front > 1.3 * body + 50 else default
+            if front > 1.3 * body + 50:
+                return neck
+            # an enhanced vessel as dense as the body (low kVp, dense bone): a round structure
+            # narrower than the body and deeper than a cortex in front of the neck
+            fr = widths[r + int(np.argmin(seg)):]
+            if (neck - default) * ws >= 10 and len(fr) and fr.max() < 0.75 * best and front > 150:
+                return neck
+            return default
     return default
 
 
@@ -201,12 +220,18 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
             score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
     depth = np.asarray(depth_mm, float)
     # thoracic bodies are deeper than tall (pitch ~0.85 depth), lumbar ones not (~1.1 depth)
+    # a depth misread at one body (osteoporotic, or a vessel in front) must not bend the pitch
+    # locally: only its trend along the spine counts
+    depth = ndi.gaussian_filter1d(depth, 40.0 / ws, mode="nearest") if len(depth) > 3 else depth
     pitch = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
+    # body proportions vary (and depth can be misread): the period of the profile's own peaks,
+    # where it shows one, rescales the depth-based pitch
+    pitch = pitch * _comb_ratio(cand, value, pitch, len(score))
     chosen = _best_chain(cand, value, pitch)
-    for _ in range(2):  # let the data correct the depth-based pitch (bounded)
+    for _ in range(2):  # let the chosen discs correct the pitch (bounded)
         if len(chosen) < 3:
             break
         ratio = np.median(np.diff(chosen) / pitch[(np.array(chosen[:-1]) + np.array(chosen[1:])) // 2])
@@ -214,6 +239,55 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
         chosen = _best_chain(cand, value, pitch)
     peaks = _fill_gaps(chosen, score, pitch)
     return peaks, score, pitch
+
+
+def _comb_ratio(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, n: int, cost: float = 0.3) -> float:
+    """Factor (0.76-1.5) on ``pitch`` whose comb of teeth best fits the candidate discs.
+
+    Teeth step by the (scaled) local pitch from an anchor candidate in both directions; each
+    tooth earns its best candidate within 20% of a pitch, minus ``cost``: a comb of half the
+    period then pays for empty teeth, one of twice the period misses good discs.
+    """
+    if len(cand) < 3:
+        return 1.0
+    best, best_s, best_c0 = -np.inf, 1.0, cand[0]
+    near1 = (-np.inf, 1.0, cand[0])
+    for s in np.arange(0.76, 1.501, 0.02):
+        for c0 in cand:
+            total = 0.0
+            for direction in (1, -1):
+                x = float(c0) if direction > 0 else float(c0) - s * pitch[int(c0)]
+                while 0 <= x <= n - 1:
+                    p = s * pitch[int(round(x))]
+                    near = np.abs(cand - x) <= 0.2 * p
+                    total += (value[near].max() if near.any() else 0.0) - cost
+                    x += direction * p
+            # the depth-based pitch is a prior: far from it, a comb must fit clearly better
+            total -= 0.5 * np.log(s) ** 2 * n / float(np.median(pitch))
+            if total > best + 1e-9:
+                best, best_s, best_c0 = total, s, c0
+            if abs(np.log(s)) <= 0.1 and total > near1[0] + 1e-9:
+                near1 = (total, s, c0)
+    if best - near1[0] < 0.4:  # no clearly better period than the prior's
+        best, best_s, best_c0 = near1
+    if best_s * 2 <= 1.6 + 1e-6:
+        # a comb at half the period also fits where the mid-bodies read a little dark: then its
+        # teeth alternate between strong (discs) and weak (mid-bodies)
+        teeth = [[], []]
+        for direction in (1, -1):
+            x, t = float(best_c0), 0
+            if direction < 0:
+                x, t = x - best_s * pitch[int(best_c0)], 1
+            while 0 <= x <= n - 1:
+                p = best_s * pitch[int(round(x))]
+                near = np.abs(cand - x) <= 0.2 * p
+                teeth[t % 2].append(value[near].max() if near.any() else 0.0)
+                x += direction * p
+                t += 1
+        m = [float(np.median(v)) if v else 0.0 for v in teeth]
+        if min(len(teeth[0]), len(teeth[1])) >= 3 and max(m) > 1.6 * min(m):
+            best_s *= 2
+    return float(best_s)
 
 
 def _local_maxima(x: np.ndarray, floor: float) -> np.ndarray:

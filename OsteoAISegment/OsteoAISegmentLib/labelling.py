@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 
 STRIP_MM = (44.0, 58.0)
 REACH_MM = 80.0
+RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
 T12, T1 = 19, 8
 
 
@@ -41,7 +42,14 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
     r = np.clip(np.arange(nk) - k0, 0, len(canal_ji) - 1)
     cj, ci = canal_ji[r, 0], canal_ji[r, 1]
     seg_k = _slice_segment(lab_w, bc, k0, ws)
-    bone = work > 150
+    bone = work > RIB_HU
+    # an enhanced solid organ (liver, spleen: up to ~200 HU at low kVp) can clear the bone
+    # threshold and swallow the ribs lying on it; ribs are thin, organs thick: drop what survives
+    # an opening by a ~12 mm ball
+    r = max(2, int(round(6.0 / ws)))
+    zz, yy, xx = np.ogrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    ball = zz * zz + yy * yy + xx * xx <= r * r
+    bone &= ~ndi.binary_opening(bone, structure=ball)
     J = np.arange(nj)[None, :, None]
     Ii = np.arange(ni)[None, None, :]
     ribs: list[dict] = []
