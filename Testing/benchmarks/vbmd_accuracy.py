@@ -29,16 +29,16 @@ FIRST_SEED = 900000
 LINEAR_CHANGES = ((0.9, -30.0), (1.1, 30.0))
 
 
-def held_back_params(i: int, grids: str = "fixed") -> dict:
+def held_back_params(i: int, grids: str = "fixed", first_seed: int = FIRST_SEED) -> dict:
     """Phantom ``i`` of the benchmark; ``grids="varied"`` draws its voxel grid as training does
     (1-2 mm in-plane, 1-3 mm slices), everything else unchanged."""
     from OsteoAILib.vbmd_model.dataset import sample_grid, sample_params
 
-    p = sample_params(FIRST_SEED + i)
+    p = sample_params(first_seed + i)
     p["kvp"] = KVPS[i % len(KVPS)]
     p["dose"] = DOSES[(i // len(KVPS)) % len(DOSES)]
     if grids == "varied":
-        p.update(sample_grid(FIRST_SEED + i))
+        p.update(sample_grid(first_seed + i))
     return p
 
 
@@ -110,6 +110,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=36, help="held-back phantoms (>= 30 for the issue's numbers)")
     ap.add_argument("--masks", choices=["pipeline", "truth"], default="pipeline")
     ap.add_argument("--model", default=None, help="model folder (default models/vbmd-mlp)")
+    ap.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                    help="first phantom seed (default 900000, the held-back set; another range never used in "
+                         "training, e.g. 800000, gives an independent validation set of the same design)")
     ap.add_argument("--grids", choices=["fixed", "varied"], default="fixed",
                     help="voxel grid: the small 1.5 x 1.5 x 2 mm one (default) or one per phantom drawn "
                          "from 1-2 mm in-plane x 1-3 mm slices")
@@ -117,14 +120,17 @@ def main() -> int:
                     "(default: all)")
     args = ap.parse_args()
     model = load_model(args.model)
-    print(f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {FIRST_SEED}; "
+    lo, hi = (model.meta.get("training") or {}).get("phantom_seeds", [0, -1])
+    if args.first_seed <= hi and lo <= args.first_seed + args.n - 1:
+        ap.error(f"seeds {args.first_seed}-{args.first_seed + args.n - 1} overlap the model's training seeds {lo}-{hi}")
+    print(f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {args.first_seed}; "
           f"masks: {args.masks}; grids: {args.grids}")
     rows = []  # (seed, kvp, dose, label, truth, plain, ai, lo, hi, age known, contrast, marrow-fat error)
     inv = []  # (seed, label, a, b, rel change plain %, rel change ai %)
     n_inv = args.n if args.invariance_n is None else args.invariance_n
     t0 = time.perf_counter()
     for i in range(args.n):
-        p = held_back_params(i, args.grids)
+        p = held_back_params(i, args.grids, args.first_seed)
         ph = make_phantom(_phantom_params(p))
         truth = truth_by_label(ph)
         vol = scan_volume(ph, p)  # without the age tag for the phantoms whose age is "unknown"
