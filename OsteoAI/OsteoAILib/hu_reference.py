@@ -70,7 +70,7 @@ def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 6) -> float:
 def estimate(values: np.ndarray) -> HuReference:
     """Fat, soft-tissue and outside-air peaks of ``values`` (a smoothed ~2 mm grid; 3D k/j/i).
 
-    Fat: the main peak below the soft tissues; it sets the offset. The scale comes from the
+    Fat: the lowest major peak; it sets the offset. The scale comes from the
     fat-to-air spread where the air around the patient is in view (900 HU: a long lever, and the
     same on every body), else from the fat-to-muscle spread (muscle: the lowest clear peak 90-300
     HU above fat; enhanced organs and vessels make higher peaks, often taller than the muscle's;
@@ -90,10 +90,12 @@ def estimate(values: np.ndarray) -> HuReference:
     hs = ndi.gaussian_filter1d(h.astype(float), 2.0)
     top = hs.max()
     pk = np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] > 0.08 * top))[0] + 1
-    fat_c = pk[(c[pk] > -330) & (c[pk] < -10)]
+    # fat: the lowest major peak (muscle at high kVp with a low HU scale reads near -20 HU, where
+    # a fixed fat window would take it)
+    fat_c = pk[(c[pk] > -330) & (c[pk] < 60) & (hs[pk] >= 0.25 * top)]
     if len(fat_c) == 0:
         return IDENTITY
-    f0 = float(c[fat_c[np.argmax(hs[fat_c])]])
+    f0 = float(c[fat_c[0]])
     soft_c = pk[(c[pk] >= f0 + _MIN_SPREAD) & (c[pk] <= f0 + 300)]
     s0 = float("nan")
     if len(soft_c):

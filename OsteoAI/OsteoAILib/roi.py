@@ -22,6 +22,7 @@ HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3 into the body) ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
 OUTLIER_K = 3.0
+CORTEX_K = 8.0  # a raw voxel this many robust SDs above the core's median is cortex, not marrow
 MERGED_RATIO = 1.4
 ENDPLATE_DELTA_HU = 250.0  # a layer this much denser than the ROI's median ...
 ENDPLATE_FRAC = 0.3  # ... over this share of a 1 mm layer is an endplate
@@ -367,7 +368,20 @@ def _drop_outliers(vol: Volume, core: np.ndarray, sl) -> np.ndarray:
     mad = 1.4826 * np.median(np.abs(v - med))
     if mad <= 0:
         return core
-    return core & (np.abs(img - med) <= OUTLIER_K * mad)
+    core = core & (np.abs(img - med) <= OUTLIER_K * mad)
+    # the median filter hides a thin cortex or endplate the core grazes (a body mask that
+    # overshoots its wall), yet one such voxel weighs like tens of trabecular ones: drop voxels far
+    # brighter than the core's own spread, with their partial-volume neighbours
+    raw = np.asarray(vol.array[sl], np.float32)
+    rv = raw[core]
+    if len(rv) < 20:
+        return core
+    rmed = float(np.median(rv))
+    rmad = 1.4826 * float(np.median(np.abs(rv - rmed)))
+    hot = raw > rmed + CORTEX_K * max(rmad, 1.0)
+    if hot.any():
+        core = core & ~ndi.binary_dilation(hot, iterations=1)
+    return core
 
 
 def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm: float = 2.0) -> RoiSet:

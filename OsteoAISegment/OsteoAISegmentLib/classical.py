@@ -25,6 +25,7 @@ VERSION = "0.1.0"
 WS = 2.0  # work grid spacing, mm
 FS = 1.0  # disc search grid spacing, mm
 THIN_DISC_PITCH_MM = 24.0  # vertebral pitch below which the discs are thin (thoracic)
+FRONT_MM = 2.0  # the body mask reaches this far in front of the anterior wall read on the centreline
 FINE_MAX_SLICE_MM = 1.5  # thinner slices resolve thoracic discs (~3 mm) that the 2 mm grid blurs away
 
 
@@ -211,7 +212,7 @@ def _split_box(work, canal_ji, k0, k1, bc, planes):
     lat = np.abs(Ii - ci[:, None, None]) * WS
     env = (J >= (aw - 4 / WS)[:, None, None]) & (J <= (cj + 50 / WS)[:, None, None])
     env = env & (lat <= 42) & inside_k[:, None, None]
-    ap_zone = (J <= pw[:, None, None] + 0.5) & (J >= (aw - 4 / WS)[:, None, None])
+    ap_zone = (J <= pw[:, None, None] + 0.5) & (J >= (aw - FRONT_MM / WS)[:, None, None])
     # lumbar bodies are ~1.5x as wide as deep; the ring must be closed before it is trimmed
     body_zone = ap_zone & (np.abs(Ii - bi[:, None, None]) <= (0.95 * depth)[:, None, None])
     ring_zone = (J <= pw[:, None, None] + 3 / WS) & (J >= (aw - 4 / WS)[:, None, None])

@@ -227,6 +227,10 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
+    # within an endplate's reach of the profile's ends one side of the test is missing (the
+    # filters repeat the edge value): such a minimum is weaker evidence
+    edge = max(2, int(round(6.0 / ws)))
+    value = np.where((cand < edge) | (cand > len(score) - 1 - edge), 0.5 * value, value)
     # body proportions vary (and depth can be misread): the period of the profile's own peaks,
     # where it shows one, rescales the depth-based pitch
     pitch = pitch * _comb_ratio(cand, value, pitch, len(score))
