@@ -151,10 +151,13 @@ def pseudo_truth(vol, vertebrae: np.ndarray, bodies: np.ndarray, qc: list[str]):
     if vert.any():
         box = ndimage.find_objects(vert.astype(np.int8))[0]  # the column's bounding box: fast
         vb = verse[box]
+        # at least one slice either side: with 4-5 mm slices the disc is a single slice given to
+        # one of its two vertebrae
+        reach = max(PSEUDO_DISC_MM, 1.01 * max(sp))
         near_other = np.zeros(vb.shape, bool)
         for v in np.unique(vb[vb > 0]):
             d = ndimage.distance_transform_edt(~((vb > 0) & (vb != v)), sampling=sp)
-            near_other |= (vb == v) & (d <= PSEUDO_DISC_MM)
+            near_other |= (vb == v) & (d <= reach)
         sem[box][near_other] = IGNORE
     if not levels_trusted(qc):
         verse = np.zeros_like(verse)

@@ -121,6 +121,20 @@ def augment(img, sem, lvl, gen):
     smooth = F.avg_pool3d(noise[:, None], 3, stride=1, padding=1)[:, 0] * 5.2  # back to unit std
     pick = (torch.rand(B, device=dev, generator=gen) < 0.5)[:, None, None, None]
     img = img + torch.where(pick, smooth, noise) * sigma
+    # tight fields of view (a lumbar crop ending behind the laminae): a quarter of the patches lose
+    # a slab on one side of j or i to the air padding that inference uses beyond the scan
+    D, H, W = img.shape[1:]
+    for b in range(B):
+        if float(torch.rand(1, device=dev, generator=gen)) >= 0.25:
+            continue
+        ax = 1 if float(torch.rand(1, device=dev, generator=gen)) < 0.5 else 2
+        n = (H, W)[ax - 1]
+        cut = int(n * (0.2 + 0.2 * float(torch.rand(1, device=dev, generator=gen))))
+        sl = [b, slice(None), slice(None), slice(None)]
+        sl[ax] = slice(0, cut) if float(torch.rand(1, device=dev, generator=gen)) < 0.5 else slice(n - cut, n)
+        img[tuple(sl)] = -1.0
+        sem[tuple(sl)] = IGNORE
+        lvl[tuple(sl)] = IGNORE
     return img, sem, lvl
 
 
