@@ -375,6 +375,8 @@ Bias by kVp (plain / AI): {kv}.
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
 CT: without the age, the model corrects only for the average fat of its training population.
+Its contrast correction is learned from phantoms whose marrow holds a fixed 1/16 of the aortic
+iodine; real marrow enhancement varies with the contrast phase and the patient.
 {grid_limit} Outside its training domain (`domain` in model.json:
 each used feature's training range plus 25%)
 or with a calibration other than `internal`, the pipeline falls back to the plain calibrated-HU
