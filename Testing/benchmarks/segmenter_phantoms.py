@@ -45,20 +45,23 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--spacing", default=None, help="override the phantom spacing, e.g. 1,1,5 (si,sj,sk mm)")
+    ap.add_argument("--grids", choices=["fixed", "varied"], default="fixed",
+                    help="as vbmd_accuracy.py: varied draws 1-2 mm in-plane, 1-3 mm slices per phantom")
     ap.add_argument("--no-invariance", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
     n_ok = n_lab = n_roi_bad = n_inv_bad = 0
     worst_inv = 1.0
     for i in range(args.first, args.first + args.n):
-        p = held_back_params(i)
+        p = held_back_params(i, args.grids)
         if args.spacing:
             sp = tuple(float(x) for x in args.spacing.split(","))
             p["spacing"] = sp
             p["matrix"] = int(round(192 * 1.5 / sp[0]))
         ph = make_phantom(_phantom_params(p))
         vol = ph.volume
-        head = f"seed {p['seed']} {p['kvp']:.0f}kVp {p['dose']:<8} CE={int(p['contrast'])} s={p['hu_scale']:.3f} " \
+        head = f"seed {p['seed']} {p['spacing'][0]:.2f}x{p['spacing'][2]:.2f}mm {p['kvp']:.0f}kVp {p['dose']:<8} " \
+               f"CE={int(p['contrast'])} s={p['hu_scale']:.3f} " \
                f"o={p['hu_offset']:+.0f} bh={p['beam_hardening']:.2f}"
         try:
             seg, rois = run_one(vol)
