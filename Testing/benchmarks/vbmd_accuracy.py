@@ -127,6 +127,7 @@ def main() -> int:
           f"masks: {args.masks}; grids: {args.grids}")
     rows = []  # (seed, kvp, dose, label, truth, plain, ai, lo, hi, age known, contrast, marrow-fat error)
     inv = []  # (seed, label, a, b, rel change plain %, rel change ai %)
+    inv_lost = []  # (seed, label or "all", a, b): measured on the scan as given, not after the rescale
     n_inv = args.n if args.invariance_n is None else args.invariance_n
     t0 = time.perf_counter()
     for i in range(args.n):
@@ -148,11 +149,18 @@ def main() -> int:
         if i < n_inv:
             for a, b in LINEAR_CHANGES:
                 vol2 = vol.with_array((a * vol.array.astype(np.float32) + b).astype(np.float32))
-                est2 = estimate(vol2, p, args.masks, ph, model)
+                try:
+                    est2 = estimate(vol2, p, args.masks, ph, model)
+                except Exception as e:  # noqa: BLE001 - a rescale that breaks a stage is an invariance failure
+                    print(f"  seed {p['seed']} a={a} b={b}: FAILED {type(e).__name__}: {e}")
+                    inv_lost.append((p["seed"], "all", a, b))
+                    continue
                 for lab, (plain, ai, _, _) in est.items():
                     if lab in est2:
                         inv.append((p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain,
                                     100 * (est2[lab][1] - ai) / ai))
+                    else:
+                        inv_lost.append((p["seed"], lab, a, b))
         errs = [r[6] - r[4] for r in rows if r[0] == p["seed"]]
         perrs = [r[5] - r[4] for r in rows if r[0] == p["seed"]]
         grid = "" if args.grids == "fixed" else f"{p['spacing'][0]:.2f}x{p['spacing'][2]:.2f} mm  "
@@ -231,6 +239,9 @@ def main() -> int:
         print(f"{'  mean |change| %':28}{ip.mean():>22.2f}{ia.mean():>12.2f}")
         print(f"{'  max |change| %':28}{ip.max():>22.2f}{ia.max():>12.2f}   <= 2")
         print(f"{'  levels over 2% (of n)':28}{int((ip > 2).sum()):>22d}{int((ia > 2).sum()):>12d}   of {len(inv)}")
+        print(f"{'  levels lost under a rescale':28}{len(inv_lost):>34d}   (should be 0)")
+        for r in inv_lost[:5]:
+            print(f"    seed {r[0]} level {r[1]} a={r[2]} b={r[3]}")
         w = inv[int(np.argmax(ia))]
         print(f"  worst AI change: seed {w[0]} label {w[1]}, a={w[2]}, b={w[3]}: plain {w[4]:+.2f}%, AI {w[5]:+.2f}%")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
