@@ -34,7 +34,7 @@ FLAGS: dict[str, tuple[bool, str]] = {
 }
 EXCLUDING = {c for c, (excl, _) in FLAGS.items() if excl}
 
-METAL_ABOVE_HU = 2500.0  # cortical bone stays below ~2000 HU; metal saturates near 3071
+METAL_ABOVE_HU = 3000.0  # cortical bone reaches ~2500 HU at 80 kVp (physics.hu); metal saturates near 3071
 METAL_MIN_MM3 = 5.0
 STREAK_RATIO = 2.0  # high-frequency noise this many times that of metal-free slices: streaks
 NEIGHBOURHOOD_MM = 20.0

@@ -86,6 +86,15 @@ def test_metal_near_a_vertebra(fractured):
     assert qc.metal_flags(vol.with_array(arr), seg.vertebrae == 18, 18) == []  # T11 is far away
 
 
+def test_dense_cortex_and_contrast_at_80_kvp_are_not_metal():
+    # cortical bone reads ~2500 HU at 80 kVp and an enhanced aorta is bright: neither is metal
+    ph = make_phantom(PhantomParams(seed=5, kvp=80.0, contrast=True, hu_scale=1.04, **COARSE))
+    assert ph.volume.array.max() > 2500  # the case the old 2500 HU threshold flagged
+    seg = _seg(ph)
+    for lab in np.unique(seg.vertebrae)[1:]:
+        assert qc.metal_flags(ph.volume, seg.vertebrae == lab, int(lab)) == [], int(lab)
+
+
 def test_streaks_from_metal_in_the_same_slices(fractured):
     seg = _seg(fractured)
     vol = fractured.volume

@@ -43,20 +43,29 @@ def held_back_params(i: int, grids: str = "fixed", first_seed: int = FIRST_SEED)
 
 
 def estimate(vol, params, masks, ph, model):
-    """{label: (plain, ai, lo, hi)} for one volume through the real stages."""
+    """{label: (plain, ai, lo, hi, excluding QC flags)} for one volume through the real stages.
+
+    The flags are the pipeline's own (pipeline._level_context + the implausible check): a flagged level
+    is reported with its reason and kept out of the diagnosis, so it is scored apart from the numbers
+    the pipeline offers as usable."""
+    from OsteoAILib import bmd, qc
+    from OsteoAILib.pipeline import _level_context
     from OsteoAILib.vbmd_model.dataset import measure
     from OsteoAILib.vbmd_model.features import volume_level_features
 
     rois, cal, seg = measure(vol, masks, ph, kvp=params["kvp"])
+    flags, _ = _level_context(vol, seg, rois, cal)
     feats = volume_level_features(vol, rois.labelmap, seg.levels, cal, age=vol.meta.get("age"))
+    excl = bmd.excluding_codes()
     out = {}
     for lab, f in feats.items():
         if model.in_domain(f) is not None:
             # as the pipeline does: outside the model's training domain the plain estimate stands
-            out[lab] = (float(f[0]), float(f[0]), float("nan"), float("nan"))
-            continue
-        v, lo, hi = model.predict(f)
-        out[lab] = (float(f[0]), v, lo, hi)
+            v, lo, hi = float(f[0]), float("nan"), float("nan")
+        else:
+            v, lo, hi = model.predict(f)
+        reasons = [x for x in flags.get(lab, []) + qc.implausible_flags(v, lab) if qc.code(x) in excl]
+        out[lab] = (float(f[0]), v, lo, hi, reasons)
     return out
 
 
@@ -116,6 +125,9 @@ def main() -> int:
     ap.add_argument("--grids", choices=["fixed", "varied"], default="fixed",
                     help="voxel grid: the small 1.5 x 1.5 x 2 mm one (default) or one per phantom drawn "
                          "from 1-2 mm in-plane x 1-3 mm slices")
+    ap.add_argument("--all-levels", action="store_true",
+                    help="score levels with an excluding QC flag too (the pipeline reports them but never "
+                         "uses them for the diagnosis)")
     ap.add_argument("--invariance-n", type=int, default=None, help="phantoms re-measured for invariance "
                     "(default: all)")
     args = ap.parse_args()
@@ -126,6 +138,7 @@ def main() -> int:
     print(f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {args.first_seed}; "
           f"masks: {args.masks}; grids: {args.grids}")
     rows = []  # (seed, kvp, dose, label, truth, plain, ai, lo, hi, age known, contrast, marrow-fat error)
+    flagged = []  # (seed, label, truth, ai, excluding flags): levels the pipeline keeps out of the diagnosis
     inv = []  # (seed, label, a, b, rel change plain %, rel change ai %)
     inv_lost = []  # (seed, label or "all", a, b): measured on the scan as given, not after the rescale
     n_inv = args.n if args.invariance_n is None else args.invariance_n
@@ -140,9 +153,12 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001 - report the phantom and go on
             print(f"  seed {p['seed']}: FAILED {type(e).__name__}: {e}")
             continue
-        for lab, (plain, ai, lo, hi) in est.items():
+        for lab, (plain, ai, lo, hi, reasons) in est.items():
             t = truth.get(lab)
             if t is None or t.get("fracture"):
+                continue
+            if reasons and not args.all_levels:
+                flagged.append((p["seed"], lab, t["vbmd_mg_cm3"], ai, reasons))
                 continue
             rows.append((p["seed"], p["kvp"], p["dose"], lab, t["vbmd_mg_cm3"], plain, ai, lo, hi, p["_age_known"],
                          bool(p.get("contrast")), marrow_fat_error(vol, t, p["kvp"])))
@@ -155,7 +171,7 @@ def main() -> int:
                     print(f"  seed {p['seed']} a={a} b={b}: FAILED {type(e).__name__}: {e}")
                     inv_lost.append((p["seed"], "all", a, b))
                     continue
-                for lab, (plain, ai, _, _) in est.items():
+                for lab, (plain, ai, *_) in est.items():
                     if lab in est2:
                         inv.append((p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain,
                                     100 * (est2[lab][1] - ai) / ai))
@@ -182,7 +198,8 @@ def main() -> int:
     age_known = np.array([r[9] for r in rows])
     contrast = np.array([r[10] for r in rows])
     cat = np.array([acr_category(v) for v in y])
-    print(f"\n{len(rows)} levels of {len(set(r[0] for r in rows))} phantoms\n")
+    print(f"\n{len(rows)} levels of {len(set(r[0] for r in rows))} phantoms"
+          + ("" if args.all_levels else " (levels without an excluding QC flag)") + "\n")
     print(f"{'':28}{'plain calibrated HU':>22}{'AI model':>12}   target")
     print(f"{'MAE (mg/cm3)':28}{np.mean(np.abs(plain - y)):>22.2f}{np.mean(np.abs(ai - y)):>12.2f}   <= 3")
     print(f"{'bias (mg/cm3)':28}{np.mean(plain - y):>+22.2f}{np.mean(ai - y):>+12.2f}")
@@ -231,6 +248,15 @@ def main() -> int:
         print(f"{f'  MAE where AI judged (n={judged.sum()})':28}{np.mean(np.abs(plain[judged] - y[judged])):>22.2f}"
               f"{np.mean(np.abs(ai[judged] - y[judged])):>12.2f}")
     print(f"{'levels outside the domain':28}{'':>22}{int((~judged).sum()):>12d}   (AI = plain there)")
+    if flagged:
+        fe = np.abs([r[3] - r[2] for r in flagged])
+        codes = {}
+        for r in flagged:
+            for c in {x.split(":")[0] for x in r[4]}:
+                codes[c] = codes.get(c, 0) + 1
+        print(f"\nlevels kept out by an excluding QC flag: {len(flagged)} of {len(flagged) + len(rows)} "
+              f"({', '.join(f'{c} {n}' for c, n in sorted(codes.items()))}); their AI |error| median "
+              f"{np.median(fe):.1f}, max {fe.max():.1f} mg/cm3 (reported with the flag, never in the diagnosis)")
     if inv:
         ip = np.abs([r[4] for r in inv])
         ia = np.abs([r[5] for r in inv])
