@@ -81,7 +81,7 @@ def highpass_sd(a: np.ndarray) -> float | None:
 
 
 def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[str]:
-    """Metal (a cluster above 2500 HU) within 20 mm of ``region`` (a vertebra or ROI mask on
+    """Metal (a cluster above METAL_ABOVE_HU) within 20 mm of ``region`` (a vertebra or ROI mask on
     ``vol``'s grid, or only its part inside ``box``, a tuple of slices), or streaks there from
     metal elsewhere in the same slices."""
     if box is None:
