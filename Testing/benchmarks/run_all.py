@@ -11,7 +11,9 @@ BENCHMARKS = [
     ["pipeline_speed.py"],
     ["phantom_accuracy.py"],
     ["real_data.py"],
-    ["vbmd_accuracy.py"],
+    ["vbmd_accuracy.py", "--n", "144", "--masks", "pipeline", "--invariance-n", "36"],
+    ["vbmd_accuracy.py", "--n", "36", "--masks", "truth"],
+    ["segmenter_phantoms.py", "--n", "36"],
     ["precision.py"],
     ["segmenter_speed.py"],
 ]
