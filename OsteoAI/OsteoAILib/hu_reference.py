@@ -152,14 +152,8 @@ def _outside_air(arr: np.ndarray, fat: float) -> float:
     return mode
 
 
-def estimate_volume(array: np.ndarray, spacing, ws: float = 2.0) -> HuReference:
-    """:func:`estimate` on a ~``ws`` mm block-averaged, lightly smoothed copy of a canonical array
-    (spacing si, sj, sk). Averaging, not striding: noise broadens the peaks until the muscle's
-    merges into a taller enhanced-organ peak next to it."""
-    sk = np.asarray(spacing[::-1], float)
-    step = np.maximum(1, np.round(ws / sk).astype(int))
-    a = np.asarray(array, np.float32)
-    if (step > 1).any():
-        a = ndi.uniform_filter(a, size=tuple(int(s) for s in step), mode="nearest")
-        a = a[tuple(slice(int(s) // 2, None, int(s)) for s in step)]
-    return estimate(ndi.gaussian_filter(a, 0.7))
+def estimate_work(work: np.ndarray) -> HuReference:
+    """:func:`estimate` on a segmenter's ~2 mm work grid (already partial-volume averaged, which keeps
+    noise from broadening the muscle peak into a taller enhanced-organ peak next to it), lightly
+    smoothed."""
+    return estimate(ndi.gaussian_filter(np.asarray(work, np.float32), 0.7))

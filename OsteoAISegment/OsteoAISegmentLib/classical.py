@@ -47,7 +47,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
     work, grid = workgrid.make_work(arr, vol.spacing, WS)
     # every threshold below is in nominal HU: the scan is mapped onto it through its own fat and
     # muscle peaks, so a scanner's HU scale/offset (or kVp) does not move them against the anatomy
-    ref = hu_reference.estimate(ndi.gaussian_filter(work, 0.7))
+    ref = hu_reference.estimate_work(work)
     work = ref.to_nominal(work).astype(np.float32)
     if float(work.max()) - float(work.min()) < 200:
         raise InputError("no spine found: the volume has no bone contrast")

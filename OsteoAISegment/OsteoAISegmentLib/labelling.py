@@ -46,9 +46,9 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
     # an enhanced solid organ (liver, spleen: up to ~200 HU at low kVp) can clear the bone
     # threshold and swallow the ribs lying on it; ribs are thin, organs thick: drop what survives
     # an opening by a ~12 mm ball
-    r = max(2, int(round(6.0 / ws)))
-    zz, yy, xx = np.ogrid[-r : r + 1, -r : r + 1, -r : r + 1]
-    ball = zz * zz + yy * yy + xx * xx <= r * r
+    rb = max(2, int(round(6.0 / ws)))
+    zz, yy, xx = np.ogrid[-rb : rb + 1, -rb : rb + 1, -rb : rb + 1]
+    ball = zz * zz + yy * yy + xx * xx <= rb * rb
     bone &= ~ndi.binary_opening(bone, structure=ball)
     J = np.arange(nj)[None, :, None]
     Ii = np.arange(ni)[None, None, :]

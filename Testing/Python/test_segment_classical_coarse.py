@@ -9,6 +9,7 @@ from OsteoAILib import levels as lv
 from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
 from OsteoAILib.roi import place_rois
 from OsteoAISegmentLib.api import segment_spine
+from test_segment_classical import _best_label, _dice
 
 # the vBMD benchmark's grid and a hard acquisition: 80 kVp, enhanced aorta and organs (as dense
 # as the bone), HU scale and offset off, cupping
@@ -20,23 +21,13 @@ def _complete_levels(ph) -> list[int]:
     return [lv.label(t["level"]) for t in ph.truth["levels"] if not t.get("partial")]
 
 
-def _majority(pred: np.ndarray, mask: np.ndarray) -> int:
-    v = pred[mask]
-    v = v[v > 0]
-    return int(np.bincount(v).argmax()) if len(v) else 0
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
-
-
 def _check_labels_and_rois(ph, seg, rois):
     trab = ph.tissues == TISSUES["trabecular"]
     complete = _complete_levels(ph)
     assert len(complete) >= 4
     for lab in complete:
         body = ph.bodies == lab
-        assert _majority(seg.bodies, body) == lab, f"{lv.name(lab)} body mislabelled"
+        assert _best_label(seg.bodies, body) == lab, f"{lv.name(lab)} body mislabelled"
         roi = rois.labelmap == lab
         if not roi.any():
             # a level without ROI must say why (QC), never carry a wrong number
@@ -86,16 +77,20 @@ def test_other_coarse_grids_label_right(spacing):
 
 
 def test_hu_reference_moves_with_a_linear_change(coarse):
-    from OsteoAILib.hu_reference import estimate_volume
+    from OsteoAILib.hu_reference import estimate_work
+    from OsteoAISegmentLib.workgrid import make_work
+
+    def estimate_volume(a):  # the segmenter's own path: its work grid, then the reference
+        return estimate_work(make_work(a, ph.volume.spacing)[0])
 
     ph, _seg, _rois = coarse
     a0 = ph.volume.array.astype(np.float32)
-    ref = estimate_volume(a0, ph.volume.spacing)
+    ref = estimate_volume(a0)
     assert ref.found and np.isfinite(ref.air)
     # the phantom's own miscalibration is read back: fat near its scaled-and-offset value
     fat_true = ph.truth["tissue_hu"]["fat"] * COARSE["hu_scale"] + COARSE["hu_offset"]
     assert abs(ref.fat - fat_true) < 10
     for a, b in [(0.9, -30.0), (1.1, 30.0)]:
-        r2 = estimate_volume(a * a0 + b, ph.volume.spacing)
+        r2 = estimate_volume(a * a0 + b)
         assert r2.scale == pytest.approx(a * ref.scale, rel=2e-3)
         assert r2.offset == pytest.approx(a * ref.offset + b, abs=0.5)
