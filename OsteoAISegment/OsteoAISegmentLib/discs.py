@@ -14,7 +14,6 @@ from scipy import ndimage as ndi
 BODY_HU = 100.0
 
 
-
 def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> dict:
     """Per slice of the canal range: posterior/anterior body wall j and body centre (j, i)."""
     sm = ndi.gaussian_filter(work, 0.7)
@@ -258,14 +257,7 @@ def _comb_ratio(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, n: int, 
     near1 = (-np.inf, 1.0, cand[0])
     for s in np.arange(0.76, 1.501, 0.02):
         for c0 in cand:
-            total = 0.0
-            for direction in (1, -1):
-                x = float(c0) if direction > 0 else float(c0) - s * pitch[int(c0)]
-                while 0 <= x <= n - 1:
-                    p = s * pitch[int(round(x))]
-                    near = np.abs(cand - x) <= 0.2 * p
-                    total += (value[near].max() if near.any() else 0.0) - cost
-                    x += direction * p
+            total = sum((v - cost for _t, v in _teeth(cand, value, pitch, n, c0, s)), 0.0)
             # the depth-based pitch is a prior: far from it, a comb must fit clearly better
             total -= 0.5 * np.log(s) ** 2 * n / float(np.median(pitch))
             if total > best + 1e-9:
@@ -278,20 +270,27 @@ def _comb_ratio(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, n: int, 
         # a comb at half the period also fits where the mid-bodies read a little dark: then its
         # teeth alternate between strong (discs) and weak (mid-bodies)
         teeth = [[], []]
-        for direction in (1, -1):
-            x, t = float(best_c0), 0
-            if direction < 0:
-                x, t = x - best_s * pitch[int(best_c0)], 1
-            while 0 <= x <= n - 1:
-                p = best_s * pitch[int(round(x))]
-                near = np.abs(cand - x) <= 0.2 * p
-                teeth[t % 2].append(value[near].max() if near.any() else 0.0)
-                x += direction * p
-                t += 1
+        for t, v in _teeth(cand, value, pitch, n, best_c0, best_s):
+            teeth[t % 2].append(v)
         m = [float(np.median(v)) if v else 0.0 for v in teeth]
         if min(len(teeth[0]), len(teeth[1])) >= 3 and max(m) > 1.6 * min(m):
             best_s *= 2
     return float(best_s)
+
+
+def _teeth(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, n: int, c0, s: float) -> list:
+    """(tooth number, best candidate value within 20% of a pitch) for each tooth of a comb stepping by
+    ``s`` x the local pitch from ``c0``: first towards higher indices, then towards lower ones."""
+    out = []
+    for direction in (1, -1):
+        x, t = (float(c0), 0) if direction > 0 else (float(c0) - s * pitch[int(c0)], 1)
+        while 0 <= x <= n - 1:
+            p = s * pitch[int(round(x))]
+            near = np.abs(cand - x) <= 0.2 * p
+            out.append((t, value[near].max() if near.any() else 0.0))
+            x += direction * p
+            t += 1
+    return out
 
 
 def _local_maxima(x: np.ndarray, floor: float) -> np.ndarray:
