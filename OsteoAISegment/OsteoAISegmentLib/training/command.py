@@ -66,22 +66,25 @@ def _phantom_one(args):
     return str(p)
 
 
+def _data_root(args) -> Path:
+    root = Path(args.data or Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
+    if not root.is_dir():
+        raise InputError(f"real data folder not found: {root}")
+    return root
+
+
 def main(args) -> int:
     if args.action == "prepare-real":
         from .dataset import prepare_real
 
-        root = Path(args.data or Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
-        if not root.is_dir():
-            raise InputError(f"real data folder not found: {root}")
+        root = _data_root(args)
         for p in prepare_real(root, Path(args.out or ".data/seg")):
             print(p)
         return 0
     if args.action == "prepare-pseudo":
         from .dataset import prepare_pseudo
 
-        root = Path(args.data or Path(__file__).resolve().parents[3] / ".." / "shared" / "data")
-        if not root.is_dir():
-            raise InputError(f"real data folder not found: {root}")
+        root = _data_root(args)
         names = None if args.pseudo in ("", "all") else [n for n in args.pseudo.split(",") if n]
         try:
             prepare_pseudo(root, Path(args.out or ".data/seg"), names, log=lambda m: print(m, flush=True))

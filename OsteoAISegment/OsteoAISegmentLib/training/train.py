@@ -189,9 +189,6 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
     data_dir = Path(data_dir)
     ph_paths = sorted(data_dir.glob("phantom_*.npz"))
     real_paths = [data_dir / f"real_{n}.npz" for n in real_names]
-    for p in real_paths:
-        if not p.exists():
-            raise FileNotFoundError(p)
     if pseudo == "all":
         ps_paths = sorted(data_dir.glob("pseudo_*.npz"))
     elif pseudo in ("none", "", None):
