@@ -195,6 +195,13 @@ def mineral_hu_per_mg(kvp: float, marrow_fat_fraction: float = STANDARD_MARROW_F
     return (trabecular_hu(100.0, marrow_fat_fraction, kvp) - trabecular_hu(0.0, marrow_fat_fraction, kvp)) / 100.0
 
 
+def marrow_fat_vbmd_offset(vbmd_mg_cm3: float, fat_true: float, fat_assumed: float, kvp: float) -> float:
+    """vBMD error (mg/cm3) from reading marrow of fat fraction ``fat_true`` as ``fat_assumed``: single-energy
+    CT cannot tell more fat from less mineral, and the error grows with kVp."""
+    return ((trabecular_hu(vbmd_mg_cm3, fat_true, kvp) - trabecular_hu(vbmd_mg_cm3, fat_assumed, kvp))
+            / mineral_hu_per_mg(kvp, fat_assumed))
+
+
 def vbmd_from_hu(hu_true: float, kvp: float, marrow_fat_fraction: float = STANDARD_MARROW_FAT_FRACTION) -> float:
     """HA-equivalent vBMD (mg/cm3) whose noise-free trabecular HU is ``hu_true`` (inverse of trabecular_hu)."""
     h0 = trabecular_hu(0.0, marrow_fat_fraction, kvp)

@@ -103,3 +103,10 @@ def test_bad_input_is_rejected():
         physics.hu("water", 20)
     with pytest.raises(ValueError):
         physics.trabecular_hu(100, 1.5, 120)
+
+
+def test_marrow_fat_offset_reads_fattier_marrow_as_less_mineral():
+    assert physics.marrow_fat_vbmd_offset(100.0, 0.5, 0.5, 120) == pytest.approx(0.0, abs=1e-9)
+    low = physics.marrow_fat_vbmd_offset(100.0, 0.55, 0.5, 80)
+    high = physics.marrow_fat_vbmd_offset(100.0, 0.55, 0.5, 140)
+    assert low < 0 and high < low  # more fat reads low, and more so at high kVp

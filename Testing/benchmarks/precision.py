@@ -122,9 +122,7 @@ def main() -> int:
     from OsteoAILib import physics
 
     fat_true, fat_assumed = first.truth["marrow_fat_fraction"], physics.marrow_fat_fraction_for_age(params.age)
-    hu_true = physics.trabecular_hu(args.bmd, fat_true, args.kvp)
-    hu_assumed = physics.trabecular_hu(args.bmd, fat_assumed, args.kvp)
-    shift = (hu_true - hu_assumed) / physics.mineral_hu_per_mg(args.kvp, fat_assumed)
+    shift = physics.marrow_fat_vbmd_offset(args.bmd, fat_true, fat_assumed, args.kvp)
     print(f"marrow fat {fat_true:.3f} (assumed from age {params.age:g}: {fat_assumed:.3f}): expected offset of the "
           f"means {shift:+.2f} mg/cm3")
     return 0

@@ -80,9 +80,7 @@ def marrow_fat_error(vol, level_truth: dict, kvp: float) -> float:
     if fat_true is None:
         return float("nan")
     fat_assumed, _ = calibration.marrow_fat_fraction(vol)
-    v = float(level_truth["vbmd_mg_cm3"])
-    return float((physics.trabecular_hu(v, fat_true, kvp) - physics.trabecular_hu(v, fat_assumed, kvp))
-                 / physics.mineral_hu_per_mg(kvp, fat_assumed))
+    return float(physics.marrow_fat_vbmd_offset(float(level_truth["vbmd_mg_cm3"]), fat_true, fat_assumed, kvp))
 
 
 def breakdown(rows) -> None:

@@ -284,9 +284,8 @@ def main(args) -> int:
             "stage_code_fingerprint": fingerprint,
             "n_rows": {"train": int(tr.sum()), "calibration": int(ca.sum()), "test": int(te.sum())},
             "ranges": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.RANGES.items()},
-            "grid": ({k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.GRID_RANGES.items()}
-                     if args.grids == "varied" else
-                     {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataset.SMALL_GRID.items()}),
+            "grid": {k2: (list(v) if isinstance(v, tuple) else v)
+                     for k2, v in (dataset.GRID_RANGES if args.grids == "varied" else dataset.SMALL_GRID).items()},
             "grids": args.grids,
             "epochs": args.epochs,
             "lr": args.lr,
