@@ -325,16 +325,26 @@ class _Process:
         pass
 
 
-def test_apply_runs_osteoai_in_a_background_process_on_the_phantom(module, monkeypatch):
-    """Apply end to end: input written, `osteoai run` in a child process, progress parsed, nodes made."""
+@pytest.fixture(scope="module")
+def small_phantom():
     from OsteoAILib.phantom import PhantomParams, make_phantom
 
-    mod, hs = module
+    return make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+
+
+@pytest.fixture
+def child_process(module, monkeypatch):
+    """qt.QProcess replaced by a real subprocess run (see _Process), for the panels' background runs."""
     qt = sys.modules["qt"]
     monkeypatch.setattr(qt, "QProcess", _Process, raising=False)
     monkeypatch.setattr(qt, "QProcessEnvironment", _Env, raising=False)
     slicer.app.processEvents = lambda: None
-    ph = make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+
+
+def test_apply_runs_osteoai_in_a_background_process_on_the_phantom(module, child_process, small_phantom):
+    """Apply end to end: input written, `osteoai run` in a child process, progress parsed, nodes made."""
+    mod, hs = module
+    ph = small_phantom
     logic = mod.OsteoAILogic()
     p = logic.getParameterNode()
     p.inputVolume = mrml.add_volume_node(hs.scene, ph.volume, "phantom")
@@ -356,17 +366,11 @@ def test_apply_runs_osteoai_in_a_background_process_on_the_phantom(module, monke
     assert png and Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, monkeypatch):
-    from OsteoAILib.phantom import PhantomParams, make_phantom
-
+def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, child_process, small_phantom):
     _, hs = module
-    qt = sys.modules["qt"]
-    monkeypatch.setattr(qt, "QProcess", _Process, raising=False)
-    monkeypatch.setattr(qt, "QProcessEnvironment", _Env, raising=False)
-    slicer.app.processEvents = lambda: None
     seg_mod = importlib.import_module("OsteoAISegment")
     seg_mod.OsteoAISegmentLogic.moduleName = "OsteoAISegment"
-    ph = make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+    ph = small_phantom
     logic = seg_mod.OsteoAISegmentLogic()
     p = logic.getParameterNode()
     p.inputVolume = mrml.add_volume_node(hs.scene, ph.volume, "phantom")
