@@ -122,7 +122,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
 
 
 def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict,
-                ref: hu_reference.HuReference = hu_reference.IDENTITY):
+                ref: hu_reference.HuReference):
     """Disc planes (work-grid coordinates) placed from a 1 mm grid around the body centreline.
 
     On the 2 mm grid a 3 mm upper-thoracic disc between two bright endplates averages to about
@@ -290,7 +290,7 @@ def _largest_per_label(lab: np.ndarray) -> np.ndarray:
 
 
 def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict,
-             ref: hu_reference.HuReference = hu_reference.IDENTITY) -> np.ndarray:
+             ref: hu_reference.HuReference) -> np.ndarray:
     """Work labels -> full grid: smooth union boundary (linear), labels by nearest, bone-refined."""
     lut = np.zeros(int(lab_w.max()) + 1, np.int16)
     for s, v in mapping.items():
