@@ -25,6 +25,14 @@ def _uid(key: str, *parts) -> str:
     return generate_uid(entropy_srcs=[key, *map(str, parts)])
 
 
+def _code(value: str, scheme: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+    return c
+
+
 def write_dicom_series(ph, folder: Path) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -61,16 +69,25 @@ def write_dicom_series(ph, folder: Path) -> Path:
             ds.PatientID = f"PHANTOM-{seed}"
             ds.PatientSex = meta.get("sex", "O")
             ds.PatientAge = f"{int(round(meta.get('age', 0))):03d}Y"
+            ds.PatientBirthDate = ""  # Type 2: present, empty (a phantom has no birth date)
             ds.StudyDate = ds.SeriesDate = "20260101"
+            ds.StudyTime = ds.SeriesTime = "120000"
+            ds.ReferringPhysicianName = ""
+            ds.AccessionNumber = ""
             ds.StudyID = "1"
             ds.SeriesNumber = 1
             ds.InstanceNumber = k + 1
+            ds.AcquisitionNumber = 1
+            ds.PatientPosition = "HFS"  # Type 2C: required for CT; the usual chest CT position
+            ds.PositionReferenceIndicator = ""
             ds.StudyDescription = "OsteoAI digital spine phantom"
             ds.SeriesDescription = f"phantom {meta.get('dose', '')} {meta.get('kernel', '')}".strip()
             ds.BodyPartExamined = "CHEST"
             ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
             ds.KVP = f"{float(meta['kvp']):g}"
             ds.CTDIvol = float(meta["ctdivol"])
+            # CTDIvol is uninterpretable without the phantom it refers to (32 cm body phantom for a torso).
+            ds.CTDIPhantomTypeCodeSequence = [_code("113691", "DCM", "IEC Body Dosimetry Phantom")]
             ds.ConvolutionKernel = meta.get("kernel", "STANDARD")
             ds.SliceThickness = f"{sk:g}"
             ds.SpacingBetweenSlices = f"{sk:g}"
