@@ -17,6 +17,7 @@ from .errors import OsteoAIError
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("OsteoAILib.phantom.command", "write a synthetic spine CT with known vBMD"),
     "run": ("OsteoAILib.commands.run", "screen a CT: vertebrae, ROIs, calibration, vBMD, key images"),
+    "batch": ("OsteoAILib.batch.command", "screen a cohort: many CTs, local processes or a Dask cluster, resumable"),
     "demo": ("OsteoAILib.commands.demo", "build the default phantom and screen it"),
     "evaluate-segmenter": ("OsteoAISegmentLib.evaluate", "Dice and identification per segmenter"),
     "train-segmenter": ("OsteoAISegmentLib.training.command", "train the MONAI vertebra segmenter"),
