@@ -11,6 +11,8 @@ from ..errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="DICOM folder, or a NIfTI / NRRD / MHA file")
     p.add_argument("--out", required=True, help="output folder (created; files are replaced atomically)")
+    p.add_argument("--dicom-out", action="store_true",
+                   help="also write DICOM SEG/SR/key images into OUT/dicom (always done for a DICOM input)")
     add_pipeline_arguments(p)
 
 
@@ -73,6 +75,11 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
     progress(0.0, f"reading {input_path}")
     vol = read_volume(input_path)
     out = run_pipeline(vol, options, progress=progress)
+    if getattr(args, "dicom_out", False) or vol.meta.get("source") == "dicom":
+        from ..dicom_out import write_dicom_outputs  # before results.json, which marks the folder complete
+
+        progress(1.0, "writing DICOM SEG, SR and key images")
+        write_dicom_outputs(out, out_dir, input_path)
     files = write_outputs(out, out_dir, scene=args.scene)
     print(summary_table(out.results, truth))
     print(f"\nWrote {len(files)} files to {out_dir}/ (results.json, results.csv, labelmaps, key_images/)")
