@@ -55,7 +55,7 @@ class DaskRunner:
 
         window = PER_THREAD_IN_FLIGHT * self._threads()
         first = [submit() for _ in range(min(window, len(pending)))]
-        ac = as_completed(first)
+        ac = as_completed(first, loop=self.client.loop)  # not the default client: the caller may hold another
         try:
             for fut in ac:
                 self.futures.discard(fut)
