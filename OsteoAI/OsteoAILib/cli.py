@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("OsteoAILib.commands.run", "screen a CT: vertebrae, ROIs, calibration, vBMD, key images"),
     "batch": ("OsteoAILib.batch.command", "screen a cohort: many CTs, local processes or a Dask cluster, resumable"),
     "demo": ("OsteoAILib.commands.demo", "build the default phantom and screen it"),
+    "serve-dicom": ("OsteoAILib.commands.serve_dicom", "DICOM node: screen every CT study received, forward SEG/SR"),
     "evaluate-segmenter": ("OsteoAISegmentLib.evaluate", "Dice and identification per segmenter"),
     "train-segmenter": ("OsteoAISegmentLib.training.command", "train the MONAI vertebra segmenter"),
     "train-vbmd": ("OsteoAILib.vbmd_model.train", "train the AI vBMD estimator on phantoms"),
