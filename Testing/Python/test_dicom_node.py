@@ -1,0 +1,148 @@
+"""`osteoai serve-dicom` for real (issue 15): a node started here on a loopback port receives a phantom CT from
+a real DICOM client (dcmtk storescu, else pynetdicom's), screens it, and forwards SEG/SR/key images to a
+second node. The destination is down at first and the node is killed (SIGKILL) with its outbox full: after
+a restart everything arrives once. A study that is not CT is set aside with a reason, and the node goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pynetdicom")
+pytest.importorskip("highdicom")
+
+from dicom_helpers import write_series  # noqa: E402
+from test_dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
+
+TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def send(folder: Path, port: int) -> None:
+    """A real DICOM client, in its own process: dcmtk's storescu when installed, else pynetdicom's."""
+    if shutil.which("storescu"):
+        cmd = ["storescu", "-aec", "OSTEOAI", "+sd", "+r", "127.0.0.1", str(port), str(folder)]
+    else:
+        cmd = [sys.executable, "-m", "pynetdicom", "storescu", "-aec", "OSTEOAI", "-r", "127.0.0.1", str(port),
+               str(folder)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def wait_for(condition, what: str, timeout: float = TIMEOUT_S):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
+    from OsteoAILib.dicom_node.health import echo
+
+    log = open(work.parent / f"node-{time.time_ns()}.out", "w")  # noqa: SIM115 - closed with the process
+    p = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "serve-dicom", "--host", "127.0.0.1",
+                          "--port", str(port), "--forward", f"DEST@127.0.0.1:{dest_port}", "--work", str(work)],
+                         stdout=log, stderr=subprocess.STDOUT)
+    wait_for(lambda: p.poll() is not None or echo("127.0.0.1", port, "OSTEOAI", timeout=2), "the node to answer")
+    assert p.poll() is None, "the node exited at start"
+    return p
+
+
+@pytest.fixture(scope="module")
+def node_run(tmp_path_factory):
+    from OsteoAILib.dicom_node.receiver import Receiver
+
+    root = tmp_path_factory.mktemp("node")
+    ct = small_phantom_dicom(root / "phantom", seed=7)
+    mr = write_series(root / "mr", n=12, modality="MR")
+    work, port, dest_port = root / "work", free_port(), free_port()
+    facts: dict = {"root": root, "work": work}
+    node = start_node(work, port, dest_port)
+    try:
+        send(ct, port)
+        # Screened, but the destination is down: the objects wait in the outbox. Then the node dies.
+        wait_for(lambda: list((work / "outbox").glob("[!.]*/.attempts.json")), "a failed forwarding attempt")
+        node.send_signal(signal.SIGKILL)
+        node.wait(30)
+        receiver = Receiver(root / "dest", dest_port).start()
+        node = start_node(work, port, dest_port)
+        wait_for(lambda: receiver.of_modality("SR"), "the SR at the destination")
+        send(mr, port)
+        wait_for(lambda: list((work / "failed").glob("*/reason.txt")), "the MR study to be set aside")
+        health = subprocess.run([sys.executable, "-m", "OsteoAILib.cli", "serve-dicom", "--health", "--port", str(port),
+                                 "--work", str(work)], capture_output=True, text=True, timeout=60)
+        facts.update(ct=ct, received=list(receiver.received), health=health)
+        time.sleep(1.0)  # nothing more may arrive
+        facts["received_late"] = list(receiver.received)
+        receiver.stop()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+    return facts
+
+
+def test_node_forwards_seg_sr_and_key_images_once_despite_a_kill(node_run):
+    import pydicom
+
+    got = node_run["received_late"]
+    by_modality = {m: [r for r in got if r["modality"] == m] for m in ("SEG", "SR", "OT")}
+    results = [json.loads(p.read_text()) for p in (node_run["work"] / "results").glob("*/results.json")]
+    assert len(results) == 1
+    assert len(by_modality["SR"]) == 1 and len(by_modality["SEG"]) == 2
+    assert len(by_modality["OT"]) == len(results[0]["key_images"])
+    assert len(got) == len({r["sop_instance"] for r in got})  # none twice
+    study = pydicom.dcmread(sorted(node_run["ct"].glob("*.dcm"))[0], stop_before_pixels=True).StudyInstanceUID
+    assert {r["study"] for r in got} == {study}
+    assert not list((node_run["work"] / "outbox").iterdir())
+
+
+def test_forwarded_sr_gives_back_every_number_of_results_json(node_run):
+    from OsteoAILib.dicom_out.read_back import compare, read_sr
+
+    sr = [r for r in node_run["received_late"] if r["modality"] == "SR"][0]
+    results = json.loads(next((node_run["work"] / "results").glob("*/results.json")).read_text())
+    assert compare(results, read_sr(sr["path"])) == []
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not installed")
+def test_forwarded_objects_have_no_dciodvfy_error(node_run):
+    for r in node_run["received_late"]:
+        assert dciodvfy_errors(r["path"]) == [], r["modality"]
+
+
+def test_a_study_that_is_not_ct_is_set_aside_and_the_node_keeps_serving(node_run):
+    reasons = [p.read_text() for p in (node_run["work"] / "failed").glob("*/reason.txt")]
+    assert len(reasons) == 1 and "no CT series" in reasons[0]
+    assert node_run["health"].returncode == 0, node_run["health"].stdout + node_run["health"].stderr
+    assert "ok" in node_run["health"].stdout and "failed 1" in node_run["health"].stdout
+
+
+def test_the_node_log_holds_no_patient_identity(node_run):
+    import pydicom
+
+    ds = pydicom.dcmread(sorted(node_run["ct"].glob("*.dcm"))[0], stop_before_pixels=True)
+    text = (node_run["work"] / "node.log").read_text()
+    text += "".join(p.read_text() for p in node_run["root"].glob("node-*.out"))
+    assert "screened in" in text and "forwarded" in text and "not screened" in text
+    for secret in (str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
+        assert secret not in text
+    assert os.path.getsize(node_run["work"] / "status.json") > 0
