@@ -1,40 +1,137 @@
-"""Find the CT series in a DICOM folder, check its geometry and read it as a :class:`Volume`.
+"""Find the CT series in a DICOM folder, check every slice's geometry and rescale, and read it as a
+:class:`Volume`.
 
-Headers are read with pydicom (no pixels), pixels with SimpleITK/GDCM (handles compressed transfer
-syntaxes and applies RescaleSlope/Intercept).
+Nothing in a header is trusted: position, orientation, pixel spacing, matrix size and rescale are
+read and checked on every slice (or frame of an enhanced multi-frame CT), each slice gets its own
+RescaleSlope/Intercept, and values are computed at full width (a stored 65000 with intercept -1024
+is 63976 HU, never a wrapped int16). Headers are read with pydicom; pixels with pydicom, or with
+SimpleITK/GDCM for transfer syntaxes pydicom cannot decode here.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
+from . import dicom_tags as tags
 from .errors import InputError
-from .imageio import volume_from_sitk
+from .volume import Volume
 
 # Kernels meant for soft tissue / standard reconstruction (preferred for densitometry); sharp lung or
 # bone kernels add noise and overshoot at cortical edges, which biases trabecular HU.
 _SOFT_KERNEL = re.compile(r"^(STANDARD|SOFT|BODY|B[1-4]\d|BR[1-4]\d|I[1-4]\d|FC0\d|FC1\d|FC[2-4]\d|A|B|C)\b", re.I)
 _SHARP_KERNEL = re.compile(r"(LUNG|BONE|SHARP|DETAIL|EDGE|B[6-9]\d|BR[6-9]\d|FC5\d|FC8\d|YA|YB|YC)", re.I)
 MAX_GANTRY_TILT_DEG = 10.0
+MAX_COORD_MM = 1e5  # a patient position beyond 100 m is a broken header, not a patient
+MAX_PIXEL_SPACING_MM = 50.0
+# Tags that tell two series apart besides the UID (which may be empty or shared by a broken export).
+_SERIES_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber", "Modality",
+                "SeriesDescription", "SeriesTime")
+# Functional-group sequences of an enhanced (multi-frame) CT holding what a classic slice has at top level.
+_FG = {
+    "ImagePositionPatient": "PlanePositionSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+    "KVP": "CTXRayDetailsSequence",
+    "ConvolutionKernel": "CTReconstructionSequence",
+    "CTDIvol": "CTExposureSequence",
+}
 
 
-def _headers(folder: Path):
+@dataclass
+class _Slice:
+    """One image plane: a classic single-frame file, or one frame of a multi-frame file."""
+
+    path: Path
+    ds: object  # pydicom Dataset (no pixels)
+    frame: int | None = None  # frame index in a multi-frame file
+    per_frame: object = None  # this frame's item of PerFrameFunctionalGroupsSequence
+    shared: object = None  # item of SharedFunctionalGroupsSequence
+
+    def _where(self, keyword: str):
+        """The dataset that holds ``keyword`` for this slice: per-frame group, shared group, top level."""
+        if self.frame is None:
+            return self.ds
+        seqs = [_FG[keyword]] if keyword in _FG else []
+        for group in (self.per_frame, self.shared):
+            # Legacy-converted enhanced CT keeps what has no functional group in these two sequences.
+            for seq in (*seqs, "UnassignedPerFrameConvertedAttributesSequence",
+                        "UnassignedSharedConvertedAttributesSequence"):
+                item = _first_item(group, seq)
+                if item is not None and tags.raw_text(item, keyword) is not None:
+                    return item
+        return self.ds
+
+    def numbers(self, keyword: str, count: int | None = None):
+        return tags.numbers(self._where(keyword), keyword, count)
+
+    def text(self, keyword: str) -> str:
+        return tags.text(self._where(keyword), keyword)
+
+    def raw(self, keyword: str) -> str:
+        return tags.shorten(tags.raw_text(self._where(keyword), keyword) or "")
+
+
+def _first_item(ds, keyword: str):
+    if ds is None:
+        return None
+    try:
+        seq = ds.get(keyword)
+        return seq[0] if seq else None
+    except Exception:  # noqa: BLE001 - a damaged sequence reads as absent
+        return None
+
+
+def _read_header(p: Path):
     import pydicom
 
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    for p in files:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - non-DICOM files (README, DICOMDIR helpers) are skipped
-            continue
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            continue
-        yield p, ds
+    try:
+        return pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - non-DICOM files (README, DICOMDIR helpers) are skipped
+        return None
+
+
+def _slices_of(p: Path, ds) -> list[_Slice]:
+    try:
+        n_frames = tags.numbers(ds, "NumberOfFrames", 1)
+    except tags.BadValue as e:
+        raise InputError(f"NumberOfFrames is malformed ('{e}')") from None
+    if n_frames and not 1 <= n_frames[0] <= 100000:
+        raise InputError(f"NumberOfFrames {n_frames[0]:g} is implausible")
+    if n_frames and n_frames[0] == 1:
+        n_frames = None
+    per_frame_seq = _seq(ds, "PerFrameFunctionalGroupsSequence")
+    if not n_frames and per_frame_seq is None:
+        if tags.raw_text(ds, "ImagePositionPatient") is None and tags.raw_text(ds, "ImageOrientationPatient") is None:
+            return []  # not an image plane with a position (SR, presentation state, DICOMDIR...)
+        return [_Slice(p, ds)]
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    n = int(n_frames[0]) if n_frames else len(per_frame_seq or [])
+    if per_frame_seq is not None and len(per_frame_seq) != n:
+        raise InputError(f"enhanced DICOM file has {n} frames but {len(per_frame_seq)} per-frame descriptions")
+    return [_Slice(p, ds, f, per_frame_seq[f] if per_frame_seq is not None else None, shared) for f in range(n)]
+
+
+def _seq(ds, keyword):
+    try:
+        return ds.get(keyword)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _is_localizer(ds) -> bool:
+    return "LOCALIZER" in tags.text(ds, "ImageType").upper().split("\\")
+
+
+def _kernel(s: _Slice) -> str:
+    return s.text("ConvolutionKernel")
 
 
 def _kernel_rank(kernel: str) -> int:
@@ -46,59 +143,134 @@ def _kernel_rank(kernel: str) -> int:
 
 
 def list_series(folder: Path) -> list[dict]:
-    groups: dict[str, list] = defaultdict(list)
-    for p, ds in _headers(folder):
-        groups[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append((p, ds))
+    """Image planes of the folder grouped into series by every tag that tells series apart."""
+    groups: dict[tuple, list[_Slice]] = defaultdict(list)
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        ds = _read_header(p)
+        if ds is None or _is_localizer(ds):
+            continue
+        planes = _slices_of(p, ds)
+        if planes:
+            key = tuple(tags.text(ds, t) for t in _SERIES_TAGS) + (_kernel(planes[0]),)
+            groups[key].extend(planes)
     series = []
-    for uid, items in groups.items():
-        ds0 = items[0][1]
-        kernel = getattr(ds0, "ConvolutionKernel", "") or ""
-        if not isinstance(kernel, str):
-            kernel = "\\".join(kernel)
-        series.append(
-            {
-                "uid": uid,
-                "items": items,
-                "modality": str(getattr(ds0, "Modality", "")),
-                "description": str(getattr(ds0, "SeriesDescription", "")),
-                "kernel": kernel,
-                "slice_thickness": float(getattr(ds0, "SliceThickness", 0) or 0),
-                "n": len(items),
-            }
-        )
+    for key, items in groups.items():
+        s0 = items[0]
+        try:
+            thickness = s0.numbers("SliceThickness", 1)
+        except tags.BadValue:
+            thickness = None
+        thickness = thickness[0] if thickness and 0 < thickness[0] < 100 else 0.0
+        series.append({
+            "uid": key[0],
+            "items": items,
+            "modality": key[4].upper(),
+            "description": key[5],
+            "kernel": key[-1],
+            "slice_thickness": thickness,
+            "n": len(items),
+        })
     return series
 
 
 def choose_series(series: list[dict]) -> tuple[dict, str]:
-    """The thinnest standard/soft-kernel CT series with at least 10 slices, and why it was chosen."""
+    """The thinnest standard/soft-kernel CT series with at least 10 slices, and why it was chosen.
+
+    The reason names the series by its size, thickness and kernel only: descriptions and UIDs can carry
+    patient identity and go into results and logs.
+    """
     ct = [s for s in series if s["modality"] == "CT"]
     if not ct:
-        mods = sorted({s["modality"] or "?" for s in series})
+        mods = sorted({tags.shorten(s["modality"], 8) or "?" for s in series})
         raise InputError(f"no CT series in the folder (found modality {', '.join(mods)})")
     usable = [s for s in ct if s["n"] >= 10] or ct
     best = min(usable, key=lambda s: (_kernel_rank(s["kernel"]), s["slice_thickness"] or 99, -s["n"]))
     why = (
-        f"series {best['description'] or best['uid'][-12:]!r}: {best['n']} slices, "
-        f"{best['slice_thickness']:g} mm, kernel {best['kernel'] or 'unknown'}"
+        f"{best['n']} slices, {best['slice_thickness']:g} mm, kernel {tags.shorten(best['kernel'], 24) or 'unknown'}"
     )
     if len(ct) > 1:
         why += f" (chosen among {len(ct)} CT series: thinnest soft-tissue kernel)"
     return best, why
 
 
-def _geometry_checks(items) -> tuple[list, list[str]]:
-    """Sort slices along the normal; reject gaps; flag tilt and uneven spacing."""
-    iop = np.array(items[0][1].ImageOrientationPatient, dtype=float)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    pos = np.array([np.array(ds.ImagePositionPatient, dtype=float) for _, ds in items])
-    d = pos @ normal
-    order = np.argsort(d)
-    items = [items[i] for i in order]
-    d, pos = d[order], pos[order]
-    qc: list[str] = []
-    if len(items) < 2:
+@dataclass
+class _Geometry:
+    slices: list[_Slice]
+    spacing: tuple[float, float, float]
+    origin: np.ndarray
+    direction: np.ndarray
+    rows: int
+    cols: int
+    rescale: list[tuple[float, float]]
+    qc: list[str] = field(default_factory=list)
+
+
+def _per_slice(items: list[_Slice], keyword: str, count: int, what: str) -> np.ndarray:
+    """[n, count] values of ``keyword`` on every slice, or one InputError naming how many slices are bad."""
+    vals, bad, example = [], 0, ""
+    for s in items:
+        try:
+            v = s.numbers(keyword, count)
+        except tags.BadValue as e:
+            v, example = None, example or str(e)
+        if v is None:
+            bad += 1
+            example = example or "missing"
+            v = [np.nan] * count
+        vals.append(v)
+    if bad:
+        raise InputError(f"{keyword} is missing or malformed on {bad} of {len(items)} slices "
+                         f"(e.g. '{example}'): {what}")
+    return np.asarray(vals, dtype=float)
+
+
+def _same(values: np.ndarray, tol: float) -> int:
+    """How many rows differ from the first row by more than ``tol``."""
+    return int(np.sum(np.any(np.abs(values - values[0]) > tol, axis=1)))
+
+
+def _geometry(items: list[_Slice], uid_missing: bool) -> _Geometry:
+    """Check position, orientation, spacing, matrix and rescale of every slice; sort along the normal."""
+    n = len(items)
+    if n < 2:
         raise InputError("the DICOM series holds a single slice: a 3D CT volume is needed")
+    pos = _per_slice(items, "ImagePositionPatient", 3, "slice positions are unknown")
+    if np.any(np.abs(pos) > MAX_COORD_MM):
+        raise InputError(f"ImagePositionPatient is implausible (beyond {MAX_COORD_MM:g} mm) on "
+                         f"{int(np.any(np.abs(pos) > MAX_COORD_MM, axis=1).sum())} of {n} slices")
+    iop = _per_slice(items, "ImageOrientationPatient", 6, "the slice orientation is unknown")
+    row, col = iop[0, :3], iop[0, 3:]
+    if not (abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2 and abs(row @ col) < 1e-2):
+        raise InputError("ImageOrientationPatient is not two orthogonal unit vectors "
+                         f"('{items[0].raw('ImageOrientationPatient')}')")
+    if (k := _same(iop, 1e-3)):
+        raise InputError(f"ImageOrientationPatient differs between slices ({k} of {n} differ from the first): "
+                         "not one volume")
+    ps = _per_slice(items, "PixelSpacing", 2, "the voxel size is unknown")
+    if np.any(ps <= 0) or np.any(ps > MAX_PIXEL_SPACING_MM):
+        bad = int(np.any((ps <= 0) | (ps > MAX_PIXEL_SPACING_MM), axis=1).sum())
+        raise InputError(f"PixelSpacing is zero, negative or implausible on {bad} of {n} slices "
+                         f"(e.g. '{items[int(np.argmax(np.any((ps <= 0) | (ps > 50), axis=1)))].raw('PixelSpacing')}')"
+                         ": the voxel size is unknown")
+    if (k := _same(ps, 1e-4 * ps[0].max())):
+        raise InputError(f"PixelSpacing differs between slices ({k} of {n} differ from the first): not one volume")
+    size = _per_slice(items, "Rows", 1, "the image size is unknown")[:, 0]
+    size = np.stack([size, _per_slice(items, "Columns", 1, "the image size is unknown")[:, 0]], axis=1)
+    if (k := _same(size, 0)):
+        raise InputError(f"Rows/Columns differ between slices ({k} of {n} differ from the first): not one volume")
+    rescale, qc = _rescale(items)
+    if uid_missing:
+        inst = [s.text("InstanceNumber") for s in items if s.frame is None]
+        if len(set(inst)) < len(inst):
+            raise InputError("slices without a SeriesInstanceUID share instance numbers: several series are mixed")
+    normal = np.cross(row, col)
+    d = pos @ normal
+    order = np.argsort(d, kind="stable")
+    d, pos = d[order], pos[order]
+    items = [items[i] for i in order]
+    rescale = [rescale[i] for i in order]
     gaps = np.diff(d)
     if np.any(gaps < 1e-3):
         raise InputError("the DICOM series has duplicate slice positions (several series mixed?)")
@@ -116,41 +288,129 @@ def _geometry_checks(items) -> tuple[list, list[str]]:
         raise InputError(f"gantry tilt of {tilt:.1f} degrees is not supported (max {MAX_GANTRY_TILT_DEG:g})")
     if tilt > 0.5:
         qc.append(f"gantry_tilt: slices tilted {tilt:.1f} degrees; geometry approximated as orthogonal")
-    return items, qc
+    direction = np.stack([row / np.linalg.norm(row), col / np.linalg.norm(col), normal / np.linalg.norm(normal)], 1)
+    # DICOM PixelSpacing is (between rows, between columns) = (j, i).
+    spacing = (float(ps[0, 1]), float(ps[0, 0]), med)
+    return _Geometry(items, spacing, pos[0], direction, int(size[0, 0]), int(size[0, 1]), rescale, qc)
 
 
-def read_dicom_folder(folder: str | Path):
+def _rescale(items: list[_Slice]) -> tuple[list[tuple[float, float]], list[str]]:
+    """(slope, intercept) of every slice; each slice keeps its own (DICOM allows them to differ)."""
+    out, missing = [], 0
+    for s in items:
+        try:
+            slope = s.numbers("RescaleSlope", 1)
+            icpt = s.numbers("RescaleIntercept", 1)
+        except tags.BadValue as e:
+            raise InputError(f"RescaleSlope/RescaleIntercept is malformed ('{e}'): the Hounsfield units are "
+                             "unknown") from None
+        if slope is None or icpt is None:
+            missing += 1
+            out.append(None)
+            continue
+        if slope[0] == 0:
+            raise InputError("RescaleSlope is 0: the Hounsfield units are unknown")
+        out.append((slope[0], icpt[0]))
+    if missing == len(items):
+        # The CT IOD requires the rescale; stored values are taken as HU and validation refuses them if
+        # they do not look like HU (raw unsigned values have no air below -50).
+        return [(1.0, 0.0)] * len(items), ["rescale_missing: no RescaleSlope/Intercept; stored values taken as HU"]
+    if missing:
+        raise InputError(f"RescaleSlope/RescaleIntercept is missing on {missing} of {len(items)} slices: "
+                         "the Hounsfield units of those slices are unknown")
+    return out, []
+
+
+def _stored_pixels(path: Path, cache: dict) -> tuple[np.ndarray, bool]:
+    """(pixels of a file, already rescaled?): stored values from pydicom; HU from GDCM as a fallback."""
+    if path in cache:
+        return cache[path]
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        arr, rescaled = np.asarray(ds.pixel_array), False
+    except Exception:  # noqa: BLE001 - e.g. a compression pydicom has no decoder for: let GDCM try
+        import SimpleITK as sitk
+
+        try:
+            img = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            from .imageio import _last_line
+
+            raise InputError(f"cannot decode the DICOM pixels: {_last_line(e, path)}") from None
+        arr, rescaled = sitk.GetArrayFromImage(img), True
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+    cache.clear()  # one file at a time: a multi-frame file is read once, classic files never pile up
+    cache[path] = (arr, rescaled)
+    return arr, rescaled
+
+
+def _pixels(g: _Geometry) -> np.ndarray:
+    """HU array [k, j, i] at full width: int16 when every value fits, float32 otherwise (never wrapped)."""
+    integral = all(float(s).is_integer() and float(b).is_integer() for s, b in g.rescale)
+    out = np.empty((len(g.slices), g.rows, g.cols), dtype=np.int32 if integral else np.float32)
+    cache: dict = {}
+    for k, (s, (slope, icpt)) in enumerate(zip(g.slices, g.rescale, strict=True)):
+        arr, rescaled = _stored_pixels(s.path, cache)
+        if s.frame is not None:
+            if arr.ndim != 3 or s.frame >= arr.shape[0]:
+                raise InputError(f"the enhanced DICOM file holds fewer frames than it describes ({arr.shape})")
+            arr = arr[s.frame]
+        if arr.shape != (g.rows, g.cols):
+            raise InputError(f"a slice's pixel data is {arr.shape[-2:]} but its header says {g.rows}x{g.cols}")
+        if rescaled:
+            hu = arr.astype(np.float64)
+        elif integral:
+            hu = arr.astype(np.int64) * int(slope) + int(icpt)
+        else:
+            hu = arr.astype(np.float64) * slope + icpt
+        out[k] = np.clip(hu, -2**31, 2**31 - 1) if integral else hu
+    if not np.issubdtype(out.dtype, np.integer):
+        if np.all(np.mod(out, 1) == 0) and out.min() >= -32768 and out.max() <= 32767:
+            return out.astype(np.int16)
+        return out
+    if out.min() >= -32768 and out.max() <= 32767:
+        return out.astype(np.int16)
+    return out.astype(np.float32)  # exact for |HU| < 2**24; stages take float input
+
+
+def read_dicom_folder(folder: str | Path) -> Volume:
     folder = Path(folder)
     series = list_series(folder)
     if not series:
-        raise InputError(f"no DICOM images found in {folder}")
+        raise InputError("no DICOM images found in the input folder")
     best, why = choose_series(series)
-    items, qc = _geometry_checks(best["items"])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(p) for p, _ in items])
-    try:
-        img = reader.Execute()
-    except RuntimeError as e:
-        raise InputError(f"cannot decode the DICOM pixels: {str(e).strip().splitlines()[-1][:200]}") from None
-    ds0 = items[0][1]
+    g = _geometry(best["items"], uid_missing=not best["uid"])
+    array = _pixels(g)
+    s0 = g.slices[0]
+    notes: list[str] = []
+    kvp = tags.optional_number(s0._where("KVP"), "KVP", notes, 40, 200)
+    thickness = tags.optional_number(s0._where("SliceThickness"), "SliceThickness", notes, 0.01, 100)
+    ctdi = tags.optional_number(s0._where("CTDIvol"), "CTDIvol", notes, 0, 1e4)
     meta = {
         "source": "dicom",
+        "format": "dicom",
         "series": why,
         "modality": best["modality"],
-        "kvp": float(ds0.KVP) if getattr(ds0, "KVP", None) not in (None, "") else None,
-        "kernel": best["kernel"],
-        "slice_thickness": best["slice_thickness"] or None,
-        "ctdivol": float(ds0.CTDIvol) if getattr(ds0, "CTDIvol", None) not in (None, "") else None,
-        "manufacturer": str(getattr(ds0, "Manufacturer", "")),
-        "model": str(getattr(ds0, "ManufacturerModelName", "")),
-        "age": _age_years(getattr(ds0, "PatientAge", "")),
-        "sex": str(getattr(ds0, "PatientSex", "")) or None,
-        "load_qc": qc,
+        "kvp": kvp,
+        "kernel": best["kernel"] or None,
+        "slice_thickness": thickness,
+        "ctdivol": ctdi,
+        "manufacturer": tags.text(s0.ds, "Manufacturer") or None,
+        "model": tags.text(s0.ds, "ManufacturerModelName") or None,
+        "age": _age_years(tags.text(s0.ds, "PatientAge")),
+        "sex": tags.text(s0.ds, "PatientSex") or None,
+        "load_qc": g.qc + notes,
+        # Identifiers: kept apart, written only when the user asks for them (--keep-identifiers).
+        "identifiers": {"series_description": best["description"], "series_instance_uid": best["uid"]},
     }
-    vol = volume_from_sitk(img, meta)
-    if vol.array.dtype != np.int16 and np.all(np.mod(vol.array, 1) == 0):
-        vol.array = vol.array.astype(np.int16)
-    return vol
+    if kvp is not None:
+        meta["kvp_source"] = "dicom"
+    if s0.frame is not None:
+        meta["dicom_storage"] = "enhanced multi-frame"
+    return Volume(array, g.spacing, tuple(g.origin), g.direction, meta)
 
 
 def _age_years(age: str) -> float | None:

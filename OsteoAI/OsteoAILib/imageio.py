@@ -32,34 +32,110 @@ def volume_to_sitk(vol: Volume, array: np.ndarray | None = None) -> sitk.Image:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a file or a DICOM folder. Raises InputError with a one-line reason on failure."""
+    """Read a file or a DICOM folder. Raises InputError with a one-line reason on failure.
+
+    Messages and ``meta`` name the input by its kind only: file names often are patient names.
+    """
     p = Path(path)
     if not p.exists():
-        raise InputError(f"input not found: {p}")
+        raise InputError("input not found: no such file or folder")
     if p.is_dir():
         from .dicom import read_dicom_folder
 
         return read_dicom_folder(p)
     if not p.name.lower().endswith(VOLUME_SUFFIXES):
-        raise InputError(f"unsupported file type: {p.name} (expected NIfTI, NRRD, MHA or a DICOM folder)")
+        raise InputError("unsupported input file type (expected NIfTI, NRRD, MHA or a DICOM folder)")
+    kind = _kind(p)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as e:
-        raise InputError(f"cannot read {p.name}: {str(e).strip().splitlines()[-1][:200]}") from None
+        raise InputError(f"cannot read the {kind} input: {_last_line(e, p)}") from None
     if img.GetDimension() != 3:
-        raise InputError(f"{p.name} is a {img.GetDimension()}D image: a 3D CT volume is needed")
+        raise InputError(f"the input is a {img.GetDimension()}D image: a 3D CT volume is needed")
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{p.name} has {img.GetNumberOfComponentsPerPixel()} components per voxel: not a CT")
-    meta = {"source": p.name, "format": p.suffix.lstrip(".")}
+        raise InputError(f"the input has {img.GetNumberOfComponentsPerPixel()} components per voxel: not a CT")
+    meta = {"source": kind, "format": p.suffix.lstrip("."), "load_qc": [],
+            "identifiers": {"file_name": p.name}}
     sidecar = p.parent / "ct.json"  # acquisition tags beside a converted volume (DICOM keywords)
     if sidecar.exists():
         import json
 
         try:
             meta.update(acquisition_meta(json.loads(sidecar.read_text())))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError, OSError):
             pass
-    return volume_from_sitk(img, meta)
+        if meta.get("kvp") is not None:
+            meta["kvp_source"] = "sidecar"
+    vol = volume_from_sitk(img, meta)
+    if kind == "NIfTI":
+        _nifti_checks(p, vol)
+    return vol
+
+
+def _kind(p: Path) -> str:
+    name = p.name.lower()
+    return "NIfTI" if name.endswith((".nii", ".nii.gz")) else "NRRD" if name.endswith((".nrrd", ".nhdr")) else "MHA"
+
+
+def _last_line(e: Exception, path: Path | None = None) -> str:
+    """The last line of a reader's message, without the input's path (file and folder names identify)."""
+    from .errors import printable
+
+    lines = str(e).strip().splitlines()
+    text = lines[-1] if lines else "unreadable"
+    if path is not None:
+        for s in sorted({str(path), str(path.resolve()), str(path.parent), path.name}, key=len, reverse=True):
+            text = text.replace(s, "<input>")
+    return printable(text[:200])
+
+
+def _nifti_checks(p: Path, vol: Volume) -> None:
+    """What ITK's NIfTI reader gets wrong, checked against the header as the NIfTI standard reads it.
+
+    - NaN and Inf voxels: ITK reads them as 0, a plausible HU (water); here they are refused.
+    - A negative pixdim: ITK flips that axis even where the sform or the quaternion already orients it;
+      the standard (nifti1_io, nibabel) uses the magnitude. The geometry is set from nibabel's affine.
+    - A zero pixdim: ITK reads 1 mm. Refused unless the sform gives the voxel size.
+    """
+    try:
+        import nibabel as nib
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(str(p)) as f:
+            raw = nib.Nifti1Header.from_fileobj(f, check=False)  # as stored, before nibabel's fixes
+        img = nib.load(str(p))
+    except Exception:  # noqa: BLE001 - no nibabel, NIfTI-2, or a header only ITK reads: keep ITK's reading
+        return
+    if np.issubdtype(raw.get_data_dtype(), np.floating):
+        data = np.asanyarray(img.dataobj)
+        if data.ndim >= 3:
+            finite = np.isfinite(data.reshape(data.shape[0], data.shape[1], data.shape[2], -1))
+            bad = ~finite.all(axis=(0, 1, 3))  # per slice k (nibabel's third axis)
+            if bad.any():
+                raise InputError(f"the volume contains NaN or infinite values in {int(bad.sum())} of {bad.size} "
+                                 "slices: no HU there")
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=float)
+    if np.all(pixdim > 0):
+        return
+    if np.any(pixdim == 0) and not int(raw["sform_code"]) > 0:
+        raise InputError("the NIfTI header's voxel size (pixdim) is zero or negative and no affine gives it: "
+                         "the voxel geometry is unknown")
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.all(np.isfinite(affine)):
+        raise InputError("the NIfTI header has a non-finite orientation: the voxel geometry is unknown")
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    m = ras_to_lps @ affine[:3, :3]
+    spacing = np.linalg.norm(m, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError("the NIfTI header has a zero voxel size: the voxel geometry is unknown")
+    direction, origin = m / spacing, ras_to_lps @ affine[:3, 3]
+    if (np.allclose(direction, vol.direction, atol=1e-4) and np.allclose(spacing, vol.spacing, rtol=1e-4)
+            and np.allclose(origin, vol.origin, atol=1e-3)):
+        return
+    vol.spacing, vol.origin, vol.direction = tuple(spacing), tuple(origin), direction
+    vol.meta.setdefault("load_qc", []).append(
+        "negative_spacing: the NIfTI header has negative pixdim; orientation taken from its affine (NIfTI rule)"
+    )
 
 
 def acquisition_meta(tags: dict) -> dict:
@@ -67,9 +143,10 @@ def acquisition_meta(tags: dict) -> dict:
 
     def num(key):
         try:
-            return float(tags[key])
+            v = float(tags[key])
         except (KeyError, TypeError, ValueError):
             return None
+        return v if np.isfinite(v) else None
 
     age = str(tags.get("PatientAge", "")).strip()
     return {

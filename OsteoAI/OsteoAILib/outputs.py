@@ -1,15 +1,21 @@
-"""Write a screening's outputs into a folder. Every file is written atomically, and results.json comes
-last, so its presence means the folder is complete."""
+"""Write a screening's outputs into a folder: staged, verified, committed as a whole with results.json
+last, so its presence means the folder is complete (see :mod:`.output_folder`)."""
 
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
+import json
 import os
+import shutil
 from pathlib import Path
 
-from .atomic import write_json, write_text, write_with
+from .atomic import write_text, write_with
+from .errors import OutputError
 from .imageio import write_volume
+from .output_folder import RESULTS_NAME, _why, check_output_dir, commit, new_staging, output_lock, staged_files
 from .pipeline import PipelineOutput
 from .segfile import write_seg_nrrd
 
@@ -47,8 +53,27 @@ def radiomics_csv(rows: list[dict]) -> str:
 
 
 def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool = False) -> dict[str, Path]:
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    """Write the result into ``out_dir`` as a whole: staged, each file verified, then committed with
+    ``results.json`` last (see :mod:`.output_folder`). Files of an earlier result never survive beside it."""
+    d = check_output_dir(out_dir).resolve()
+    with output_lock(d):
+        stage = new_staging(d)
+        try:
+            files = _write_staged(out, stage, scene)
+            hashes = {rel: verify_file(stage / rel, out.volume.shape) for rel in staged_files(stage)}
+            results = out.results.to_dict()
+            results["files"] = hashes
+            commit(stage, d, results)
+        except OSError as e:
+            raise OutputError(f"cannot write the results: {_why(e)}") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    files = {k: d / v.relative_to(stage) for k, v in files.items()}
+    files["json"] = d / RESULTS_NAME
+    return files
+
+
+def _write_staged(out: PipelineOutput, d: Path, scene: bool) -> dict[str, Path]:
     files: dict[str, Path] = {}
     files["vertebrae"] = write_volume(out.volume, d / "vertebrae.nii.gz", out.vertebrae.astype("int16"))
     files["rois"] = write_volume(out.volume, d / "trabecular_rois.nii.gz", out.rois.astype("int16"))
@@ -64,5 +89,35 @@ def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool =
         from .mrml import write_scene  # needs slicer-core: imported only when a scene is asked for
 
         files["scene"] = write_scene(out, d)
-    files["json"] = write_json(d / "results.json", out.results.to_dict())
     return files
+
+
+def verify_file(path: Path, shape=None) -> str:
+    """Read a written file back before it is committed; its sha256. OSError when it is not whole.
+
+    A full disk does not always make a writer fail: ITK has renamed 0-byte labelmaps into place.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise OSError(errno.ENOSPC, f"{path.name} was written empty (disk full?)")
+    name = path.name.lower()
+    try:
+        if name.endswith((".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha")):
+            import SimpleITK as sitk
+
+            img = sitk.ReadImage(str(path))  # decompresses the whole file: a truncated one fails here
+            if name.endswith(".nii.gz") and shape is not None and tuple(reversed(img.GetSize()))[:3] != tuple(shape):
+                raise ValueError(f"size {img.GetSize()} is not the input's")
+        elif name.endswith(".json"):
+            json.loads(path.read_text(encoding="utf-8"))
+        elif name.endswith((".csv", ".tsv", ".mrml")):
+            path.read_text(encoding="utf-8")
+        elif name.endswith(".png"):
+            data = path.read_bytes()
+            if not (data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in data[-12:]):
+                raise ValueError("not a whole PNG")
+    except (RuntimeError, ValueError, UnicodeDecodeError) as e:
+        raise OSError(errno.EIO, f"{path.name} does not read back ({str(e).strip()[:80]}): disk full?") from None
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        return hashlib.sha256(f.read()).hexdigest()

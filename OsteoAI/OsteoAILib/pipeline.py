@@ -31,6 +31,7 @@ class PipelineOptions:
     vbmd_method: str = "auto"  # auto | ai | calibrated-hu
     n_key_images: int = 4
     radiomics: bool = False
+    keep_identifiers: bool = False  # file name, series description and UID into results (they identify)
 
 
 @dataclass
@@ -97,11 +98,27 @@ def _software(seg_name: str, model_version: str | None) -> dict:
     }
 
 
-def _input_description(vol: Volume, canonical: Volume) -> dict:
-    """What was screened, without patient name or ID."""
+def _models_used(seg, vbmd_tag: str | None) -> dict:
+    """name@version -> {files: {name: sha256}, pinned}: which model files produced this result."""
+    used = {}
+    if seg.info.get("model_sha256"):
+        used[seg.segmenter.replace("model@", "vertebra-seg@")] = {
+            "files": seg.info.get("model_files") or {"weights": seg.info["model_sha256"]},
+            "pinned": bool(seg.info.get("model_pinned", False))}
+    if vbmd_tag:
+        from .vbmd_model.infer import default_model
+
+        used[vbmd_tag] = default_model().describe()
+    return used
+
+
+def _input_description(vol: Volume, canonical: Volume, keep_identifiers: bool = False) -> dict:
+    """What was screened, without patient name or ID; file name, series description and UID only on request."""
     keep = ("source", "series", "format", "modality", "kvp", "kernel", "slice_thickness", "ctdivol",
-            "manufacturer", "model", "age", "sex")
+            "manufacturer", "model", "age", "sex", "dicom_storage")
     d = {k: vol.meta.get(k) for k in keep if vol.meta.get(k) is not None}
+    if keep_identifiers:
+        d["identifiers"] = {k: v for k, v in (vol.meta.get("identifiers") or {}).items() if v}
     d.update(shape_kji=list(vol.shape), spacing_mm=[round(s, 4) for s in vol.spacing],
              orientation=_orientation_code(vol.direction))
     return d
@@ -150,7 +167,7 @@ def run_pipeline(
         scan_qc += cal.qc
     with st.stage("vbmd", "estimating vBMD"):
         level_qc, extra = _level_context(canonical, seg, rois, cal)
-        estimator, model_version = _estimator(opt, canonical, cal)
+        estimator, model_version = _estimator(opt, canonical, cal, scan_qc)
         levels = bmd.measure_levels(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc,
                                     extra=extra, estimator=estimator)
         for lv in levels:
@@ -168,13 +185,13 @@ def run_pipeline(
 
             radiomics_rows = extract(canonical, rois.labelmap, [lv.label for lv in levels])
     results = Results(
-        input=_input_description(vol, canonical),
+        input=_input_description(vol, canonical, opt.keep_identifiers),
         levels=levels,
         diagnosis=diagnosis,
         calibration=cal,
         qc=_dedupe(scan_qc),
         timing_s=st.timing,
-        software=_software(seg.segmenter, model_version),
+        software={**_software(seg.segmenter, model_version), "models": _models_used(seg, model_version)},
         key_images=[im.describe() for im in images],
     )
     if progress:
@@ -216,6 +233,7 @@ def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dic
             f.append(f"fov_cut: {NAMES.get(lab, lab)} is cut by the edge of the scan")
         if hasattr(qc, "level_flags"):
             f += qc.level_flags(canonical, seg, rois, cal, lab)
+        f += _corrupt_roi_flags(canonical, rois.labelmap == lab, lab)
         if any(x.startswith(("fov_cut", "body_cut")) for x in f):
             # Heights of a body the scan cuts are not its heights: no fracture grade from them.
             f = [x for x in f if not x.startswith("fracture")]
@@ -227,8 +245,21 @@ def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dic
     return flags, extra
 
 
-def _estimator(opt: PipelineOptions, canonical, cal):
-    """The AI vBMD estimator when asked for and available; None keeps the calibrated-HU estimate."""
+def _corrupt_roi_flags(canonical, roi_mask, lab) -> list[str]:
+    """A corrupted slice inside a level's ROI makes its number meaningless: 'implausible' excludes it."""
+    from .validate import corrupt_slices_in_roi
+
+    bad = corrupt_slices_in_roi(canonical.array, roi_mask)
+    if not bad:
+        return []
+    k, frac = max(bad, key=lambda b: b[1])
+    return [f"implausible: {NAMES.get(lab, lab)} ROI slice k={k} looks corrupted ({100 * frac:.0f}% of its voxels "
+            f"jump >500 HU from both neighbour slices)"]
+
+
+def _estimator(opt: PipelineOptions, canonical, cal, problems: list[str] | None = None):
+    """The AI vBMD estimator when asked for and available; None keeps the calibrated-HU estimate (and
+    ``problems`` gets a QC flag saying why, under auto)."""
     if opt.vbmd_method == "calibrated-hu":
         return None, None
     try:
@@ -239,4 +270,4 @@ def _estimator(opt: PipelineOptions, canonical, cal):
 
             raise OsteoAIError("the AI vBMD model is not installed") from None
         return None, None
-    return make_estimator(canonical, cal, required=opt.vbmd_method == "ai")
+    return make_estimator(canonical, cal, required=opt.vbmd_method == "ai", problems=problems)

@@ -87,6 +87,9 @@ class Results:
     timing_s: dict = field(default_factory=dict)
     software: dict = field(default_factory=dict)
     key_images: list[dict] = field(default_factory=list)
+    # Every other file of the output folder -> its sha256, filled when the folder is written: a folder
+    # whose results.json lists files that are absent or differ is not this result.
+    files: dict = field(default_factory=dict)
     schema: str = SCHEMA
 
     def to_dict(self) -> dict:
@@ -103,5 +106,6 @@ class Results:
             timing_s=dict(d.get("timing_s", {})),
             software=dict(d.get("software", {})),
             key_images=list(d.get("key_images", [])),
+            files=dict(d.get("files", {})),
             schema=d.get("schema", SCHEMA),
         )

@@ -85,8 +85,14 @@ def test_validate_rejects_unusable_volumes(arr, message):
 
 
 def test_validate_flags_non_hu_range():
-    arr = np.random.default_rng(1).integers(0, 255, (20, 16, 16)).astype(np.int16)
+    arr = np.random.default_rng(1).integers(-200, 255, (20, 16, 16)).astype(np.int16)  # fat, no air, no bone
     assert any(f.startswith("not_hu") for f in validate(Volume(arr, (1, 1, 1))))
+
+
+def test_validate_refuses_mr_like_values():
+    arr = np.random.default_rng(1).integers(0, 255, (20, 16, 16)).astype(np.int16)
+    with pytest.raises(InputError, match="not CT"):
+        validate(Volume(arr, (1, 1, 1)))
 
 
 def test_canonical_roundtrip_any_direction(tmp_path):

@@ -277,8 +277,10 @@ def test_results_text_carries_the_whole_results(hs, out):
     assert mrml.results_from_text(node).to_dict() == json.loads(json.dumps(out.results.to_dict()))
 
 
-def test_volume_name_from_input(out):
-    out.results.input["source"] = "/data/case 7.nii.gz"
+def test_volume_name_carries_no_identity_unless_kept(out):
+    out.results.input["source"] = "/data/Doe John.nii.gz"
+    assert mrml._volume_name(out) == "CT"
+    out.results.input["identifiers"] = {"file_name": "case 7.nii.gz"}  # --keep-identifiers
     assert mrml._volume_name(out) == "case 7"
 
 

@@ -35,9 +35,9 @@ def test_scene_files_are_written(written):
     _, _, path, _ = written
     assert path.name == "scene.mrml" and path.is_file()
     names = {p.name for p in path.parent.iterdir()}
-    expected = ["synthetic.nrrd", "synthetic_vertebrae.seg.nrrd", "synthetic_trabecular_ROIs.seg.nrrd",
-                "synthetic_BMD.tsv", "synthetic_BMD_summary.tsv", "T12_ROI_box.mrk.json",
-                "synthetic_key_images.mrk.json"]  # fmt: skip
+    expected = ["CT.nrrd", "CT_vertebrae.seg.nrrd", "CT_trabecular_ROIs.seg.nrrd",
+                "CT_BMD.tsv", "CT_BMD_summary.tsv", "T12_ROI_box.mrk.json",
+                "CT_key_images.mrk.json"]  # fmt: skip
     for f in expected:
         assert f in names, f"{f} missing from {sorted(names)}"
     assert not [n for n in names if n.startswith(".")], "temporary files left behind"
@@ -45,7 +45,7 @@ def test_scene_files_are_written(written):
 
 def test_reloaded_volume_is_identical(written):
     out, _, _, hs = written
-    node = _one(hs.scene, "synthetic")
+    node = _one(hs.scene, "CT")
     back = mrml.volume_from_node(node)
     np.testing.assert_array_equal(back.array, out.volume.array)
     np.testing.assert_allclose(back.ijk_to_ras(), out.volume.ijk_to_ras(), atol=1e-6)
@@ -53,10 +53,10 @@ def test_reloaded_volume_is_identical(written):
 
 def test_reloaded_segmentations_are_identical(written):
     out, _, _, hs = written
-    vol = _one(hs.scene, "synthetic")
+    vol = _one(hs.scene, "CT")
     for name, truth, suffix in (
-        ("synthetic vertebrae", out.vertebrae, "vertebra"),
-        ("synthetic trabecular ROIs", out.rois, "trabecular ROI"),
+        ("CT vertebrae", out.vertebrae, "vertebra"),
+        ("CT trabecular ROIs", out.rois, "trabecular ROI"),
     ):
         seg = _one(hs.scene, name)
         np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, seg, vol), truth)
@@ -70,7 +70,7 @@ def test_reloaded_segmentations_are_identical(written):
 
 def test_reloaded_tables_and_plot_are_identical(written):
     out, _, _, hs = written
-    table = _one(hs.scene, "synthetic BMD")
+    table = _one(hs.scene, "CT BMD")
     rows = mrml.table_to_rows(table)
     assert [r["Level"] for r in rows] == ["T12", "L1", "L2"]
     # exactly what the table showed before saving (values rounded for display, see mrml.COLUMNS)
@@ -85,9 +85,9 @@ def test_reloaded_tables_and_plot_are_identical(written):
         table.GetColumnDescription("Used for diagnosis")
         == dict((c[0], c[2]) for c in mrml.COLUMNS)["Used for diagnosis"]
     )
-    summary = {r["Item"]: r["Value"] for r in mrml.table_to_rows(_one(hs.scene, "synthetic BMD summary"))}
+    summary = {r["Item"]: r["Value"] for r in mrml.table_to_rows(_one(hs.scene, "CT BMD summary"))}
     assert summary == dict(mrml.summary_rows(out.results))
-    chart = _one(hs.scene, "synthetic BMD chart")
+    chart = _one(hs.scene, "CT BMD chart")
     assert chart.GetNumberOfPlotSeriesNodes() == 3
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNode().GetID() == table.GetID() and series.GetYColumnName() == "vBMD"
@@ -97,19 +97,19 @@ def test_reloaded_tables_and_plot_are_identical(written):
 
 def test_reloaded_results_text_roi_boxes_key_images(written):
     out, _, _, hs = written
-    res = mrml.results_from_text(_one(hs.scene, "synthetic results"))
+    res = mrml.results_from_text(_one(hs.scene, "CT results"))
     assert res.to_dict() == json.loads(json.dumps(out.results.to_dict()))
     assert res.diagnosis.category == out.results.diagnosis.category
     assert res.calibration.slope == out.results.calibration.slope
-    seg = _one(hs.scene, "synthetic trabecular ROIs")
+    seg = _one(hs.scene, "CT trabecular ROIs")
     boxes = mrml.roi_boxes_of(hs.scene, seg)
     assert sorted(boxes) == ["L1", "L2", "T12"]
-    vol = _one(hs.scene, "synthetic")
+    vol = _one(hs.scene, "CT")
     for _level, box in boxes.items():
         assert not mrml.box_moved(box)
         inside = mrml.box_mask(box, mrml.ijk_to_ras(vol), out.rois.shape)
         assert inside[out.rois == int(box.GetAttribute(mrml.ATTR + "label"))].all()
-    kin = _one(hs.scene, "synthetic key images")
+    kin = _one(hs.scene, "CT key images")
     pos = mrml.key_image_positions(kin)
     assert [p["name"] for p in pos] == ["1_sagittal", "2_axial_L1"]
     np.testing.assert_allclose(pos[1]["ras"], [-8.0, 3.0, 50.0])
@@ -120,16 +120,16 @@ def test_reloaded_parameter_node_has_the_run_settings(written):
     settings, nodes = mrml.read_parameter_node(hs.scene)
     assert settings == mrml.settings_from_options(opts)
     assert settings.kvp == 110.0 and settings.segmenter == "classical" and settings.levels == "T12-L2"
-    assert nodes["inputVolume"].GetName() == "synthetic"
-    assert nodes["roiSegmentation"].GetName() == "synthetic trabecular ROIs"
-    assert nodes["resultsTable"].GetName() == "synthetic BMD"
+    assert nodes["inputVolume"].GetName() == "CT"
+    assert nodes["roiSegmentation"].GetName() == "CT trabecular ROIs"
+    assert nodes["resultsTable"].GetName() == "CT BMD"
 
 
 def test_reloaded_nodes_sit_in_one_folder_with_the_volume(written):
     _, _, _, hs = written
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(hs.scene)
-    vol_parent = sh.GetItemParent(sh.GetItemByDataNode(_one(hs.scene, "synthetic")))
-    for name in ("synthetic vertebrae", "synthetic trabecular ROIs", "synthetic BMD", "T12 ROI box"):
+    vol_parent = sh.GetItemParent(sh.GetItemByDataNode(_one(hs.scene, "CT")))
+    for name in ("CT vertebrae", "CT trabecular ROIs", "CT BMD", "T12 ROI box"):
         item = sh.GetItemByDataNode(_one(hs.scene, name))
         assert item and sh.GetItemParent(item) == vol_parent
 
@@ -141,7 +141,7 @@ def test_write_scene_twice_overwrites_cleanly(tmp_path):
     path = mrml.write_scene(out, tmp_path)
     hs = mrml.load_scene(path)
     try:
-        rows = mrml.table_to_rows(_one(hs.scene, "synthetic BMD"))
+        rows = mrml.table_to_rows(_one(hs.scene, "CT BMD"))
         assert rows[0]["Mean"] == 999.0
     finally:
         hs.close()

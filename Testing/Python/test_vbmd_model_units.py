@@ -72,7 +72,7 @@ def tiny_model(tmp_path):
     torch.manual_seed(0)
     w = mlp.torch_to_arrays(mlp.build_torch(F.N_FEATURES, 8))
     train.save_weights(tmp_path / "weights.npz", w)
-    meta = {"name": "vbmd-mlp", "version": infer.MODEL_VERSION, "format": infer.MODEL_FORMAT,
+    meta = {"name": "vbmd-mlp", "version": "0.0-test", "format": infer.MODEL_FORMAT,
             "features": list(F.FEATURE_NAMES),
             "normalisation": {"mean": [0.0] * F.N_FEATURES, "std": [1.0] * F.N_FEATURES},
             "target_scale": 10.0, "interval_k": 1.96, "calibration_methods": ["internal"],

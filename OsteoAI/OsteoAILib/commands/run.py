@@ -28,7 +28,12 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="vBMD estimator: the AI model when available (auto), or the plain calibrated HU")
     p.add_argument("--key-images", type=int, default=4, help="number of key images (default 4)")
     p.add_argument("--radiomics", action="store_true", help="also write radiomics.csv (pyradiomics)")
-    p.add_argument("--scene", action="store_true", help="also write scene.mrml for 3D Slicer (needs slicer-core)")
+    p.add_argument("--scene", action="store_true",
+                   help="also write scene.mrml for 3D Slicer (needs slicer-core); the scene holds a copy of the "
+                        "whole CT volume")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="write the input file name, series description and UID into results.json "
+                        "(left out by default: they often identify the patient)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -60,30 +65,54 @@ def options_from_args(args):
         vbmd_method=args.vbmd_method,
         n_key_images=args.key_images,
         radiomics=args.radiomics,
+        keep_identifiers=getattr(args, "keep_identifiers", False),
     )
 
 
 def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
     from ..imageio import read_volume
+    from ..output_folder import MIN_FREE_BYTES, check_output_dir, output_lock
     from ..outputs import write_outputs
     from ..pipeline import run_pipeline
     from .progress import TerminalProgress
     from .summary import summary_table
 
     options = options_from_args(args)
-    progress = TerminalProgress(quiet=args.quiet)
-    progress(0.0, f"reading {input_path}")
-    vol = read_volume(input_path)
-    out = run_pipeline(vol, options, progress=progress)
-    if getattr(args, "dicom_out", False) or vol.meta.get("source") == "dicom":
-        from ..dicom_out import write_dicom_outputs  # before results.json, which marks the folder complete
+    # The output folder is checked and locked before any work: a bad --out fails in a second, and a
+    # second run into the same folder stops instead of mixing two results.
+    out_dir = check_output_dir(out_dir, MIN_FREE_BYTES + _scene_bytes(input_path, args.scene))
+    with output_lock(out_dir):
+        progress = TerminalProgress(quiet=args.quiet)
+        progress(0.0, "reading the input")
+        vol = read_volume(input_path)
+        out = run_pipeline(vol, options, progress=progress)
+        if getattr(args, "dicom_out", False) or vol.meta.get("source") == "dicom":
+            from ..dicom_out import write_dicom_outputs  # before results.json, which marks the folder complete
 
-        progress(1.0, "writing DICOM SEG, SR and key images")
-        write_dicom_outputs(out, out_dir, input_path)
-    files = write_outputs(out, out_dir, scene=args.scene)
+            progress(1.0, "writing DICOM SEG, SR and key images")
+            write_dicom_outputs(out, out_dir, input_path)
+        files = write_outputs(out, out_dir, scene=args.scene)
     print(summary_table(out.results, truth))
-    print(f"\nWrote {len(files)} files to {out_dir}/ (results.json, results.csv, labelmaps, key_images/)")
+    print(f"\nWrote {len(files)} files to the output folder (results.json, results.csv, labelmaps, key_images/)")
+    if args.scene:
+        print("scene.mrml holds a copy of the whole CT volume (pixel data included) beside the results: "
+              "treat the output folder like the CT itself")
     return 0
+
+
+def _scene_bytes(input_path, scene: bool) -> int:
+    """Room for the CT copy a scene carries: about the input's own size."""
+    if not scene:
+        return 0
+    from pathlib import Path
+
+    p = Path(input_path)
+    try:
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        return p.stat().st_size * 4  # a compressed NIfTI's CT copy is written less compressed
+    except OSError:
+        return 0
 
 
 def main(args) -> int:

@@ -51,7 +51,10 @@ def add_pipeline_output(scene, output, volume_node=None, name: str | None = None
 
 
 def _volume_name(output) -> str:
-    src = output.results.input.get("name") or output.results.input.get("source") or output.volume.meta.get("source")
+    """'CT', or the input file's name when the user kept identifiers: node and file names of a scene
+    must not carry the input file name (often the patient's name) unasked."""
+    ids = output.results.input.get("identifiers") or {}
+    src = output.results.input.get("name") or ids.get("file_name") or ids.get("series_description")
     if not src:
         return "CT"
     stem = Path(str(src)).name

@@ -6,14 +6,14 @@ The weights live in ``models/vbmd-mlp/`` of the repository (or the folder named 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .. import model_registry
 from ..errors import OsteoAIError
 from . import model as mlp
 from .features import FEATURE_NAMES, LevelInput, level_features, reference_noise_sd
@@ -29,12 +29,7 @@ class ModelError(OsteoAIError):
     """The model files are missing, altered or do not match this software."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = model_registry.sha256_file
 
 
 def model_dir(path: str | os.PathLike | None = None) -> Path:
@@ -48,6 +43,12 @@ class VbmdModel:
     meta: dict
     weights: dict[str, np.ndarray]
     path: Path
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, as loaded
+    pinned: bool = False  # the files are the ones shipped under this name and version
+
+    def describe(self) -> dict:
+        """What results.json records about the model used."""
+        return {"files": dict(self.files), "pinned": self.pinned}
 
     @property
     def tag(self) -> str:
@@ -82,8 +83,18 @@ class VbmdModel:
         return None
 
 
+# Card fields the model cannot be used without, and their types.
+_REQUIRED = {"name": str, "version": str, "normalisation": dict, "target_scale": (int, float),
+             "interval_k": (int, float), "domain": dict, "weights_file": str}
+
+
 def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
-    """Load ``model.json`` + weights from ``path`` (a folder); raise ModelError when missing or altered."""
+    """Load ``model.json`` + weights from ``path`` (a folder); raise ModelError when missing or altered.
+
+    The weights must have the sha256 pinned in :mod:`OsteoAILib.model_registry` for the card's name and
+    version (the card's own hash is only trusted for unpinned, user-trained versions), lie inside the
+    folder, and load without pickle.
+    """
     d = model_dir(path)
     meta_path = d / "model.json"
     if not meta_path.is_file():
@@ -92,32 +103,72 @@ def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelError(f"vBMD model description {meta_path} is unreadable: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"vBMD model description {meta_path} is not a JSON object")
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(f"{meta_path} has format {meta.get('format')!r}, this software reads {MODEL_FORMAT!r}")
     if list(meta.get("features", [])) != list(FEATURE_NAMES):
         raise ModelError(f"{meta_path} was trained on other features than this software computes")
-    wpath = d / meta["weights_file"]
+    for key, typ in _REQUIRED.items():
+        if not isinstance(meta.get(key), typ) or isinstance(meta.get(key), bool):
+            kind = getattr(typ, "__name__", "number")
+            raise ModelError(f"{meta_path} is incomplete: {key!r} is missing or not a {kind}")
+    _check_card_arrays(meta, meta_path)
+    try:
+        wpath = model_registry.confined(d, meta["weights_file"])
+    except model_registry.IntegrityError as e:
+        raise ModelError(f"vBMD model refused: {e}") from None
     if not wpath.is_file():
         raise ModelError(f"vBMD model weights missing: {wpath}")
-    digest = sha256_file(wpath)
-    if digest != meta.get("weights_sha256"):
-        raise ModelError(
-            f"vBMD model weights {wpath.name} are altered: sha256 {digest[:12]}... does not match "
-            f"model.json ({str(meta.get('weights_sha256'))[:12]}...)"
-        )
-    with np.load(wpath, allow_pickle=False) as z:
-        weights = {k: z[k] for k in z.files}
-    return VbmdModel(meta=meta, weights=weights, path=d)
+    try:
+        digest, pinned = model_registry.check(meta["name"], meta["version"], wpath, meta.get("weights_sha256"))
+    except model_registry.IntegrityError as e:
+        raise ModelError(f"vBMD model weights are altered: {e}") from None
+    try:
+        with np.load(wpath, allow_pickle=False) as z:
+            weights = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
+    except Exception as e:  # noqa: BLE001 - not an npz, a pickle payload, a truncated zip: never loaded
+        raise ModelError(f"vBMD model weights {wpath.name} cannot be read safely: {str(e)[:120]}") from None
+    _check_weights(weights, wpath)
+    return VbmdModel(meta=meta, weights=weights, path=d, files={wpath.name: digest}, pinned=pinned)
 
 
-_DEFAULT: VbmdModel | None = None
+def _check_card_arrays(meta: dict, meta_path: Path) -> None:
+    n = len(FEATURE_NAMES)
+    norm = meta["normalisation"]
+    try:
+        mean, std = np.asarray(norm["mean"], dtype=float), np.asarray(norm["std"], dtype=float)
+        ok = mean.shape == (n,) and std.shape == (n,) and np.all(np.isfinite(mean)) and np.all(std > 0)
+        ok = ok and all(f in FEATURE_NAMES for f in norm.get("ignored", []))
+        ok = ok and all(k in FEATURE_NAMES and float(lo) <= float(hi) for k, (lo, hi) in meta["domain"].items())
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{meta_path} is malformed: normalisation or domain does not fit {n} features")
+
+
+def _check_weights(weights: dict, wpath: Path) -> None:
+    shapes_ok = True
+    n_in = len(FEATURE_NAMES)
+    for name in mlp.LAYERS:
+        w, b = weights.get(f"{name}.weight"), weights.get(f"{name}.bias")
+        if w is None or b is None or w.ndim != 2 or w.shape[1] != n_in or b.shape != (w.shape[0],):
+            shapes_ok = False
+            break
+        n_in = w.shape[0]
+    if not shapes_ok or n_in != 2 or not all(np.all(np.isfinite(v)) for v in weights.values()):
+        raise ModelError(f"vBMD model weights {wpath.name} do not form the expected network")
+
+
+_LOADED: dict[Path, VbmdModel] = {}
 
 
 def default_model() -> VbmdModel:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = load_model()
-    return _DEFAULT
+    """The model of :func:`model_dir` (loaded and checked once per folder and process)."""
+    d = model_dir()
+    if d not in _LOADED:
+        _LOADED[d] = load_model(d)
+    return _LOADED[d]
 
 
 def predict(features: np.ndarray):
@@ -125,9 +176,10 @@ def predict(features: np.ndarray):
     return default_model().predict(features)
 
 
-def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | None = None):
-    """(estimator, model tag) for ``bmd.measure_levels``; (None, None) when no model is installed
-    and ``required`` is False.
+def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | None = None,
+                   problems: list[str] | None = None):
+    """(estimator, model tag) for ``bmd.measure_levels``; (None, None) when no model can be loaded
+    and ``required`` is False: the reason is then appended to ``problems`` as a QC flag, never dropped.
 
     The estimator returns None (keep the calibrated-HU estimate) for a level outside the model's
     training domain, e.g. a calibration method it was not trained on or a kVp it never saw.
@@ -135,10 +187,15 @@ def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | No
     if model is None:
         try:
             model = default_model()
-        except ModelError:
+        except ModelError as e:
             if required:
                 raise
+            if problems is not None:
+                problems.append(f"vbmd_model_unavailable: {MODEL_NAME} not used ({e}); calibrated-HU vBMD reported")
             return None, None
+    if not model.pinned and problems is not None:
+        problems.append(f"vbmd_model_unpinned: {model.tag} is not a shipped model (sha256 "
+                        f"{next(iter(model.files.values()), '?')[:12]}...)")
     age = canonical.meta.get("age")
     age = float(age) if isinstance(age, (int, float)) else None
     noise = reference_noise_sd(cal)

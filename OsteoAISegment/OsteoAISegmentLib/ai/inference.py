@@ -6,7 +6,6 @@ The weights live in ``models/vertebra-seg/`` at the repository root (or ``$OSTEO
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -31,15 +30,13 @@ def model_dir() -> Path:
 
 
 class ModelUnavailable(OsteoAIError):
-    """The model's files are missing or do not match their recorded checksum."""
+    """The model's files are missing, malformed, or not the shipped ones."""
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from OsteoAILib.model_registry import sha256_file
+
+    return sha256_file(path)
 
 
 def read_card(directory: Path | None = None) -> dict:
@@ -47,27 +44,43 @@ def read_card(directory: Path | None = None) -> dict:
     card = d / "model.json"
     if not card.exists():
         raise ModelUnavailable(f"the vertebra model is not installed ({card} missing)")
-    return json.loads(card.read_text())
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelUnavailable(f"the vertebra model card {card} is unreadable: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise ModelUnavailable(f"the vertebra model card {card} is not a JSON object")
+    return data
 
 
 def check_weights(directory: Path | None = None) -> tuple[dict, Path]:
-    """Return (model.json, weights path); raise ModelUnavailable if missing or altered."""
+    """Return (model.json, weights path); raise ModelUnavailable if missing, outside the folder, or not
+    the shipped file for the card's version (the pin lives in OsteoAILib.model_registry, not the card)."""
+    from OsteoAILib.model_registry import IntegrityError, check, confined
+
     d = directory or model_dir()
     card = read_card(d)
-    w = d / card["weights"]
-    if not w.exists():
+    for key in ("weights", "sha256", "network", "spacing_mm"):
+        if key not in card:
+            raise ModelUnavailable(f"the vertebra model card is incomplete: {key!r} missing")
+    try:
+        w = confined(d, card["weights"])
+    except IntegrityError as e:
+        raise ModelUnavailable(f"the vertebra model is refused: {e}") from None
+    if not w.is_file():
         raise ModelUnavailable(f"the vertebra model weights are missing: {w}")
-    got = sha256(w)
-    if got != card["sha256"]:
-        raise ModelUnavailable(f"the vertebra model weights {w.name} are altered or corrupt "
-                               f"(sha256 {got[:12]}..., expected {card['sha256'][:12]}...)")
+    try:
+        digest, pinned = check(card.get("name", MODEL_NAME), str(card.get("version", "0")), w, card["sha256"])
+    except IntegrityError as e:
+        raise ModelUnavailable(f"the vertebra model weights are altered or corrupt: {e}") from None
+    card = {**card, "sha256": digest, "_pinned": pinned}
     return card, w
 
 
 def model_available() -> bool:
     try:
         check_weights()
-    except (ModelUnavailable, OSError, KeyError, ValueError):
+    except (ModelUnavailable, OSError, KeyError, ValueError, TypeError):
         return False
     return True
 
@@ -83,9 +96,13 @@ def load_model(device: str = "cpu", directory: Path | None = None):
     card, w = check_weights(directory)
     key = (str(w), card["sha256"], device)
     if key not in _CACHE:
-        net = build_network(card["network"])
-        state = torch.load(w, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        try:
+            net = build_network(card["network"])
+            # weights_only: tensors and plain containers only, never arbitrary pickled objects.
+            state = torch.load(w, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as e:  # noqa: BLE001 - a card or file that does not make the network is unusable
+            raise ModelUnavailable(f"the vertebra model cannot be loaded safely: {str(e).strip()[:160]}") from None
         net.eval().to(device)
         _CACHE.clear()
         _CACHE[key] = (net, card)
@@ -174,10 +191,16 @@ def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[flo
         "device": dev,
         "seconds": round(time.perf_counter() - t0, 3),
         "model_sha256": card["sha256"],
+        "model_files": {w_name(card): card["sha256"]},
+        "model_pinned": bool(card.get("_pinned")),
     }
     report(1.0, "vertebrae labelled")
     return SpineSegmentation(vertebrae=vert, bodies=bodies, levels=res["levels"], qc=qc, info=info,
                              segmenter=f"model@{card.get('version', '0')}")
+
+
+def w_name(card: dict) -> str:
+    return Path(str(card.get("weights", "weights"))).name
 
 
 def _name(v: int) -> str:

@@ -1,0 +1,64 @@
+"""The sha256 of every shipped model file, pinned in the code.
+
+A model folder's own ``model.json`` also records a sha256, but whoever can swap the weights can rewrite
+that card too. So a model whose card claims a shipped name and version loads only when its files have
+the hashes pinned here; any other version loads as *unpinned* (results say so and carry its hashes).
+
+Retraining a shipped model: give it a new version, run the tests, then pin the new files here
+(``sha256sum models/<name>/<file>``) in the same commit as the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+PINNED: dict[tuple[str, str], dict[str, str]] = {
+    ("vbmd-mlp", "2.0"): {"weights.npz": "f180cb6ee38e0122c22c1c9ab34fd9c6cace439cd2dcb03d696ca98e8fe8f06a"},
+    ("vertebra-seg", "1.0"): {"model.pt": "44fa796adad749db14db310efd6bcc74d300e03246a3ef0b55891a86aad2a0ce"},
+}
+
+
+class IntegrityError(ValueError):
+    """A model file is outside its folder, or differs from the file shipped under that name and version."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def confined(folder: Path, name) -> Path:
+    """``folder/name`` for a plain file name from a model card; IntegrityError for anything that could
+    reach outside the folder ('../..', an absolute path, a link out)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise IntegrityError(f"weights file name {name!r} is not a plain file name inside the model folder")
+    path = folder / name
+    try:
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise IntegrityError(f"weights file {name!r} points outside the model folder")
+    except OSError as e:
+        raise IntegrityError(f"weights file {name!r} cannot be resolved: {e.strerror}") from None
+    return path
+
+
+def check(name: str, version: str, path: Path, card_sha256: str | None) -> tuple[str, bool]:
+    """(sha256 of ``path``, pinned?). IntegrityError when it matches neither its pin nor its own card."""
+    digest = sha256_file(path)
+    pins = PINNED.get((str(name), str(version)))
+    if pins is not None:
+        want = pins.get(path.name)
+        if want is None or digest != want:
+            raise IntegrityError(
+                f"{path.name} is not the shipped {name}@{version} (sha256 {digest[:12]}..., pinned "
+                f"{(want or 'none')[:12]}...): altered, or retrained without a new version"
+            )
+        return digest, True
+    if digest != card_sha256:
+        raise IntegrityError(f"{path.name} is altered or corrupt: sha256 {digest[:12]}... does not match its "
+                             f"model.json ({str(card_sha256)[:12]}...)")
+    return digest, False
