@@ -111,10 +111,11 @@ def write_index(out_root, specs, outcomes: dict[str, dict]) -> Path:
     stays with the data; the cohort table and folder names carry only the ids."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["study_id", "input", "status", "seconds", "peak_mb"])
+    w.writerow(["study_id", "input", "status", "seconds", "cpu_s", "peak_mb"])
     for s in sorted(specs, key=lambda s: s.id):
         o = outcomes.get(s.id, {})
-        w.writerow([s.id, s.input, o.get("status", "not run"), _csv(o.get("seconds")), _csv(o.get("peak_mb"))])
+        w.writerow([s.id, s.input, o.get("status", "not run"), _csv(o.get("seconds")), _csv(o.get("cpu_s")),
+                    _csv(o.get("peak_mb"))])
     return write_text(Path(out_root) / "index.csv", buf.getvalue())
 
 

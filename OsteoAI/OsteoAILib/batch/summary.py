@@ -30,6 +30,7 @@ def build_summary(rows: list[dict], outcomes: dict[str, dict], n_studies: int, w
         for k, v in (o.get("timing_s") or {}).items():
             stages.setdefault(k, []).append(v)
     peaks = [o["peak_mb"] for o in ran if o.get("peak_mb")]
+    cpu = [o["cpu_s"] for o in ran if o.get("cpu_s") is not None]
     n_done = len(studies)
     return {
         "studies": n_studies,
@@ -47,6 +48,7 @@ def build_summary(rows: list[dict], outcomes: dict[str, dict], n_studies: int, w
         "seconds_per_study": ({"mean": round(statistics.fmean(secs), 2), "median": round(statistics.median(secs), 2),
                                "p90": round(secs[int(0.9 * (len(secs) - 1))], 2), "max": round(secs[-1], 2)}
                               if secs else None),
+        "cpu_s_per_study": round(statistics.fmean(cpu), 2) if cpu else None,
         "stage_mean_s": {k: round(statistics.fmean(v), 3) for k, v in stages.items()},
         "peak_mb": {"median": round(statistics.median(peaks)), "max": round(max(peaks))} if peaks else None,
     }
@@ -66,7 +68,7 @@ def summary_text(s: dict) -> str:
     if s["seconds_per_study"]:
         t = s["seconds_per_study"]
         lines.append(f"Time per study: mean {t['mean']:.1f} s, median {t['median']:.1f} s, p90 {t['p90']:.1f} s, "
-                     f"max {t['max']:.1f} s; stages (mean s): "
+                     f"max {t['max']:.1f} s (CPU {s['cpu_s_per_study']:.1f} s); stages (mean s): "
                      + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_mean_s"].items()))
     if s["peak_mb"]:
         lines.append(f"Peak memory per study: median {s['peak_mb']['median']} MB, max {s['peak_mb']['max']} MB")
