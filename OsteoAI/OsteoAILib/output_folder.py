@@ -31,7 +31,7 @@ MIN_FREE_BYTES = 64 << 20
 # Files an older version wrote without a manifest: removed with the result they belong to.
 KNOWN_OUTPUTS = ("results.csv", "radiomics.csv", "vertebrae.nii.gz", "trabecular_rois.nii.gz",
                  "vertebrae.seg.nrrd", "trabecular_rois.seg.nrrd", "scene.mrml")  # fmt: skip
-KNOWN_DIRS = ("key_images",)
+KNOWN_DIRS = {"key_images": "*.png", "dicom": "**/*.dcm"}
 
 _HELD: set[Path] = set()  # folders whose lock this process holds
 
@@ -150,9 +150,9 @@ def _previous_files(d: Path) -> set[str]:
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     files.update(n for n in KNOWN_OUTPUTS if (d / n).is_file())
-    for sub in KNOWN_DIRS:
+    for sub, pattern in KNOWN_DIRS.items():
         if (d / sub).is_dir():
-            files.update(p.relative_to(d).as_posix() for p in (d / sub).glob("*.png"))
+            files.update(p.relative_to(d).as_posix() for p in (d / sub).glob(pattern))
     return {f for f in files if _inside(d, f)}
 
 
@@ -177,6 +177,16 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _remove_empty_dirs(d: Path, removed: set[str]) -> None:
+    """Folders that held only files of the previous result (deepest first)."""
+    dirs = {p for rel in removed for p in Path(rel).parents if str(p) != "."}
+    for rel in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        try:
+            (d / rel).rmdir()
+        except OSError:
+            pass  # not empty: it holds new or the user's files
+
+
 def commit(stage: Path, d: Path, results: dict) -> list[str]:
     """Replace the folder's result by the staged one (see the module docstring); returns the new files."""
     new = [f for f in staged_files(stage) if f != RESULTS_NAME]
@@ -191,9 +201,7 @@ def commit(stage: Path, d: Path, results: dict) -> list[str]:
             target = d / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / rel, target)
-        for sub in KNOWN_DIRS:
-            if (d / sub).is_dir() and not any((d / sub).iterdir()):
-                (d / sub).rmdir()
+        _remove_empty_dirs(d, old)
         write_json(d / MANIFEST_NAME, {"files": new, "complete": True})
         write_json(stage / RESULTS_NAME, results)
         os.replace(stage / RESULTS_NAME, d / RESULTS_NAME)

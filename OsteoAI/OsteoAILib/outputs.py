@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import write_text, write_with
@@ -52,14 +53,21 @@ def radiomics_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool = False) -> dict[str, Path]:
+def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool = False,
+                  extra: Callable[[Path], object] | None = None) -> dict[str, Path]:
     """Write the result into ``out_dir`` as a whole: staged, each file verified, then committed with
-    ``results.json`` last (see :mod:`.output_folder`). Files of an earlier result never survive beside it."""
+    ``results.json`` last (see :mod:`.output_folder`). Files of an earlier result never survive beside it.
+
+    ``extra(stage)`` writes further outputs (e.g. the DICOM SEG/SR under ``dicom/``) into the staging
+    folder, so they are verified, listed in results.json and replaced together with the rest.
+    """
     d = check_output_dir(out_dir).resolve()
     with output_lock(d):
         stage = new_staging(d)
         try:
             files = _write_staged(out, stage, scene)
+            if extra is not None:
+                extra(stage)
             hashes = {rel: verify_file(stage / rel, out.volume.shape) for rel in staged_files(stage)}
             results = out.results.to_dict()
             results["files"] = hashes
@@ -112,11 +120,17 @@ def verify_file(path: Path, shape=None) -> str:
             json.loads(path.read_text(encoding="utf-8"))
         elif name.endswith((".csv", ".tsv", ".mrml")):
             path.read_text(encoding="utf-8")
+        elif name.endswith(".dcm"):
+            import pydicom
+
+            ds = pydicom.dcmread(path)  # a truncated file fails here
+            if "PixelData" in ds and len(ds.PixelData) == 0:
+                raise ValueError("no pixel data")
         elif name.endswith(".png"):
             data = path.read_bytes()
             if not (data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in data[-12:]):
                 raise ValueError("not a whole PNG")
-    except (RuntimeError, ValueError, UnicodeDecodeError) as e:
+    except (RuntimeError, ValueError, UnicodeDecodeError, EOFError, OSError) as e:
         raise OSError(errno.EIO, f"{path.name} does not read back ({str(e).strip()[:80]}): disk full?") from None
     with open(path, "rb") as f:
         os.fsync(f.fileno())

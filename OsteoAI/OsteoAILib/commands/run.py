@@ -86,12 +86,14 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
         progress(0.0, "reading the input")
         vol = read_volume(input_path)
         out = run_pipeline(vol, options, progress=progress)
+        extra = None
         if getattr(args, "dicom_out", False) or vol.meta.get("source") == "dicom":
-            from ..dicom_out import write_dicom_outputs  # before results.json, which marks the folder complete
+            from ..dicom_out import write_dicom_outputs
 
-            progress(1.0, "writing DICOM SEG, SR and key images")
-            write_dicom_outputs(out, out_dir, input_path)
-        files = write_outputs(out, out_dir, scene=args.scene)
+            def extra(stage):  # into the staging folder: committed, listed and replaced with the rest
+                progress(1.0, "writing DICOM SEG, SR and key images")
+                write_dicom_outputs(out, stage, input_path)
+        files = write_outputs(out, out_dir, scene=args.scene, extra=extra)
     print(summary_table(out.results, truth))
     print(f"\nWrote {len(files)} files to the output folder (results.json, results.csv, labelmaps, key_images/)")
     if args.scene:
