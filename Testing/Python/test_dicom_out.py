@@ -117,3 +117,18 @@ def test_dciodvfy_finds_no_error_in_the_outputs_or_the_phantom_series(screened):
     assert len(files) >= 5
     for f in files:
         assert dciodvfy_errors(f) == [], f.name
+
+
+def test_frames_of_fast_path_matches_nearest_neighbour_resampling():
+    """DICOM frames flipped or transposed against the volume grid take the strided-view path: same voxels."""
+    from OsteoAILib.dicom_out import source
+
+    lab = np.random.default_rng(0).integers(0, 5, (7, 9, 11)).astype(np.int16)
+    for d_col, d_row in [((1, 0, 0), (0, 1, 0)), ((-1, 0, 0), (0, 1, 0)), ((0, 1, 0), (1, 0, 0)),
+                         ((0, -1, 0), (-1, 0, 0)), ((1, 0, 0), (0, 0, 1)), ((0, 0, -1), (0, 1, 0))]:
+        d_col, d_row = np.array(d_col, float), np.array(d_row, float)
+        for ijk0 in ([3, 4, 2], [10, 8, 6], [0, 0, 0], [-2, 3, 1], [3, 4, 9]):
+            ijk0 = np.array(ijk0)
+            fast = source._slice_fast(lab, ijk0, d_col, d_row, 6, 8)
+            slow = source._slice_resampled(lab, ijk0.astype(float), d_col, d_row, 6, 8)
+            assert (fast == slow).all(), (d_col, d_row, ijk0)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .forward import Destination, Forwarder
 from .scp import Arrivals, start_server
@@ -66,14 +67,15 @@ class Node:
             self.last_error = reason
             log.warning("job %s: not screened: %s", job, reason)
             return
-        from pathlib import Path
-
-        files = [Path(p) for p in summary["files"]]
-        files = [out_dir / "dicom" / p.name for p in files]
+        files = [out_dir / "dicom" / Path(p).name for p in summary["files"]]
         self.work.finish_job(job, out_dir, files)
         self.screened += 1
         log.info("job %s: screened in %.1f s (%d levels, category %s); %d DICOM objects queued", job,
                  time.perf_counter() - t0, summary["levels"], summary["category"] or "none", len(files))
+        try:  # labelmaps, .seg.nrrd, PNGs: while the forwarder sends
+            screener.write_rest(self.work.path("results", job))
+        except Exception as e:  # noqa: BLE001 - the DICOM objects and results.json are already safe
+            log.warning("job %s: the other output files were not written: %s", job, str(e)[:200])
 
     def _status(self) -> None:
         self.work.write_status({

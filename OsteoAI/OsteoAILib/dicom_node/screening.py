@@ -15,18 +15,26 @@ def _warm_up() -> None:
     from OsteoAILib import dicom_out, outputs, pipeline  # noqa: F401
 
 
+# In the worker process: the last screening's output until write_rest() has written its other files.
+_LAST: dict = {}
+
+
 def screen_study(input_dir: str, out_dir: str, options: dict) -> dict:
-    """Screen the study folder as ``osteoai run`` would (same series choice), writing the usual outputs
-    and dicom/. Returns a summary without patient identity. Raises OsteoAIError for a study it cannot use."""
+    """Screen the study folder as ``osteoai run`` would (same series choice): dicom/ and results.json now,
+    the other outputs in write_rest() once the DICOM objects are on their way (they cost ~5 s on a
+    300-slice CT that the PACS need not wait for). Returns a summary without patient identity; raises
+    OsteoAIError for a study it cannot use."""
+    from OsteoAILib.atomic import write_json
     from OsteoAILib.dicom_out import write_dicom_outputs
     from OsteoAILib.imageio import read_volume
-    from OsteoAILib.outputs import write_outputs
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
+    _LAST.clear()
     vol = read_volume(input_dir)
     out = run_pipeline(vol, PipelineOptions(**options))
     dicom = write_dicom_outputs(out, out_dir, input_dir)
-    write_outputs(out, out_dir)
+    write_json(Path(out_dir) / "results.json", out.results.to_dict())
+    _LAST["out"] = out
     d = out.results.diagnosis
     return {
         "files": [str(p) for k, p in dicom.items() if not k.startswith("ct:")],
@@ -34,6 +42,20 @@ def screen_study(input_dir: str, out_dir: str, options: dict) -> dict:
         "levels": len(out.results.levels),
         "seconds": round(sum(out.results.timing_s.values()), 1),
     }
+
+
+def write_rest(out_dir: str) -> None:
+    import shutil
+
+    from OsteoAILib.outputs import write_outputs
+
+    def keep_dicom(stage: Path) -> None:  # the folder is committed as a whole: dicom/ goes in with the rest
+        if (Path(out_dir) / "dicom").is_dir():
+            shutil.copytree(Path(out_dir) / "dicom", stage / "dicom")
+
+    out = _LAST.pop("out", None)
+    if out is not None:
+        write_outputs(out, out_dir, extra=keep_dicom)
 
 
 class Screener:
@@ -51,6 +73,13 @@ class Screener:
     def screen(self, input_dir: Path, out_dir: Path) -> dict:
         try:
             return self._pool.submit(screen_study, str(input_dir), str(out_dir), self.options).result()
+        except BrokenProcessPool:
+            self._pool = self._new_pool()
+            raise RuntimeError("the screening process died (out of memory?)") from None
+
+    def write_rest(self, out_dir: Path) -> None:
+        try:
+            self._pool.submit(write_rest, str(out_dir)).result()
         except BrokenProcessPool:
             self._pool = self._new_pool()
             raise RuntimeError("the screening process died (out of memory?)") from None
