@@ -16,6 +16,7 @@ BENCHMARKS = [
     ["segmenter_phantoms.py", "--n", "36"],
     ["precision.py"],
     ["segmenter_speed.py"],
+    ["batch_throughput.py", "--rounds", "2"],
 ]
 
 
