@@ -20,8 +20,13 @@ class DaskRunner:
     def __init__(self, address):
         from distributed import Client
 
+        from ..errors import InputError
+
         # address: "tcp://host:8786", or a Cluster object (tests pass a LocalCluster)
-        self.client = Client(address, set_as_default=False)
+        try:
+            self.client = Client(address, set_as_default=False, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise InputError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__})") from None
         self.futures: set = set()
 
     def describe(self) -> str:
