@@ -28,6 +28,10 @@ _SHARP_KERNEL = re.compile(r"(LUNG|BONE|SHARP|DETAIL|EDGE|B[6-9]\d|BR[6-9]\d|FC5
 MAX_GANTRY_TILT_DEG = 10.0
 MAX_COORD_MM = 1e5  # a patient position beyond 100 m is a broken header, not a patient
 MAX_PIXEL_SPACING_MM = 50.0
+MIN_RESCALE_SLOPE, MAX_RESCALE_SLOPE, MAX_RESCALE_INTERCEPT = 1e-4, 1e3, 1e5  # beyond: no CT value is a HU
+_NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
+_PIXEL_FORMAT = ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+                 "PhotometricInterpretation")
 # Tags that tell two series apart besides the UID (which may be empty or shared by a broken export).
 _SERIES_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber", "Modality",
                 "SeriesDescription", "SeriesTime")
@@ -112,11 +116,14 @@ def _slices_of(p: Path, ds) -> list[_Slice]:
         if tags.raw_text(ds, "ImagePositionPatient") is None and tags.raw_text(ds, "ImageOrientationPatient") is None:
             return []  # not an image plane with a position (SR, presentation state, DICOMDIR...)
         return [_Slice(p, ds)]
+    if per_frame_seq is None:
+        raise InputError("a multi-frame DICOM file has no per-frame functional groups: its frame positions "
+                         "are unknown")
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    n = int(n_frames[0]) if n_frames else len(per_frame_seq or [])
+    n = int(n_frames[0]) if n_frames else len(per_frame_seq)
     if per_frame_seq is not None and len(per_frame_seq) != n:
         raise InputError(f"enhanced DICOM file has {n} frames but {len(per_frame_seq)} per-frame descriptions")
-    return [_Slice(p, ds, f, per_frame_seq[f] if per_frame_seq is not None else None, shared) for f in range(n)]
+    return [_Slice(p, ds, f, per_frame_seq[f], shared) for f in range(n)]
 
 
 def _seq(ds, keyword):
@@ -260,6 +267,7 @@ def _geometry(items: list[_Slice], uid_missing: bool) -> _Geometry:
     size = np.stack([size, _per_slice(items, "Columns", 1, "the image size is unknown")[:, 0]], axis=1)
     if (k := _same(size, 0)):
         raise InputError(f"Rows/Columns differ between slices ({k} of {n} differ from the first): not one volume")
+    _same_pixel_format(items)
     rescale, qc = _rescale(items)
     if uid_missing:
         inst = [s.text("InstanceNumber") for s in items if s.frame is None]
@@ -294,6 +302,28 @@ def _geometry(items: list[_Slice], uid_missing: bool) -> _Geometry:
     return _Geometry(items, spacing, pos[0], direction, int(size[0, 0]), int(size[0, 1]), rescale, qc)
 
 
+def _same_pixel_format(items: list[_Slice]) -> None:
+    """Pixel data of one volume is stored one way: a slice stored otherwise is decoded as garbage."""
+    def value(s: _Slice, keyword: str):
+        if keyword == "PhotometricInterpretation":
+            return s.text(keyword)
+        try:
+            v = s.numbers(keyword)
+        except tags.BadValue:
+            return "malformed"
+        return tuple(v) if v else None
+
+    fmt = [tuple(value(s, k) for k in _PIXEL_FORMAT) for s in items]
+    if (k := sum(f != fmt[0] for f in fmt)):
+        raise InputError(f"the pixel format (bits, sign, samples) differs between slices ({k} of {len(items)} "
+                         "differ from the first): not one volume")
+    samples = fmt[0][_PIXEL_FORMAT.index("SamplesPerPixel")]
+    if samples not in (None, (1.0,)):
+        one = isinstance(samples, tuple) and len(samples) == 1
+        shown = f"{samples[0]:g}" if one else tags.shorten(str(samples), 12)
+        raise InputError(f"{shown} samples per pixel: a CT has one (greyscale) sample")
+
+
 def _rescale(items: list[_Slice]) -> tuple[list[tuple[float, float]], list[str]]:
     """(slope, intercept) of every slice; each slice keeps its own (DICOM allows them to differ)."""
     out, missing = [], 0
@@ -310,6 +340,9 @@ def _rescale(items: list[_Slice]) -> tuple[list[tuple[float, float]], list[str]]
             continue
         if slope[0] == 0:
             raise InputError("RescaleSlope is 0: the Hounsfield units are unknown")
+        if not (MIN_RESCALE_SLOPE <= slope[0] <= MAX_RESCALE_SLOPE and abs(icpt[0]) <= MAX_RESCALE_INTERCEPT):
+            raise InputError(f"RescaleSlope/RescaleIntercept {slope[0]:g}/{icpt[0]:g} is implausible for CT: "
+                             "the Hounsfield units are unknown")
         out.append((slope[0], icpt[0]))
     if missing == len(items):
         # The CT IOD requires the rescale; stored values are taken as HU and validation refuses them if
@@ -329,8 +362,32 @@ def _stored_pixels(path: Path, cache: dict) -> tuple[np.ndarray, bool]:
 
     try:
         ds = pydicom.dcmread(path)
+    except Exception:  # noqa: BLE001 - the header read before; the rest of the file is damaged
+        raise InputError("a DICOM file of the series is damaged (its pixel data cannot be read)") from None
+    if "PixelData" not in ds:
+        raise InputError("a slice of the series has no pixel data")
+    native = not ds.file_meta.get("TransferSyntaxUID") or ds.file_meta.TransferSyntaxUID in _NATIVE_SYNTAXES
+    if native:
+        # Uncompressed: the data must hold every pixel the header announces (a short one is truncated, and
+        # decoders would pad it with zeros: water in the middle of a patient).
+        try:
+            bits = tags.numbers(ds, "BitsAllocated", 1) or [16.0]
+            frames = tags.numbers(ds, "NumberOfFrames", 1) or [1.0]
+            rows = tags.numbers(ds, "Rows", 1) or [0.0]
+            cols = tags.numbers(ds, "Columns", 1) or [0.0]
+        except tags.BadValue as e:
+            raise InputError(f"the pixel format of a slice is malformed ('{e}')") from None
+        if bits[0] not in (8, 16, 32):
+            raise InputError(f"BitsAllocated {bits[0]:g} is not a CT pixel format")
+        need = int(rows[0] * cols[0] * frames[0] * bits[0] // 8)
+        have = len(ds.PixelData or b"")
+        if have < need or need == 0:
+            raise InputError(f"a slice's pixel data is truncated ({have} of {need} bytes)")
+    try:
         arr, rescaled = np.asarray(ds.pixel_array), False
-    except Exception:  # noqa: BLE001 - e.g. a compression pydicom has no decoder for: let GDCM try
+    except Exception as e:  # noqa: BLE001 - a compression pydicom has no decoder for here: let GDCM try
+        if native:
+            raise InputError(f"cannot decode the DICOM pixels: {tags.shorten(str(e), 80)}") from None
         import SimpleITK as sitk
 
         try:

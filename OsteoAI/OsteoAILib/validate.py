@@ -16,6 +16,9 @@ NOT_CT_MIN_FRACTION = 0.005
 # less between slices inside a trabecular ROI); this many of them in one slice of an ROI make it corrupt.
 SPIKE_HU = 500.0
 SPIKE_FRACTION = 0.03
+SLICE_SPIKE_FRACTION = 0.05  # of a whole slice: a QC flag (real scans: < 1%)
+EDGE_SLICE_SPIKE_FRACTION = 0.15  # an edge slice, judged one-sided (real scans reach 2.5%)
+BROKEN_SLICE_FRACTION = 0.5  # of a whole slice: no anatomy does this, the slice is not of this series
 
 
 def validate(vol: Volume) -> list[str]:
@@ -42,6 +45,11 @@ def validate(vol: Volume) -> list[str]:
     amin, amax = float(a.min()), float(a.max())
     if amax - amin < 1:
         raise InputError("the volume is constant: no image content")
+    if float(np.mean(a > NOT_CT_BELOW_HU)) < NOT_CT_MIN_FRACTION:
+        raise InputError(
+            f"not CT: no soft tissue or bone (values {amin:.0f}..{amax:.0f}, almost none above {NOT_CT_BELOW_HU:g}); "
+            "vBMD needs a CT in Hounsfield units (a wrong rescale?)"
+        )
     if float(np.mean(a < NOT_CT_BELOW_HU)) < NOT_CT_MIN_FRACTION:
         raise InputError(
             f"not CT: no air or fat (values {amin:.0f}..{amax:.0f}, almost none below {NOT_CT_BELOW_HU:g}); "
@@ -52,6 +60,14 @@ def validate(vol: Volume) -> list[str]:
             f"not_hu: value range {amin:.0f}..{amax:.0f} does not look like CT Hounsfield units "
             "(no air or no bone)"
         )
+    bad = inconsistent_slices(a)
+    if bad and max(f for _, f in bad) > BROKEN_SLICE_FRACTION:
+        k, f = max(bad, key=lambda b: b[1])
+        raise InputError(f"slice k={k} differs from both neighbour slices in {100 * f:.0f}% of its voxels: a "
+                         "corrupted or mis-scaled slice (its rescale or pixel data do not fit the series)")
+    if bad:
+        qc.append(f"corrupt_slice: {len(bad)} slice(s) differ from both neighbours in many voxels "
+                  f"(k={[k for k, _ in bad][:5]}); values there are doubtful")
     blank = _blank_slices(a)
     if blank:
         qc.append(f"blank_slice: {len(blank)} slice(s) hold a single value (k={blank[:5]}): missing image data")
@@ -61,6 +77,34 @@ def validate(vol: Volume) -> list[str]:
     if st and st > 3.0:
         qc.append(f"thick_slices: {st:g} mm slices; partial-volume averaging lowers precision")
     return qc
+
+
+def inconsistent_slices(a: np.ndarray, step: int = 2) -> list[tuple[int, float]]:
+    """(k, fraction) of axial slices whose voxels spike away from both neighbours (see
+    :func:`corrupt_slices_in_roi`) in more than SLICE_SPIKE_FRACTION of the slice (sampled every ``step``).
+    An edge slice is judged against the next two: far from the first while those two agree."""
+    def frac(here, n1, n2):
+        here, n1, n2 = (x[:, ::step, ::step].astype(np.float32) for x in (here, n1, n2))
+        spike = (np.abs(here - n1) > SPIKE_HU) & (np.abs(here - n2) > SPIKE_HU) & (np.abs(n1 - n2) < SPIKE_HU / 2)
+        return spike.mean(axis=(1, 2))
+
+    n = a.shape[0]
+    out = []
+    for k0 in range(1, n - 1, 32):
+        k1 = min(k0 + 32, n - 1)
+        f = frac(a[k0:k1], a[k0 - 1:k1 - 1], a[k0 + 1:k1 + 1])
+        out += [(k0 + int(i), float(f[i])) for i in np.flatnonzero(f > SLICE_SPIKE_FRACTION)]
+    if n >= 3:
+        for k, (k1, k2) in ((0, (1, 2)), (n - 1, (n - 2, n - 3))):
+            f = _edge_frac(a[k], a[k1], a[k2], step)
+            if f > EDGE_SLICE_SPIKE_FRACTION:
+                out.append((k, f))
+    return sorted(out)
+
+
+def _edge_frac(here, n1, n2, step) -> float:
+    here, n1, n2 = (x[::step, ::step].astype(np.float32) for x in (here, n1, n2))
+    return float(np.mean((np.abs(here - n1) > SPIKE_HU) & (np.abs(n1 - n2) < SPIKE_HU / 2)))
 
 
 def _blank_slices(a: np.ndarray) -> list[int]:

@@ -412,3 +412,54 @@ def test_file_name_is_not_echoed(tmp_path, capsys):
     rc = cli_main(["run", str(p), "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1 and "DOE" not in err and err.startswith("osteoai run: error: cannot read the NIfTI input")
+
+
+# ------------------------------------------------------------------------------- pixel data and rescale lies
+
+
+def test_pixel_format_different_on_one_slice_is_refused(tmp_path):
+    msg = _error(_edit(_series(tmp_path), lambda ds, i: setattr(ds, "PixelRepresentation", 0), only={4}))
+    assert msg == ("the pixel format (bits, sign, samples) differs between slices (1 of 12 differ from the first): "
+                   "not one volume")
+
+
+def test_truncated_pixel_data_is_refused(tmp_path):
+    def cut(ds, i):
+        ds.PixelData = ds.PixelData[:1000]
+
+    assert _error(_edit(_series(tmp_path), cut, only={6})) == "a slice's pixel data is truncated (1000 of 2048 bytes)"
+
+
+@pytest.mark.parametrize("slope, intercept", [(-1, -1024), (1, 1e30), (1e-9, -1024)])
+def test_implausible_rescale_is_refused(tmp_path, slope, intercept):
+    def lie(ds, i):
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+
+    assert _error(_edit(_series(tmp_path), lie)).startswith("RescaleSlope/RescaleIntercept")
+
+
+@pytest.mark.parametrize("where", [0, 6, 11])
+def test_a_slice_whose_rescale_lies_is_refused(tmp_path, where):
+    """One slice says intercept 0 while its pixels are stored with -1024: +1024 HU on that slice only."""
+    def lie(ds, i):
+        ds.RescaleIntercept = 0
+
+    vol = read_volume(_edit(_series(tmp_path), lie, only={where}))
+    with pytest.raises(InputError, match=rf"^slice k={where} differs from both neighbour slices in 100% of its voxels"):
+        validate(vol)
+
+
+def test_multiframe_without_per_frame_groups_is_refused(tmp_path):
+    def frames(ds, i):
+        ds.NumberOfFrames = 2
+        ds.PixelData = ds.PixelData * 2
+
+    assert _error(_edit(_series(tmp_path), frames)) == ("a multi-frame DICOM file has no per-frame functional "
+                                                        "groups: its frame positions are unknown")
+
+
+def test_rgb_is_refused(tmp_path):
+    def rgb(ds, i):
+        ds.SamplesPerPixel = 3
+
+    assert _error(_edit(_series(tmp_path), rgb)) == "3 samples per pixel: a CT has one (greyscale) sample"
