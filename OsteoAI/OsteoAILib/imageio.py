@@ -42,7 +42,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if p.is_dir():
         from .dicom import read_dicom_folder
 
-        return read_dicom_folder(p)
+        try:
+            return read_dicom_folder(p)
+        except OSError as e:  # an unreadable file or sub-folder, a vanished file
+            raise InputError(f"cannot read the input folder: {_last_line(OSError(e.strerror), p)}") from None
     if not p.name.lower().endswith(VOLUME_SUFFIXES):
         raise InputError("unsupported input file type (expected NIfTI, NRRD, MHA or a DICOM folder)")
     kind = _kind(p)

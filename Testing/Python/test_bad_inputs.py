@@ -463,3 +463,14 @@ def test_rgb_is_refused(tmp_path):
         ds.SamplesPerPixel = 3
 
     assert _error(_edit(_series(tmp_path), rgb)) == "3 samples per pixel: a CT has one (greyscale) sample"
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    import OsteoAILib.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["run", "x", "--out", "y"]) == 130
+    assert capsys.readouterr().err == "osteoai: interrupted\n"

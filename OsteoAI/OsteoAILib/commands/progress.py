@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..errors import printable
+
 
 class TerminalProgress:
     def __init__(self, stream=None, quiet: bool = False):
@@ -17,6 +19,7 @@ class TerminalProgress:
     def __call__(self, fraction: float, message: str) -> None:
         if self.quiet:
             return
+        message = printable(message)  # one line, no escape sequences, whatever a stage reports
         elapsed = time.perf_counter() - self.t0
         if self.tty:
             n = int(30 * fraction)
