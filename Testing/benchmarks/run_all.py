@@ -17,6 +17,7 @@ BENCHMARKS = [
     ["precision.py"],
     ["segmenter_speed.py"],
     ["batch_throughput.py", "--rounds", "2"],
+    ["robustness.py", "--n", "10000"],
 ]
 
 
