@@ -90,8 +90,9 @@ class Forwarder:
         """One attempt at the job's outbox; True when it is empty and gone."""
         box = self.work.path("outbox", job)
         files = sorted(p for p in box.glob("*.dcm"))
-        # The SR last: it references the SEGs, and its arrival tells a PACS user the result is complete.
-        files.sort(key=lambda p: p.name == "sr.dcm")
+        # SEGs, then the SR that references them (its arrival is what a PACS user waits for), then the
+        # key images, which nothing references.
+        files.sort(key=lambda p: (not p.name.startswith("seg_"), p.name != "sr.dcm"))
         t0 = time.perf_counter()
         try:
             if files:

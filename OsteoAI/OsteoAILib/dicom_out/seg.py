@@ -19,15 +19,15 @@ def build_seg(labelmap: np.ndarray, vol, src: Source, key: str, roi: bool, segme
     the labelmap is empty (a SEG needs at least one segment). Returns (dataset, {label: segment number})."""
     import highdicom as hd
 
-    # bincount: 10x faster than np.unique on a 300x512x512 labelmap of small non-negative ids
-    present = np.flatnonzero(np.bincount(labelmap.ravel())) if labelmap.size and labelmap.min() >= 0 \
-        else np.unique(labelmap)
-    labels = [int(x) for x in present if x != 0]
-    if not labels:
-        return None, {}
     frames = frames_of(labelmap, vol, src)
-    lut = np.zeros(max(labels) + 1, np.uint8)
+    box = _bounding_box(frames)  # the spine fills a small part of a 300x512x512 grid: work on that part only
+    if box is None:
+        return None, {}
+    labels = [int(x) for x in np.unique(frames[box]) if x != 0]
+    lut = np.zeros(int(frames[box].max()) + 1, np.uint8)
     lut[labels] = np.arange(1, len(labels) + 1)
+    pixels = np.zeros(frames.shape, np.uint8)
+    pixels[box] = lut[frames[box]]
     from pydicom.sr.codedict import codes as dcm
 
     name, _, version = (segmenter or "unknown").partition("@")
@@ -54,7 +54,7 @@ def build_seg(labelmap: np.ndarray, vol, src: Source, key: str, roi: bool, segme
     number, description = SERIES[which]
     seg = hd.seg.Segmentation(
         source_images=src.datasets,
-        pixel_array=lut[frames],
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=uid(key, which, "series"),
@@ -70,3 +70,13 @@ def build_seg(labelmap: np.ndarray, vol, src: Source, key: str, roi: bool, segme
         series_description=description,
     )
     return seg, dict(zip(labels, range(1, len(labels) + 1), strict=True))
+
+
+def _bounding_box(a: np.ndarray) -> tuple[slice, ...] | None:
+    box = []
+    for axis in range(a.ndim):
+        nz = np.flatnonzero(a.any(axis=tuple(x for x in range(a.ndim) if x != axis)))
+        if nz.size == 0:
+            return None
+        box.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(box)
