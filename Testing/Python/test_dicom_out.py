@@ -132,3 +132,34 @@ def test_frames_of_fast_path_matches_nearest_neighbour_resampling():
             fast = source._slice_fast(lab, ijk0, d_col, d_row, 6, 8)
             slow = source._slice_resampled(lab, ijk0.astype(float), d_col, d_row, 6, 8)
             assert (fast == slow).all(), (d_col, d_row, ijk0)
+
+
+@pytest.mark.realdata
+def test_real_dicom_series_with_blanked_uids_round_trips_and_validates(shared_data, tmp_path):
+    """A real de-identified series whose SOP, study and series UIDs are blank (only the file meta keeps
+    the SOP UIDs) must neither break nor invalidate the outputs."""
+    from OsteoAILib.cli import main
+    from OsteoAILib.dicom_out.read_back import compare, read_sr
+
+    src = shared_data / "ts-dicom-t11-t12" / "dicom"
+    if not src.is_dir():
+        pytest.skip(f"{src} not found")
+    assert main(["run", str(src), "--out", str(tmp_path), "--quiet"]) == 0
+    assert compare(json.loads((tmp_path / "results.json").read_text()), read_sr(tmp_path / "dicom" / "sr.dcm")) == []
+    if shutil.which("dciodvfy"):
+        for f in sorted((tmp_path / "dicom").glob("*.dcm")):
+            assert dciodvfy_errors(f) == [], f.name
+
+
+def test_an_incomplete_clinical_trial_module_of_the_source_is_left_out():
+    """ACRIN collections keep the Clinical Trial Subject module with an empty subject ID (a Type 1C error)."""
+    from OsteoAILib.dicom_out import _drop_incomplete_trial_subject
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.ClinicalTrialSponsorName, ds.ClinicalTrialSubjectID, ds.PatientID = "ACRIN", "", "X1"
+    _drop_incomplete_trial_subject(ds)
+    assert "ClinicalTrialSponsorName" not in ds and "ClinicalTrialSubjectID" not in ds and ds.PatientID == "X1"
+    ds.ClinicalTrialSponsorName, ds.ClinicalTrialSubjectID = "ACRIN", "013"
+    _drop_incomplete_trial_subject(ds)
+    assert ds.ClinicalTrialSubjectID == "013"

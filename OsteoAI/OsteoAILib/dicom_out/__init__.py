@@ -47,11 +47,28 @@ def write_dicom_outputs(out, out_dir: str | os.PathLike, input_path: str | os.Pa
     for name, ds in datasets.items():
         if ds is None:
             continue
+        _drop_incomplete_trial_subject(ds)
         fname = FILES.get(name) or f"key_image_{name.split(':', 1)[1]}.dcm"
         files[name] = write_with(d / fname, lambda p, ds=ds: ds.save_as(p, enforce_file_format=True))
     for p in src.written or []:
         files[f"ct:{p.name}"] = p
     return files
+
+
+# Clinical Trial Subject module (optional in SEG, SR and SC IODs), copied from the source by highdicom.
+_TRIAL_SUBJECT = ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
+                  "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
+                  "ClinicalTrialSubjectReadingID", "ClinicalTrialProtocolEthicsCommitteeName",
+                  "ClinicalTrialProtocolEthicsCommitteeApprovalNumber")
+
+
+def _drop_incomplete_trial_subject(ds) -> None:
+    """De-identified collections often keep the module with an empty subject ID (a Type 1C error in the
+    source); copied as is it would make our objects invalid too, so the incomplete module is left out."""
+    if "ClinicalTrialSubjectID" in ds and not ds.ClinicalTrialSubjectID and not ds.get("ClinicalTrialSubjectReadingID"):
+        for keyword in _TRIAL_SUBJECT:
+            if keyword in ds:
+                delattr(ds, keyword)
 
 
 def _check_lined_up(out, seg) -> None:

@@ -44,6 +44,7 @@ def from_dicom_folder(folder: str | Path) -> Source:
 
 
 def from_datasets(datasets: list) -> Source:
+    _repair_uids(datasets)
     ds0 = datasets[0]
     if int(getattr(ds0, "NumberOfFrames", 1) or 1) > 1:
         return _multiframe(ds0)
@@ -53,6 +54,24 @@ def from_datasets(datasets: list) -> Source:
     ipp = np.array([np.array(d.ImagePositionPatient, float) for d in datasets])
     return Source(datasets, ipp, iop[:3], iop[3:], tuple(float(x) for x in ds0.PixelSpacing),
                   int(ds0.Rows), int(ds0.Columns))
+
+
+def _repair_uids(datasets: list) -> None:
+    """De-identification sometimes blanks UIDs the outputs must point at (seen in public test data): the
+    file meta holds the SOP UIDs; blank study/series/frame UIDs get stable substitutes, so the outputs at
+    least agree with each other (they then form a study of their own)."""
+    from pydicom.uid import generate_uid
+
+    seed = "|".join(sorted(str(getattr(d, "file_meta", {}).get("MediaStorageSOPInstanceUID", "")) for d in datasets))
+    for d in datasets:
+        meta = getattr(d, "file_meta", None)
+        for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                      ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+            if not str(d.get(keyword, "") or "") and meta is not None and meta.get(meta_keyword):
+                setattr(d, keyword, meta.get(meta_keyword))
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+            if not str(d.get(keyword, "") or ""):
+                setattr(d, keyword, generate_uid(entropy_srcs=[seed, keyword]))
 
 
 def _multiframe(ds) -> Source:
