@@ -146,3 +146,22 @@ def test_the_node_log_holds_no_patient_identity(node_run):
     for secret in (str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)):
         assert secret not in text
     assert os.path.getsize(node_run["work"] / "status.json") > 0
+
+
+def test_a_destination_that_refuses_an_object_type_does_not_block_the_rest(node_run, tmp_path):
+    from OsteoAILib.dicom_node.forward import Destination, send_files
+    from OsteoAILib.dicom_node.receiver import Receiver
+    from pydicom.uid import Comprehensive3DSRStorage
+
+    dicom = next((node_run["work"] / "results").glob("*/dicom"))
+    files = []
+    for name in ("seg_vertebrae.dcm", "sr.dcm"):
+        shutil.copy(dicom / name, tmp_path / name)
+        files.append(tmp_path / name)
+    receiver = Receiver(tmp_path / "dest", free_port(), sop_classes=[Comprehensive3DSRStorage]).start()
+    done = []
+    try:
+        assert send_files(files, Destination("DEST", "127.0.0.1", receiver.port), "OSTEOAI", on_sent=done.append) == 2
+    finally:
+        receiver.stop()
+    assert done == files and [r["modality"] for r in receiver.received] == ["SR"]

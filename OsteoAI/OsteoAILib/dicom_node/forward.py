@@ -55,8 +55,17 @@ def send_files(files: list[Path], dest: Destination, calling_aet: str, on_sent=N
     if not assoc.is_established:
         raise ConnectionError(f"no association with {dest}")
     sent = 0
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
     try:
-        for p, _ in headers:
+        for p, ds in headers:
+            if str(ds.SOPClassUID) not in accepted:
+                # A permanent refusal (the destination does not store this kind of object) must not hold
+                # back the rest of the queue: counted as done, and logged.
+                log.warning("destination does not accept %s objects: %s left out", ds.get("Modality", "?"), p.name)
+                sent += 1
+                if on_sent:
+                    on_sent(p)
+                continue
             status = assoc.send_c_store(p)
             code = getattr(status, "Status", None)
             if code is None:

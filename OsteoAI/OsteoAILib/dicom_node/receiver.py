@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 class Receiver:
-    def __init__(self, folder: str | Path, port: int, ae_title: str = "DEST", host: str = "127.0.0.1"):
+    def __init__(self, folder: str | Path, port: int, ae_title: str = "DEST", host: str = "127.0.0.1",
+                 sop_classes: list[str] | None = None):
+        self.sop_classes = sop_classes  # None: every storage SOP class
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port, self.ae_title, self.host = port, ae_title, host
@@ -22,7 +24,10 @@ class Receiver:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
+        if self.sop_classes is None:
+            ae.supported_contexts = AllStoragePresentationContexts
+        for sop_class in self.sop_classes or []:
+            ae.add_supported_context(sop_class)
         ae.add_supported_context(Verification)
 
         def on_store(event):
