@@ -49,6 +49,9 @@ def send_files(files: list[Path], dest: Destination, calling_aet: str, on_sent=N
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
     headers = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in files]
+    # Each object's own transfer syntax first, so it can be streamed from its file as it is.
+    for sop_class, ts in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in headers}):
+        ae.add_requested_context(sop_class, [ts])
     for sop_class in sorted({str(ds.SOPClassUID) for _, ds in headers}):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title)
