@@ -19,6 +19,7 @@ SPIKE_FRACTION = 0.03
 SLICE_SPIKE_FRACTION = 0.05  # of a whole slice: a QC flag (real scans: < 1%)
 EDGE_SLICE_SPIKE_FRACTION = 0.15  # an edge slice, judged one-sided (real scans reach 2.5%)
 BROKEN_SLICE_FRACTION = 0.5  # of a whole slice: no anatomy does this, the slice is not of this series
+MAX_CT_HU = 30710.0  # the top of the extended CT scale: above it no value is a physical HU
 
 
 def validate(vol: Volume) -> list[str]:
@@ -65,6 +66,14 @@ def validate(vol: Volume) -> list[str]:
         k, f = max(bad, key=lambda b: b[1])
         raise InputError(f"slice k={k} differs from both neighbour slices in {100 * f:.0f}% of its voxels: a "
                          "corrupted or mis-scaled slice (its rescale or pixel data do not fit the series)")
+    steps = slice_steps(a)
+    if steps.size and steps.max() > BROKEN_SLICE_FRACTION:
+        k = int(steps.argmax())
+        raise InputError(f"slices k={k} and k={k + 1} differ in {100 * steps[k]:.0f}% of their voxels by more than "
+                         f"{SPIKE_HU:g} HU: mis-scaled slices (a rescale that does not fit) or two series mixed")
+    if amax > MAX_CT_HU:
+        qc.append(f"implausible_hu: {int(np.sum(a > MAX_CT_HU))} voxels above {MAX_CT_HU:g} HU, beyond any CT scale "
+                  "(metal, or stored values misread)")
     if bad:
         qc.append(f"corrupt_slice: {len(bad)} slice(s) differ from both neighbours in many voxels "
                   f"(k={[k for k, _ in bad][:5]}); values there are doubtful")
@@ -105,6 +114,18 @@ def inconsistent_slices(a: np.ndarray, step: int = 2) -> list[tuple[int, float]]
 def _edge_frac(here, n1, n2, step) -> float:
     here, n1, n2 = (x[::step, ::step].astype(np.float32) for x in (here, n1, n2))
     return float(np.mean((np.abs(here - n1) > SPIKE_HU) & (np.abs(n1 - n2) < SPIKE_HU / 2)))
+
+
+def slice_steps(a: np.ndarray, step: int = 2) -> np.ndarray:
+    """Per adjacent slice pair, the fraction of voxels (sampled every ``step``) changing by > SPIKE_HU.
+    Anatomy moves a few percent of a slice that far (real scans: at most 5%); a block of slices with a
+    wrong rescale or another series' slices move nearly all of it."""
+    out = np.zeros(max(a.shape[0] - 1, 0))
+    for k0 in range(0, a.shape[0] - 1, 32):
+        k1 = min(k0 + 33, a.shape[0])
+        part = a[k0:k1, ::step, ::step].astype(np.float32)
+        out[k0:k1 - 1] = (np.abs(np.diff(part, axis=0)) > SPIKE_HU).mean(axis=(1, 2))
+    return out
 
 
 def _blank_slices(a: np.ndarray) -> list[int]:

@@ -127,7 +127,7 @@ def run_case(folder: Path, timeout_s: int = 20) -> tuple[str, str]:
         qc = validate(to_canonical(vol))
         if not np.all(np.isfinite(vol.array)):
             return "crash", "non-finite values passed validation"
-        return "volume", "; ".join(qc)[:80]
+        return "volume", "; ".join(qc)
     except InputError as e:
         msg = str(e)
         if "\n" in msg or "\x1b" in msg:
