@@ -66,13 +66,17 @@ def test_stored_values_above_32767_do_not_wrap(tmp_path):
     """A metal block stored as 65000 (unsigned) with intercept -1024 is 63976 HU, not -1560."""
     def metal(ds, i):
         ds.PixelRepresentation = 0
-        img = np.full((32, 32), 1024, np.uint16)
+        img = np.full((32, 32), 1064, np.uint16)  # 40 HU
+        img[:, :8] = 24  # air
         img[10:14, 10:14] = 65000
         ds.PixelData = img.tobytes()
 
     vol = read_volume(_edit(_series(tmp_path), metal))
-    assert vol.array.max() == 63976 and vol.array.min() == 0
+    assert vol.array.max() == 63976 and vol.array.min() == -1000
     assert vol.array.dtype != np.int16  # kept at full width
+    flags = [q for q in validate(vol) if q.startswith("implausible_hu")]
+    assert flags == ["implausible_hu: 192 voxels above 30710 HU, beyond any CT scale (metal, or stored values "
+                     "misread)"]
 
 
 def test_rescale_missing_on_one_slice_is_refused(tmp_path):
@@ -450,6 +454,14 @@ def test_a_slice_whose_rescale_lies_is_refused(tmp_path, where):
     vol = read_volume(_edit(_series(tmp_path), lie, only={where}))
     with pytest.raises(InputError, match=rf"^slice k={where} differs from both neighbour slices in 100% of its voxels"):
         validate(vol)
+
+
+def test_a_block_of_slices_whose_rescale_lies_is_refused(tmp_path):
+    vol = read_volume(_edit(_series(tmp_path), lambda ds, i: setattr(ds, "RescaleIntercept", 0), only={4, 5, 6, 7}))
+    with pytest.raises(InputError) as e:
+        validate(vol)
+    assert str(e.value) == ("slices k=3 and k=4 differ in 100% of their voxels by more than 500 HU: mis-scaled "
+                            "slices (a rescale that does not fit) or two series mixed")
 
 
 def test_multiframe_without_per_frame_groups_is_refused(tmp_path):
