@@ -52,6 +52,27 @@ def wait_for(condition, what: str, timeout: float = TIMEOUT_S):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc; [] elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
     from OsteoAILib.dicom_node.health import echo
 
@@ -78,6 +99,7 @@ def node_run(tmp_path_factory):
         send(ct, port)
         # Screened, but the destination is down: the objects wait in the outbox. Then the node dies.
         wait_for(lambda: list((work / "outbox").glob("[!.]*/.attempts.json")), "a failed forwarding attempt")
+        facts["workers"] = children(node.pid)
         node.send_signal(signal.SIGKILL)
         node.wait(30)
         receiver = Receiver(root / "dest", dest_port).start()
@@ -165,3 +187,10 @@ def test_a_destination_that_refuses_an_object_type_does_not_block_the_rest(node_
     finally:
         receiver.stop()
     assert done == files and [r["modality"] for r in receiver.received] == ["SR"]
+
+
+def test_the_worker_of_a_killed_node_does_not_outlive_it(node_run):
+    if not Path("/proc").is_dir():
+        pytest.skip("needs /proc")
+    assert node_run["workers"], "the node had no worker process"
+    wait_for(lambda: not any(alive(p) for p in node_run["workers"]), "the orphaned worker to exit", timeout=30)

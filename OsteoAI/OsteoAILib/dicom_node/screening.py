@@ -9,7 +9,24 @@ from multiprocessing import get_context
 from pathlib import Path
 
 
+def _exit_with_parent() -> None:
+    """A node killed with SIGKILL cannot stop its worker: the worker watches for that and exits too."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _warm_up() -> None:
+    _exit_with_parent()
     import OsteoAISegmentLib.api  # noqa: F401
 
     from OsteoAILib import dicom_out, outputs, pipeline  # noqa: F401
@@ -85,4 +102,9 @@ class Screener:
             raise RuntimeError("the screening process died (out of memory?)") from None
 
     def close(self) -> None:
+        # shutdown() alone leaves a busy worker running after the node has gone: end it.
+        workers = list(getattr(self._pool, "_processes", {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for w in workers:
+            w.terminate()
+            w.join(timeout=10)
