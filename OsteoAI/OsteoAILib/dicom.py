@@ -158,7 +158,12 @@ def list_series(folder: Path) -> list[dict]:
         ds = _read_header(p)
         if ds is None or _is_localizer(ds):
             continue
-        planes = _slices_of(p, ds)
+        try:
+            planes = _slices_of(p, ds)
+        except InputError:
+            if tags.text(ds, "Modality").upper() == "CT":
+                raise
+            continue  # a broken multi-frame object of another kind (screen capture, dose report) is no CT
         if planes:
             key = tuple(tags.text(ds, t) for t in _SERIES_TAGS) + (_kernel(planes[0]),)
             groups[key].extend(planes)

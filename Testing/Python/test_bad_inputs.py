@@ -489,3 +489,11 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["run", "x", "--out", "y"]) == 130
     assert capsys.readouterr().err == "osteoai: interrupted\n"
+
+
+def test_a_broken_non_ct_object_beside_the_series_is_ignored(tmp_path):
+    folder = _series(tmp_path)
+    sc = pydicom.dcmread(_files(folder)[0])
+    sc.Modality, sc.NumberOfFrames, sc.SeriesInstanceUID = "OT", 3, "1.2.826.0.1.3680043.99.5"
+    sc.save_as(folder / "screen_capture.dcm")
+    assert read_volume(folder).shape == (12, 32, 32)
