@@ -69,7 +69,8 @@ def volume_from_node(node) -> Volume:
     if node is None:
         raise InputError("no input volume selected")
     arr = _image_to_array(node.GetImageData())
-    meta = {"source": node.GetName(), "format": "mrml"}
+    # The node's name often is the patient's or the series description: kept apart, written on request only.
+    meta = {"source": "3D Slicer volume", "format": "mrml", "identifiers": {"node_name": node.GetName()}}
     tags = node.GetAttribute(ATTR + "tags")
     if tags:
         meta["tags"] = json.loads(tags)
