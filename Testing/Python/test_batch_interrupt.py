@@ -39,11 +39,18 @@ def _published(out: Path) -> list[Path]:
     return [p for p in d.iterdir() if not p.name.startswith(".")] if d.is_dir() else []
 
 
+def _ctrl_c_enabled() -> None:
+    # a shell's background job (a CI step, `make test &`) starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the batch the Ctrl-C a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_stop_midway(tree: Path, out: Path, sig: int, tmp_path: Path) -> subprocess.Popen:
     log = open(tmp_path / "batch.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "batch", str(tree), "--out", str(out),
                              "--workers", "2", *CLI_OPTIONS], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # its own process group, as a terminal's job is
+                            start_new_session=True,  # its own process group, as a terminal's job is
+                            preexec_fn=_ctrl_c_enabled)
     deadline = time.monotonic() + 90
     while len(_published(out)) < N // 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
