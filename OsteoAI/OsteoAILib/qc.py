@@ -24,6 +24,7 @@ FLAGS: dict[str, tuple[bool, str]] = {
     "metal": (True, "metal or streak artifacts near the vertebra"),
     "implausible": (True, "vBMD outside 0-350 mg/cm3: a measurement or segmentation error"),
     "no_roi": (True, "no trabecular ROI could be placed"),
+    "seg_suspect": (True, "the vertebra's split looks wrong (a disc missed or misplaced): the ROI may straddle a disc"),
     "contrast": (False, "iodinated contrast in the aorta: trabecular HU and vBMD read high"),
     "noise": (False, "high image noise (low dose or sharp kernel): wider uncertainty"),
     "calib_fit": (False, "reference tissues fit the calibration line poorly"),
@@ -206,12 +207,44 @@ def fracture_grade(heights: dict[str, float], neighbours: list[dict] | None = No
     return genant_grade(loss), float(loss), how
 
 
+SPLIT_MIRROR = 0.5  # a neighbour showing at least half the opposite deformity mirrors this one
+
+
+def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> str | None:
+    """Why a height loss looks like a misplaced disc plane rather than a fracture, or None.
+
+    A disc plane set too high or too low moves height from one body to the next, and a plane set
+    at the wrong tilt moves it from the front of one body to the front of the next: the neighbour
+    shows the mirror image (taller, or wedged the other way). A fracture leaves its neighbours as
+    they are. Against neighbours that disagree with each other there is no expected height at all.
+    """
+    nbs = [n for n in neighbours if n and all(n.get(k) for k in ("anterior", "posterior"))]
+    if how == "neighbours":
+        tops = [max(v for v in n.values() if v) for n in nbs]
+        if len(tops) < 2:
+            return "only one neighbour to compare with"
+        if max(tops) > 1.2 * min(tops):
+            return "the neighbours' heights disagree (one of them has taken this body's height)"
+    a, p = heights.get("anterior"), heights.get("posterior")
+    if a and p:
+        tilt = (p - a) / max(a, p)
+        for n in nbs:
+            other = (n["posterior"] - n["anterior"]) / max(n["anterior"], n["posterior"])
+            if tilt * other < 0 and abs(other) >= SPLIT_MIRROR * abs(tilt):
+                return "a neighbour is wedged the other way (a tilted disc plane)"
+    return None
+
+
 def fracture_flags(heights: dict[str, float] | None, label=None, neighbours=None) -> list[str]:
     if not heights:
         return []
     g, loss, how = fracture_grade(heights, neighbours)
     if g == 0:
         return []
+    why = split_error(heights, list(neighbours or []), how)
+    if why:
+        return [f"seg_suspect: {_name(label)} reads {loss:.0%} short, but {why}: the split, not the bone, "
+                "is probably wrong; not graded as a fracture"]
     ref = "its own largest height" if how == "own" else "the neighbouring vertebrae"
     hs = ", ".join(f"{k[0].upper()} {v:.1f}" for k, v in heights.items())
     return [f"fracture: {_name(label)} Genant grade {g} ({loss:.0%} height loss against {ref}; heights mm {hs})"]

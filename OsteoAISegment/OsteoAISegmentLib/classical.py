@@ -26,7 +26,7 @@ WS = 2.0  # work grid spacing, mm
 FS = 1.0  # disc search grid spacing, mm
 THIN_DISC_PITCH_MM = 24.0  # vertebral pitch below which the discs are thin (thoracic)
 FRONT_MM = 2.0  # the body mask reaches this far in front of the anterior wall read on the centreline
-FINE_MAX_SLICE_MM = 1.5  # thinner slices resolve thoracic discs (~3 mm) that the 2 mm grid blurs away
+FINE_MAX_SLICE_MM = 3.0  # thinner slices resolve thoracic discs (~3 mm) that the 2 mm grid blurs away
 
 
 def _step(progress, cancel, frac, msg):
@@ -89,7 +89,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebra could be separated")
 
     _step(progress, cancel, 0.6, "labelling from the ribs")
-    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc, body_w)
+    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc, body_w, planes)
     mapping = lab_res["mapping"]  # segment index -> VerSe id (0 = drop)
 
     _step(progress, cancel, 0.75, "refining masks at full resolution")
@@ -111,6 +111,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         "canal_centerline_kji": canal_full.round(2).tolist(),
         "discs_kji": [grid.work_to_full_kji(p).round(2).tolist() for p, _n in planes],
         "label_anchor": lab_res["anchor"],
+        "naming": lab_res["naming"],
         "pitch_mm": float(np.median(pitch) * WS),
         "work_spacing_mm": WS,
         "hu_reference": ref.as_dict(),

@@ -1,13 +1,13 @@
-"""Vertebra labels from anatomy: the last rib-bearing vertebra is T12.
+"""Evidence for vertebra labels: ribs, whether a missing rib can be seen, body sizes.
 
 Ribs are found where they leave the spine: long thin bones crossing a strip 44-58 mm lateral to
-the canal near the canal's depth, reaching >= 80 mm laterally (transverse processes stop short
-of that; the iliac wing is far larger). Each rib is assigned to the vertebra at the top of its
-crossing (ribs descend from their heads). Anchors, in order of trust: the last rib-bearing
-vertebra with rib-free vertebrae below it (= T12); the first rib-bearing vertebra below a
-rib-free one (= T1); ribs whose end is out of view: the lowest vertebra is T12; no rib at all:
-lumbar, centred on L3. The last two are flagged as uncertain. A missing rib only counts as
-absent where the image extends far enough laterally, posteriorly and caudally to show it.
+the canal near the canal's depth, reaching >= 80 mm laterally (>= 60 mm where the scan cuts them;
+transverse processes stop short of that; the iliac wing is far larger). Each crossing is placed in
+every segment's slab (between its tilted disc planes), and naming.py counts ribs against vertebrae
+in order rather than trusting where one crossing lies: in a kyphotic upper thorax a rib tubercle
+sits up to ~20 mm above its own vertebra. A missing rib only counts as absent where the image
+extends far enough laterally, posteriorly and caudally to show it. The naming itself, one global
+decision over all anchors with its runner-up and margin, is naming.py.
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ import numpy as np
 from OsteoAILib import levels as lv
 from scipy import ndimage as ndi
 
+from . import naming
+
 STRIP_MM = (44.0, 58.0)
 REACH_MM = 80.0
+CAUDAL_ROOM_MM = 16.0
+REACH_CUT_MM = 60.0  # transverse processes end ~50 mm from the midline
 RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
-T12, T1 = 19, 8
-
-
-def _slice_segment(lab_w, bc, k0, ws) -> np.ndarray:
-    """Segment index at the body centre of each slice (0 where none)."""
-    nk = lab_w.shape[0]
-    out = np.zeros(nk, int)
-    for k in range(nk):
-        r = int(np.clip(k - k0, 0, len(bc["body_j"]) - 1))
-        j, i = int(round(bc["body_j"][r])), int(round(bc["body_i"][r]))
-        sl = lab_w[k, max(0, j - 6) : j + 7, max(0, i - 6) : i + 7]
-        v = sl[sl > 0]
-        if len(v):
-            out[k] = np.bincount(v).argmax()
-    return out
 
 
 def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
@@ -41,7 +30,6 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
     nk, nj, ni = work.shape
     r = np.clip(np.arange(nk) - k0, 0, len(canal_ji) - 1)
     cj, ci = canal_ji[r, 0], canal_ji[r, 1]
-    seg_k = _slice_segment(lab_w, bc, k0, ws)
     bone = work > RIB_HU
     # an enhanced solid organ (liver, spleen: up to ~200 HU at low kVp) can clear the bone
     # threshold and swallow the ribs lying on it; ribs are thin, organs thick: drop what survives
@@ -72,7 +60,9 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
             if vol_cm3 < 0.3 or vol_cm3 > 40:
                 continue
             dm = np.where(m, np.broadcast_to(d, lab.shape)[sl], -1)
-            if dm.max() < REACH_MM:
+            # a rib running out of the scan (top or bottom slice) is seen only in part
+            cut = sl[0].start == 0 or sl[0].stop == nk
+            if dm.max() < (REACH_CUT_MM if cut else REACH_MM):
                 continue
             s_in = m & np.broadcast_to(strip, lab.shape)[sl]
             if s_in.sum() < 2:
@@ -81,7 +71,9 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
             if (kk.max() - kk.min()) * ws > 35:  # a plate, not a rib crossing
                 continue
             k_top = int(kk.max())
-            ribs.append({"side": name, "k_top": k_top, "segment": int(seg_k[k_top]) or int(seg_k[kk.min()]),
+            centre = np.argwhere(s_in).mean(0) + [x.start for x in sl]
+            ribs.append({"side": name, "k_top": k_top, "k_bottom": int(kk.min()), "reach_mm": float(dm.max()),
+                         "crossing_kji": [float(x) for x in centre],
                          "volume_cm3": round(float(vol_cm3), 1)})
     return ribs, assess
 
@@ -103,79 +95,68 @@ def _assessable(work, lab_w, seg_info, canal_ji, k0, ws) -> dict[int, bool]:
         room_lat = max((ni - 1 - ci.max()), ci.min()) * ws
         room_post = (nj - 1 - cj.max()) * ws
         # the whole body must be in view (a rib head sits on it)
-        in_k = ks.min() * ws >= 4 and (nk - 1 - ks.max()) * ws >= 4
+        # a rib descends from its head: below the body there must be room to see it
+        in_k = ks.min() * ws >= CAUDAL_ROOM_MM and (nk - 1 - ks.max()) * ws >= 4
         out[s["index"]] = bool(in_k and room_lat >= REACH_MM + 4 and room_post >= 25)
     return out
 
 
-def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None) -> dict:
-    """Map segment indices (1 = most caudal) to VerSe ids, with QC flags."""
+def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None, planes=None) -> dict:
+    """Map segment indices (1 = most caudal) to VerSe ids, with QC flags (see naming.py)."""
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
     segs = [s["index"] for s in seg_info]
+    body = lab_w if body_w is None else body_w
     ribs, _sides = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
-    can = _assessable(work, lab_w if body_w is None else body_w, seg_info, canal_ji, k0, ws)
-    bearing = {s: set() for s in segs}
-    for rb in ribs:
-        if rb["segment"] in bearing:
-            bearing[rb["segment"]].add(rb["side"])
-    has = [len(bearing[s]) > 0 for s in segs]
-    free = [can[s] and not has[i] for i, s in enumerate(segs)]
-    ids, anchor, qc = assign_levels(has, free)
+    can = _assessable(work, body, seg_info, canal_ji, k0, ws)
+    ribs = sorted(ribs, key=lambda r: -r["crossing_kji"][0])
+    rib_ev = [naming.RibEvidence(rb["side"], slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []))
+              for rb in ribs]
+    evidence = []
+    for s in seg_info:
+        ks = np.nonzero((body == s["index"]).any(axis=(1, 2)))[0]
+        whole = len(ks) and ks.min() * ws >= 4 and (work.shape[0] - 1 - ks.max()) * ws >= 4
+        evidence.append(naming.SegmentEvidence(
+            assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None))
+    named = naming.name_segments(evidence, rib_ev)
+    qc = list(named.qc)
     mapping = {}
     dropped = 0
-    for s, v in zip(segs, ids, strict=True):
-        if v < 1 or v > 24:  # below L5: sacrum or a transitional L6 that the labels cannot tell apart
-            dropped += v > 24
+    for s, v in zip(segs, named.ids, strict=True):
+        if v < 1 or v > 24:  # the sacrum, or a segment below it
+            dropped += 1
             v = 0
         mapping[s] = int(v)
     if dropped:
         qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
-    rib_pairs = int(sum(1 for s in segs if len(bearing[s]) == 2))
-    return {"mapping": mapping, "qc": qc, "anchor": anchor, "rib_pairs": rib_pairs,
-            "ribs": [{**rb, "level": lv.name(mapping[rb["segment"]]) if mapping.get(rb["segment"]) else None}
-                     for rb in ribs]}
+    rib_pairs = int(sum(1 for e in evidence if e.rib_sides == 2))
+    for q, rb in enumerate(ribs):
+        i = named.rib_segment.get(q)
+        rb["level"] = lv.name(mapping[segs[i]]) if i is not None and mapping.get(segs[i]) else None
+    return {"mapping": mapping, "qc": qc, "anchor": named.anchor, "rib_pairs": rib_pairs,
+            "naming": {"margin_nats": None if not np.isfinite(named.margin) else round(named.margin, 2),
+                       "runner_up": [lv.NAMES.get(v, "?") for v in (named.runner_up or [])],
+                       "evidence": [{"rib_sides": e.rib_sides, "assessable": e.assessable,
+                                     "volume_cm3": None if e.volume_cm3 is None else round(e.volume_cm3, 1)}
+                                    for e in evidence]},
+            "ribs": ribs}
 
 
-def assign_levels(has: list[bool], free: list[bool]) -> tuple[list[int], str, list[str]]:
-    """VerSe ids for vertebrae ordered cranial -> caudal, from where ribs were seen (``has``) and
-    where their absence is certain (``free``). Returns (ids, anchor, qc)."""
-    n = len(has)
-    qc: list[str] = []
-    if any(has):
-        last = max(i for i in range(n) if has[i])
-        first = min(i for i in range(n) if has[i])
-        if any(free[last + 1 :]):
-            ids = [T12 - (last - i) if i <= last else 20 + (i - last - 1) for i in range(n)]
-            anchor = "last_rib=T12"
-            if last + 1 < n and not free[last + 1]:
-                qc.append("label_uncertain: the vertebra below the last rib pair is not fully assessable")
-        elif first > 0 and any(free[:first]):
-            ids = [T1 + (i - first) for i in range(n)]
-            anchor = "first_rib=T1"
+def slab_positions(p: np.ndarray, segs: list[int], planes: list) -> np.ndarray:
+    """Height of work-grid point ``p`` in each segment's slab: 0 at its lower disc plane, 1 at its
+    upper one (segment index s lies between planes s-2 and s-1, planes ordered caudal -> cranial)."""
+    if not planes:
+        return np.full(len(segs), 0.5)
+    gaps = [float((planes[q + 1][0] - planes[q][0]) @ planes[q][1]) for q in range(len(planes) - 1)]
+    pitch = float(np.median(gaps)) if gaps else 12.0
+    out = []
+    for s in segs:
+        below = planes[s - 2] if s >= 2 else None
+        above = planes[s - 1] if s - 1 < len(planes) else None
+        if below is not None and above is not None:
+            h = max(float((above[0] - below[0]) @ below[1]), 1.0)
+            out.append(float((p - below[0]) @ below[1]) / h)
+        elif above is not None:
+            out.append(1.0 + float((p - above[0]) @ above[1]) / pitch)
         else:
-            # ribs seen, but their absence below cannot be confirmed (FOV cut): take the lowest
-            # vertebra in view as T12, the usual target of a thoracolumbar scan
-            ids = [T12 - (n - 1 - i) for i in range(n)]
-            anchor = "lowest=T12"
-            qc.append("label_uncertain: the field of view does not show where the ribs end; "
-                      "the lowest vertebra is assumed to be T12")
-        # the whole rib cage is in view when a rib-free vertebra shows above the first rib and
-        # below the last one: then there should be 12 rib-bearing vertebrae
-        if anchor == "last_rib=T12" and any(free[:first]):
-            pairs = last - first + 1
-            if pairs in (11, 13):
-                qc.append(f"rib_count: {pairs} rib pairs found; labels may be shifted")
-            elif pairs != 12:
-                qc.append(f"label_uncertain: ribs found on {pairs} vertebrae of a thorax seen whole "
-                          "(12 expected); some ribs were probably missed")
-        gaps = [i for i in range(first, last + 1) if not has[i]]
-        if len(gaps) > 1:
-            qc.append(f"label_uncertain: {len(gaps)} vertebrae between rib-bearing ones show no rib")
-    else:
-        # no rib: lumbar, centred on L3 (the centre of the lumbar spine) when nothing else tells
-        anchor = "lumbar_centre_prior"
-        qc.append("label_uncertain: no ribs visible; lumbar levels assumed, centred on L3")
-        top = 22 - (n - 1) // 2
-        top = min(max(top, 20), max(20, 24 - (n - 1)))
-        ids = [top + i for i in range(n)]
-    return ids, anchor, qc
+            out.append(float((p - below[0]) @ below[1]) / pitch)
+    return np.asarray(out)

@@ -27,7 +27,8 @@ def fractured():
 
 
 def test_flag_table():
-    assert {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi"} == qc.EXCLUDING
+    assert {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi",
+            "seg_suspect"} == qc.EXCLUDING
     assert not {"contrast", "noise", "calib_fit", "uncalibrated"} & qc.EXCLUDING
     assert all(text for _, text in qc.FLAGS.values())
     flags = ["noise: high", "fracture: L1 grade 2", "contrast: aorta 300 HU"]
@@ -51,6 +52,22 @@ def test_fracture_grade_from_own_and_neighbour_heights():
     assert (g, how) == (2, "neighbours") and loss == pytest.approx(0.32)
     assert qc.fracture_flags(wedge, 20)[0].startswith("fracture: L1 Genant grade 2")
     assert qc.fracture_flags(normal, 20, [normal]) == []
+
+
+def test_split_error_is_not_a_fracture():
+    """A misplaced disc plane moves height into a neighbour; a tilted one wedges the neighbour the other
+    way. Either way the level is flagged seg_suspect, not fracture; a real crush between two normal
+    neighbours stays a fracture."""
+    normal = {"anterior": 25.0, "middle": 25.0, "posterior": 25.0}
+    short = {"anterior": 17.0, "middle": 17.0, "posterior": 17.0}
+    tall = {"anterior": 33.0, "middle": 33.0, "posterior": 33.0}
+    assert qc.fracture_flags(short, 20, [normal, normal])[0].startswith("fracture: L1")
+    assert qc.fracture_flags(short, 20, [normal, tall])[0].startswith("seg_suspect: L1")
+    assert qc.fracture_flags(short, 20, [tall])[0].startswith("seg_suspect: L1")
+    wedge = {"anterior": 16.0, "middle": 21.0, "posterior": 25.0}
+    mirrored = {"anterior": 27.0, "middle": 24.0, "posterior": 21.0}
+    assert qc.fracture_flags(wedge, 20, [normal, normal])[0].startswith("fracture: L1")
+    assert qc.fracture_flags(wedge, 20, [mirrored, normal])[0].startswith("seg_suspect: L1")
 
 
 def test_heights_match_phantom_truth(fractured):
