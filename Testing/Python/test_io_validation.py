@@ -136,3 +136,20 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert rc == 1
     assert len(errors) == 1 and "input not found" in errors[0]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["ts-dicom-t11-t12", "tcia-acrin-petct-chest-4mm"])
+def test_real_dicom_reads_as_gdcm_reads_it_and_passes_the_slice_checks(shared_data, name):
+    """The per-slice reader gives GDCM's values and geometry on real series; the slice-consistency checks
+    do not fire on them."""
+    folder = shared_data / name / "dicom"
+    vol = read_volume(folder)
+    r = sitk.ImageSeriesReader()
+    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder)))
+    img = r.Execute()
+    assert np.array_equal(vol.array, sitk.GetArrayFromImage(img))
+    assert vol.spacing == pytest.approx(img.GetSpacing()) and vol.origin == pytest.approx(img.GetOrigin())
+    assert np.allclose(vol.direction.ravel(), img.GetDirection())
+    assert vol.meta["kvp_source"] == "dicom" and vol.meta["load_qc"] == []
+    qc = validate(to_canonical(vol))
+    assert not [q for q in qc if q.startswith(("corrupt_slice", "blank_slice", "implausible_hu"))]
