@@ -374,6 +374,13 @@ def test_random_pixels_in_one_roi_slice_are_found():
     a[10][hit] = rng.uniform(-1000, 3000, hit.sum())
     found = corrupt_slices_in_roi(a, roi)
     assert [k for k, _ in found] == [10]
+    from OsteoAILib.pipeline import _corrupt_roi_flags  # what the pipeline adds to the level's flags
+
+    flags = _corrupt_roi_flags(Volume(a, (0.8, 0.8, 2.0)), roi, 20)
+    assert len(flags) == 1 and flags[0].startswith("implausible: L1 ROI slice k=10 looks corrupted")
+    from OsteoAILib.bmd import excluding_codes
+
+    assert "implausible" in excluding_codes()  # 'implausible' keeps the level out of the diagnosis
 
 
 def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level():
@@ -398,8 +405,11 @@ def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level():
     vol.array[k][hit] = rng.uniform(-1000, 2000, int(hit.sum())).astype(vol.array.dtype)
     res = run_pipeline(vol, opts).results
     lv = next(x for x in res.levels if x.label == target.label)
-    assert any(q.startswith(f"implausible: {target.level} ROI slice k={k}") for q in lv.qc), lv.qc
-    assert not lv.used_for_diagnosis and target.level not in res.diagnosis.levels
+    assert not lv.used_for_diagnosis and target.level not in res.diagnosis.levels, lv.qc
+    if lv.roi_volume_mm3:  # measured: the flag must say why it is out (a stage may also refuse the ROI)
+        assert any(q.startswith(f"implausible: {target.level} ROI slice k={k}") for q in lv.qc), lv.qc
+    else:
+        assert any(q.startswith("no_roi") for q in lv.qc), lv.qc
 
 
 # ------------------------------------------------------------------------------------------ messages
