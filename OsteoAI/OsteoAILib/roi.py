@@ -151,7 +151,8 @@ def endplate_axis(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, ax
     return best_ax / np.linalg.norm(best_ax)
 
 
-def endplate_heights(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray) -> dict:
+def endplate_heights(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray,
+                     hu_scale: float = 1.0) -> dict:
     """Anterior, middle and posterior heights (mm) between the endplates, along ``axis``.
 
     A segmenter's body mask can run into the disc or stop short of an endplate where its cut
@@ -196,8 +197,8 @@ def endplate_heights(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray,
         core = prof[np.abs(hs - mid) <= 0.25 * ext]
         base = float(np.median(core)) if len(core) else float(prof[ic])
         # an endplate is never within the central 60% of the mask's extent
-        top = _endplate_edge(prof[ic:], base, step, 0.3 * ext)
-        bot = _endplate_edge(prof[: ic + 1][::-1], base, step, 0.3 * ext)
+        top = _endplate_edge(prof[ic:], base, step, 0.3 * ext, ENDPLATE_MIN_HU * hu_scale)
+        bot = _endplate_edge(prof[: ic + 1][::-1], base, step, 0.3 * ext, ENDPLATE_MIN_HU * hu_scale)
         tops[name] = (mid + top, hi_m) if top is not None else (None, hi_m)
         bots[name] = (mid - bot, lo_m) if bot is not None else (None, lo_m)
     tops, bots = _fill_missing(tops, names, +1.0), _fill_missing(bots, names, -1.0)
@@ -241,14 +242,15 @@ def _drop_jumps(edge: dict, names, sign: float) -> None:
         edge[worst] = min(pred[worst], lim) if sign > 0 else max(pred[worst], lim)
 
 
-def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float) -> float | None:
+def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float,
+                   min_hu: float = ENDPLATE_MIN_HU) -> float | None:
     """Distance (mm) from prof[0] (the body's middle) to the outer half-maximum edge of the first
     endplate at least ``start`` mm outward; None when no layer stands out from the trabecular bone."""
     i0 = int(start / step)
     if len(prof) < i0 + 5:
         return None
     seg = prof[i0:]
-    peaks = np.nonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] >= seg[2:]) & (seg[1:-1] - base >= ENDPLATE_MIN_HU))[0]
+    peaks = np.nonzero((seg[1:-1] >= seg[:-2]) & (seg[1:-1] >= seg[2:]) & (seg[1:-1] - base >= min_hu))[0]
     if len(peaks) == 0:
         return None
     i = i0 + 1 + int(peaks[0])
@@ -257,7 +259,7 @@ def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float) -> 
     floor = float(rest[: max(2, int(6.0 / step))].min())
     half = 0.5 * (pk + floor)
     below = np.nonzero(rest < half)[0]
-    if len(below) == 0 or pk - floor < 0.5 * ENDPLATE_MIN_HU:
+    if len(below) == 0 or pk - floor < 0.5 * min_hu:
         return None
     j = i + int(below[0])
     # sub-sample position of the half-maximum crossing
@@ -327,7 +329,8 @@ def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float,
     return core
 
 
-def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis) -> np.ndarray | None:
+def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis,
+                   hu_scale: float = 1.0) -> np.ndarray | None:
     """Remove bright layers (endplates) from the ROI's height band; None when one crosses its middle.
 
     In a correctly split body the central band holds trabecular bone only. An endplate near an
@@ -338,7 +341,7 @@ def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis) -> np.n
         return core
     idx = np.argwhere(core)
     vals = vol.array[sl][core].astype(np.float32)
-    thr = float(np.median(vals)) + ENDPLATE_DELTA_HU
+    thr = float(np.median(vals)) + ENDPLATE_DELTA_HU * hu_scale
     h = (idx * spacing_kji) @ axis
     bins = np.floor((h - h.min()) / 1.0).astype(int)  # 1 mm layers along the spine axis
     n = np.bincount(bins)
@@ -390,6 +393,9 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     out = np.zeros(vol.shape, np.int16)
     info: dict[int, RoiInfo] = {}
     partial = set((seg.info or {}).get("partial_levels", []))
+    # HU contrasts (an endplate over the marrow) are read on the scan's own scale, so a scanner that
+    # maps tissue to HU' = a * HU + b places the same ROIs (segmenters without a reference: 1)
+    hu_scale = float(((seg.info or {}).get("hu_reference") or {}).get("scale") or 1.0)
     vox = float(np.prod(spacing_kji))
     objs = ndi.find_objects(np.asarray(seg.bodies, np.int32))  # one pass instead of one per level
     vert = seg.vertebrae
@@ -413,7 +419,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
         heights = endplate_heights(vol, body_c, sl, spacing_kji,
-                                   endplate_axis(vol, body_c, sl, spacing_kji, axis))
+                                   endplate_axis(vol, body_c, sl, spacing_kji, axis), hu_scale)
         lo_edge = [s.start == 0 for s in sl]
         hi_edge = [s.stop == n for s, n in zip(sl, vol.shape, strict=True)]
         cut_k = cut[label]
@@ -429,7 +435,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             core = np.zeros(body_c.shape, bool)
         else:
             core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm, _canal_at(seg, center, sl, spacing_kji))
-            trimmed = trim_endplates(vol, core, sl, spacing_kji, axis)
+            trimmed = trim_endplates(vol, core, sl, spacing_kji, axis, hu_scale)
             if trimmed is None:
                 qc.append(f"seg_suspect: an endplate crosses the middle of the {lv.name(label)} body "
                           "(vertebra split off the discs?); no ROI placed")

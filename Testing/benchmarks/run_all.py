@@ -11,6 +11,7 @@ BENCHMARKS = [
     ["pipeline_speed.py"],
     ["phantom_accuracy.py"],
     ["real_data.py"],
+    ["real_ct.py"],
     ["vbmd_accuracy.py", "--n", "144", "--masks", "pipeline", "--invariance-n", "36"],
     ["vbmd_accuracy.py", "--n", "36", "--masks", "truth"],
     ["segmenter_phantoms.py", "--n", "36"],
