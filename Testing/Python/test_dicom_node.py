@@ -194,3 +194,25 @@ def test_the_worker_of_a_killed_node_does_not_outlive_it(node_run):
         pytest.skip("needs /proc")
     assert node_run["workers"], "the node had no worker process"
     wait_for(lambda: not any(alive(p) for p in node_run["workers"]), "the orphaned worker to exit", timeout=30)
+
+
+def test_a_refusing_destination_is_retried_later_not_hammered(tmp_path):
+    from OsteoAILib.dicom_node.forward import Destination, Forwarder
+    from OsteoAILib.dicom_node.receiver import Receiver
+    from OsteoAILib.dicom_node.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    ct = sorted(write_series(tmp_path / "ct", n=2).glob("*.dcm"))
+    box = work.path("outbox", "job1")
+    box.mkdir()
+    shutil.copy(ct[0], box / "sr.dcm")
+    receiver = Receiver(tmp_path / "dest", free_port(), status=0xA700).start()  # out of resources
+    try:
+        fw = Forwarder(work, Destination("DEST", "127.0.0.1", receiver.port), "OSTEOAI")
+        t0 = time.time()
+        assert fw.forward("job1") is False
+    finally:
+        receiver.stop()
+    state = json.loads((box / ".attempts.json").read_text())
+    assert state["attempts"] == 1 and state["next"] >= t0 + 4
+    assert fw.due() == [] and (box / "sr.dcm").exists()

@@ -94,6 +94,15 @@ class Forwarder:
         except (OSError, ValueError):
             return {"attempts": 0, "next": 0.0}
 
+    def _retry_later(self, job: str, box: Path, why: str) -> None:
+        state = self._state(box)
+        state["attempts"] += 1
+        delay = RETRY_DELAYS_S[min(state["attempts"], len(RETRY_DELAYS_S)) - 1]
+        state["next"] = time.time() + delay
+        (box / ".attempts.json").write_text(json.dumps(state))
+        log.warning("job %s: forwarding to %s failed (%s); attempt %d, next in %d s",
+                    job, self.dest, why[:120], state["attempts"], delay)
+
     def due(self) -> list[str]:
         now = time.time()
         return [job for job in self.work.outbox() if self._state(self.work.path("outbox", job))["next"] <= now]
@@ -109,17 +118,11 @@ class Forwarder:
         try:
             if files:
                 send_files(files, self.dest, self.calling_aet, on_sent=lambda p: p.unlink())
+            left = list(box.glob("*.dcm"))
+            if left:  # refused with a failure status: maybe a full disk at the PACS, so later
+                raise ConnectionError(f"{len(left)} of {len(files)} objects refused")
         except Exception as e:  # noqa: BLE001 - any network failure is retried later
-            state = self._state(box)
-            state["attempts"] += 1
-            delay = RETRY_DELAYS_S[min(state["attempts"], len(RETRY_DELAYS_S)) - 1]
-            state["next"] = time.time() + delay
-            (box / ".attempts.json").write_text(json.dumps(state))
-            log.warning("job %s: forwarding to %s failed (%s); attempt %d, next in %d s",
-                        job, self.dest, str(e)[:120], state["attempts"], delay)
-            return False
-        left = list(box.glob("*.dcm"))
-        if left:
+            self._retry_later(job, box, str(e))
             return False
         res = self.work.path("results", job)
         if res.is_dir():

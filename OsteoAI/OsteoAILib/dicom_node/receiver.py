@@ -10,8 +10,9 @@ from pathlib import Path
 
 class Receiver:
     def __init__(self, folder: str | Path, port: int, ae_title: str = "DEST", host: str = "127.0.0.1",
-                 sop_classes: list[str] | None = None):
+                 sop_classes: list[str] | None = None, status: int = 0x0000):
         self.sop_classes = sop_classes  # None: every storage SOP class
+        self.status = status  # what every C-STORE is answered (e.g. 0xA700 plays a PACS with a full disk)
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port, self.ae_title, self.host = port, ae_title, host
@@ -31,6 +32,8 @@ class Receiver:
         ae.add_supported_context(Verification)
 
         def on_store(event):
+            if self.status != 0x0000:
+                return self.status
             ds = event.dataset
             ds.file_meta = event.file_meta
             with self._lock:

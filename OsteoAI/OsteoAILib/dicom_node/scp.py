@@ -59,8 +59,9 @@ def start_server(work, arrivals: Arrivals, ae_title: str, host: str, port: int):
 
     def on_store(event):
         try:
-            ds = event.dataset
-            study, sop = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+            # The request's Affected SOP Instance UID names the instance even when the dataset's is blank.
+            sop = str(event.request.AffectedSOPInstanceUID or event.dataset.SOPInstanceUID)
+            study = str(event.dataset.get("StudyInstanceUID", "") or "")
         except Exception as e:  # noqa: BLE001 - a malformed instance is refused, the node goes on
             log.warning("refused an instance that cannot be read (%s)", type(e).__name__)
             return CANNOT_UNDERSTAND
