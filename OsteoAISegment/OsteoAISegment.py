@@ -40,6 +40,7 @@ PIP_REQUIREMENTS = {
     "matplotlib": "matplotlib==3.11.2",
     "slicerio": "slicerio==1.4.0",
     "yaml": "PyYAML==6.0.3",
+    "psutil": "psutil>=5.9",  # Cancel ends the whole process tree
 }
 TORCH_VERSION = "2.13.0"
 
@@ -175,11 +176,17 @@ class BackgroundRun:
         return self.process is not None and self.process.state() != qt.QProcess.NotRunning
 
     def cancel(self):
+        """Stop the job now: the cancel file first (the job stops at its next stage boundary if it
+        survives), then the whole process tree. ``PythonSlicer`` is a launcher that starts the real
+        interpreter as a child: killing only the launcher would leave the work running."""
         if not self.running():
             return
         self._cancelled = True
         open(os.path.join(self.workDir, "cancel"), "w").close()
-        self.process.kill()  # the snippet holds nothing worth a graceful stop
+        from OsteoAILib.commands.progress import kill_process_tree
+
+        kill_process_tree(self.process.processId())
+        self.process.kill()
 
     def waitForFinished(self, timeoutMs=-1):
         if self.process is not None:
@@ -320,7 +327,9 @@ class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.inputVolume = first
 
     def _disconnectGui(self):
-        if self._parameterNode and self._parameterNodeGuiTag:
+        # "is not None": the first GUI tag of a parameter node is 0. Left connected, a second connectGui
+        # (module re-entered) clears the combo boxes under the old connectors, which write their last choice.
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
@@ -517,10 +526,20 @@ class OsteoAISegmentTest(ScriptedLoadableModuleTest):
         run.waitForFinished(600000)
         self.assertTrue(done and done[0][0], done)
         self.assertTrue(fractions and fractions[-1] == 1.0)
+        from OsteoAILib import levels
+
         labels = coremrml.segmentation_to_labelmap(slicer.mrmlScene, p.outputSegmentation, volumeNode)
         truth = ph.vertebrae
-        for lab in (19, 20, 21):
-            inter = np.logical_and(labels == lab, truth == lab).sum()
-            dice = 2 * inter / max(1, (labels == lab).sum() + (truth == lab).sum())
-            self.assertGreater(dice, 0.7, f"level {lab}: Dice {dice:.2f}")
+        # Against the phantom's own truth: the levels asked for (the phantom adds cut margin levels around
+        # them) are found, named right (most of each segment lies in the true vertebra of that name) and
+        # overlap it.
+        for name in ph.truth["requested_levels"]:
+            lab = levels.label(name)
+            mask = labels == lab
+            self.assertTrue(mask.any(), f"{name} not found")
+            under = np.bincount(truth[mask].clip(0), minlength=lab + 1)
+            under[0] = 0
+            self.assertEqual(int(under.argmax()), lab, f"{name} is named wrong")
+            dice = 2 * np.logical_and(mask, truth == lab).sum() / max(1, mask.sum() + (truth == lab).sum())
+            self.assertGreater(dice, 0.45, f"{name}: Dice {dice:.2f}")
         self.delayDisplay("OsteoAISegment phantom test passed")

@@ -1,7 +1,9 @@
-"""Terminal progress: a bar on a terminal, one line per message otherwise (logs, CI, Slicer's subprocess)."""
+"""Terminal progress: a bar on a terminal, one line per message otherwise (logs, CI, Slicer's subprocess);
+and the other half of that protocol, stopping a background job (``kill_process_tree``)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -32,3 +34,30 @@ class TerminalProgress:
             self.stream.write(f"PROGRESS {fraction * 100:5.1f}% {elapsed:6.1f}s {message}\n")
         self.last_msg = message
         self.stream.flush()
+
+
+def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
+    """Kill ``pid`` and every process below it, then wait until they are gone.
+
+    Slicer's ``PythonSlicer`` is a launcher that runs the real interpreter as a child: killing only the
+    launcher leaves the work running. Uses psutil (as SlicerMONAIAuto3DSeg does); without it only ``pid``
+    itself can be stopped, by the caller.
+    """
+    if not pid or pid <= 0:
+        return
+    try:
+        import psutil
+    except ImportError:
+        logging.warning("psutil is not installed: only the launcher process is stopped")
+        return
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)

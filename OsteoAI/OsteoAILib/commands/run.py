@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from ..errors import InputError
+from ..errors import CancelledError, InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +37,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the input file name, series description and UID into results.json "
                         "(left out by default: they often identify the patient)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--cancel-file", help="stop at the next stage boundary once this file exists (leaves no results; "
+                                         "used by the Slicer module's Cancel)")
 
 
 def parse_rods(text: str | None) -> list[tuple[float, float]] | None:
@@ -54,6 +58,11 @@ def options_from_args(args):
 
     if args.calibration == "phantom" and not args.phantom_rods:
         raise InputError("--calibration phantom needs --phantom-rods")
+    if args.radiomics:  # before any work, not as a traceback after the whole pipeline
+        import importlib.util
+
+        if importlib.util.find_spec("radiomics") is None:
+            raise InputError("--radiomics needs pyradiomics, which is not installed (pip install pyradiomics)")
     return PipelineOptions(
         levels=args.levels,
         calibration=args.calibration,
@@ -80,12 +89,19 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
     options = options_from_args(args)
     # The output folder is checked and locked before any work: a bad --out fails in a second, and a
     # second run into the same folder stops instead of mixing two results.
+    cancel_file = getattr(args, "cancel_file", None)
+    existed = Path(out_dir).exists()
     out_dir = check_output_dir(out_dir, MIN_FREE_BYTES + _scene_bytes(input_path, args.scene))
     with output_lock(out_dir):
         progress = TerminalProgress(quiet=args.quiet)
         progress(0.0, "reading the input")
         vol = read_volume(input_path)
-        out = run_pipeline(vol, options, progress=progress)
+        try:
+            out = run_pipeline(vol, options, progress=progress,
+                               cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None)
+        except CancelledError:
+            _remove_if_created(out_dir, existed)
+            raise
         extra = None
         if getattr(args, "dicom_out", False) or vol.meta.get("source") == "dicom":
             from ..dicom_out import write_dicom_outputs
@@ -100,6 +116,14 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
         print("scene.mrml holds a copy of the whole CT volume (pixel data included) beside the results: "
               "treat the output folder like the CT itself")
     return 0
+
+
+def _remove_if_created(out_dir, existed: bool) -> None:
+    """A cancelled run leaves no result folder behind (one it did not create keeps its old content)."""
+    import shutil
+
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def _scene_bytes(input_path, scene: bool) -> int:
