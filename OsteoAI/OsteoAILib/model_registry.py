@@ -20,6 +20,18 @@ PINNED: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+# Where the shipped models are, without any environment variable: ``models/`` of a source checkout, else
+# ``OsteoAILib/models/`` of an installed copy (the wheel's package data, the Slicer extension's CMake install).
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+PACKAGED_MODELS = Path(__file__).resolve().parent / "models"
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder of the shipped model ``name`` (it may be missing: the loaders say so clearly)."""
+    repo = REPO_MODELS / name
+    return repo if repo.is_dir() or not (PACKAGED_MODELS / name).is_dir() else PACKAGED_MODELS / name
+
+
 class IntegrityError(ValueError):
     """A model file is outside its folder, or differs from the file shipped under that name and version."""
 

@@ -22,7 +22,7 @@ MODEL_NAME = "vbmd-mlp"
 MODEL_VERSION = "2.0"  # 2.0: 31 features (blood enhancement), trained on varied grids
 MODEL_FORMAT = "osteoai/vbmd-mlp/v1"
 ENV_VAR = "OSTEOAI_VBMD_MODEL"
-DEFAULT_DIR = Path(__file__).resolve().parents[3] / "models" / MODEL_NAME
+DEFAULT_DIR = model_registry.shipped_dir(MODEL_NAME)  # repository models/, else the installed package's
 
 
 class ModelError(OsteoAIError):

@@ -26,7 +26,9 @@ def model_dir() -> Path:
     env = os.environ.get("OSTEOAI_MODELS")
     if env:
         return Path(env) / MODEL_NAME
-    return Path(__file__).resolve().parents[3] / "models" / MODEL_NAME
+    from OsteoAILib.model_registry import shipped_dir
+
+    return shipped_dir(MODEL_NAME)  # repository models/, else the installed package's (wheel, extension)
 
 
 class ModelUnavailable(OsteoAIError):
