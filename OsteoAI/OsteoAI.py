@@ -170,26 +170,32 @@ class OsteoAIWidget(ParameterNodePanel):
         from OsteoAISegment import missingDependencies
 
         missing = missingDependencies()
-        self.ui.dependencyStatusLabel.text = (
+        text = (
             "All dependencies are installed."
             if not missing
-            else "Missing (installed on first Apply): " + ", ".join(missing)
+            else "Missing (Install, or Apply, asks before installing): " + ", ".join(missing)
         )
+        if missingDependencies(radiomics=True)[len(missing):]:
+            text += "<br>Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is used)."
+        self.ui.dependencyStatusLabel.text = text
 
     def onInstall(self):
         from OsteoAISegment import installDependencies
 
         with slicer.util.tryWithErrorDisplay("Failed to install dependencies.", waitCursor=True):
-            installDependencies()
+            installDependencies(radiomics=bool(self._parameterNode and self._parameterNode.radiomics))
         self.updateDependencyStatus()
 
     def onApply(self):
         from OsteoAISegment import installDependencies, missingDependencies
 
         with slicer.util.tryWithErrorDisplay("Failed to start the screening.", waitCursor=True):
-            if missingDependencies():
-                installDependencies()
-                self.updateDependencyStatus()
+            radiomics = bool(self._parameterNode and self._parameterNode.radiomics)
+            if missingDependencies(radiomics=radiomics):  # asks the user; one-line error if still missing
+                try:
+                    installDependencies(radiomics=radiomics)
+                finally:
+                    self.updateDependencyStatus()
             self.ui.progressBar.visible = True
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
@@ -325,6 +331,12 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             raise ValueError("Select an input CT.")
         if self.running():
             raise RuntimeError("A screening is already running.")
+        if p.radiomics:  # before any work, not as an error at the end of the run
+            from OsteoAISegment import missingDependencies
+
+            if "pyradiomics" in missingDependencies(radiomics=True):
+                raise RuntimeError("Radiomics needs pyradiomics, which is not installed: press Install in "
+                                   "Dependencies, or untick Radiomics.")  # fmt: skip
         workDir = tempfile.mkdtemp(prefix="osteoai-")
         inputPath = os.path.join(workDir, "input.nrrd")
         writeInput(volumeNode, inputPath)

@@ -30,19 +30,13 @@ from slicer.util import VTKObservationMixin
 PROGRESS_TAG = "OSTEOAI_PROGRESS"
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-# Packages the background process needs beyond what Slicer ships, pinned like requirements.txt.
-# numpy and SimpleITK are Slicer's own: never installed or replaced (see constraints below).
-PIP_REQUIREMENTS = {
-    "scipy": "scipy==1.17.1",
-    "monai": "monai==1.6.1",
-    "nibabel": "nibabel==5.4.2",
-    "pydicom": "pydicom==3.0.2",
-    "matplotlib": "matplotlib==3.11.2",
-    "slicerio": "slicerio==1.4.0",
-    "yaml": "PyYAML==6.0.3",
-    "psutil": "psutil>=5.9",  # Cancel ends the whole process tree
-}
-TORCH_VERSION = "2.13.0"
+# Packages the background process needs beyond what Slicer ships: Resources/requirements.txt (lower bounds;
+# numpy and SimpleITK are Slicer's own and never replaced), pyradiomics only for Radiomics, PyTorch through
+# the PyTorch extension's PyTorch Utils.
+REQUIREMENTS_FILE = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+RADIOMICS_REQUIREMENTS_FILE = os.path.join(MODULE_DIR, "Resources", "requirements-radiomics.txt")
+TORCH_REQUIREMENT = ">=2.2"
+IMPORT_NAMES = {"pyyaml": "yaml", "pyradiomics": "radiomics"}  # distribution -> import name, where they differ
 
 
 def libraryPaths():
@@ -66,19 +60,47 @@ def writeInput(volumeNode, path):
     write_volume(coremrml.volume_from_node(volumeNode), path)
 
 
-def missingDependencies():
+def readRequirements(path):
+    """Requirement strings of a requirements file (comments and blank lines left out)."""
+    with open(path) as f:
+        return [line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()]
+
+
+def _requirementName(req):
+    import re
+
+    return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+
+
+def _missing(requirements):
+    """The requirements not satisfied here: ``slicer.packaging.pip_check`` (versions too) where this Slicer
+    has it, else whether the package imports."""
+    try:
+        from slicer.packaging import pip_check
+    except ImportError:  # Slicer before slicer.packaging
+        import importlib.util
+
+        def pip_check(req):
+            name = _requirementName(req).lower()
+            return importlib.util.find_spec(IMPORT_NAMES.get(name, name)) is not None
+
+    return [req for req in requirements if not pip_check(req)]
+
+
+def missingDependencies(radiomics=False):
+    """Names of the missing packages (``torch`` first); pyradiomics only when ``radiomics``."""
     import importlib.util
 
-    missing = [name for name in ["torch", *PIP_REQUIREMENTS] if importlib.util.find_spec(name) is None]
-    return missing
+    files = [REQUIREMENTS_FILE] + ([RADIOMICS_REQUIREMENTS_FILE] if radiomics else [])
+    missing = ["torch"] if importlib.util.find_spec("torch") is None else []
+    return missing + [_requirementName(r) for f in files for r in _missing(readRequirements(f))]
 
 
-def installDependencies(askConfirmation=True):
-    """PyTorch through PyTorch Utils when present (it picks the CUDA build), the rest pinned with pip.
-
-    A constraints file pins numpy and SimpleITK to the versions Slicer ships, so no install can
-    replace them.
-    """
+def installDependencies(askConfirmation=True, radiomics=False):
+    """Install what is missing, the way Slicer extensions do: PyTorch through PyTorch Utils (it picks the
+    CUDA build), the rest from Resources/requirements.txt through ``slicer.packaging.pip_ensure`` (the user
+    is asked and sees the progress); pyradiomics only when ``radiomics``. A constraints file keeps Slicer's
+    numpy and SimpleITK as they are. Raises RuntimeError with one line when something stays missing."""
     import importlib.metadata
     import importlib.util
 
@@ -88,24 +110,38 @@ def installDependencies(askConfirmation=True):
 
             torchLogic = PyTorchUtils.PyTorchUtilsLogic()
             if not torchLogic.torchInstalled():
-                torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=f">={TORCH_VERSION}")
+                torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT)
         except ImportError:
+            raise RuntimeError(
+                "OsteoAI needs PyTorch: install the PyTorch extension (Extensions Manager), restart Slicer, "
+                "then press Install again."
+            ) from None
+    files = [REQUIREMENTS_FILE] + ([RADIOMICS_REQUIREMENTS_FILE] if radiomics else [])
+    todo = _missing([r for f in files for r in readRequirements(f)])
+    if todo:
+        constraints = os.path.join(tempfile.mkdtemp(prefix="osteoai-constraints-"), "constraints.txt")
+        with open(constraints, "w") as f:
+            for dist in ("numpy", "SimpleITK"):
+                try:
+                    f.write(f"{dist}=={importlib.metadata.version(dist)}\n")
+                except importlib.metadata.PackageNotFoundError:
+                    pass
+        try:
+            import slicer.packaging
+
+            slicer.packaging.pip_ensure(todo, constraints=constraints, prompt_install=askConfirmation,
+                                        requester="OsteoAI")  # fmt: skip
+        except ImportError:  # Slicer before slicer.packaging: ask, then pip
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                "OsteoAI needs PyTorch. Install the CPU build now? (Install the PyTorch extension for GPU support.)"
+                "OsteoAI needs these Python packages. Install them now?\n\n" + "\n".join(todo)
             ):
-                raise RuntimeError("PyTorch is required") from None
-            slicer.util.pip_install(f"torch=={TORCH_VERSION}")
-    todo = [spec for name, spec in PIP_REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
-    if not todo:
-        return
-    constraints = os.path.join(tempfile.mkdtemp(prefix="osteoai-"), "constraints.txt")
-    with open(constraints, "w") as f:
-        for dist in ("numpy", "SimpleITK"):
-            try:
-                f.write(f"{dist}=={importlib.metadata.version(dist)}\n")
-            except importlib.metadata.PackageNotFoundError:
-                pass
-    slicer.util.pip_install(" ".join(todo) + f' -c "{constraints}"')
+                raise RuntimeError("User declined package installation") from None
+            slicer.util.pip_install(todo + ["-c", constraints])
+        finally:
+            shutil.rmtree(os.path.dirname(constraints), ignore_errors=True)
+    still = missingDependencies(radiomics=radiomics)
+    if still:
+        raise RuntimeError("Missing Python packages: " + ", ".join(still) + " (press Install in Dependencies)")
 
 
 _CLI_PROGRESS = None
@@ -374,7 +410,7 @@ class OsteoAISegmentWidget(ParameterNodePanel):
         self.ui.dependencyStatusLabel.text = (
             "All dependencies are installed."
             if not missing
-            else "Missing (installed on first Apply): " + ", ".join(missing)
+            else "Missing (Install, or Apply, asks before installing): " + ", ".join(missing)
         )
 
     def onInstall(self):

@@ -234,6 +234,53 @@ def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
     assert time.monotonic() - t0 < 30
 
 
+def test_dependencies_the_slicer_way(h, monkeypatch):
+    """Resources/requirements.txt: ranges (Slicer keeps its own packages), numpy/SimpleITK never listed,
+    satisfied by the exact pins of the command line's requirements.txt; pyradiomics optional."""
+    import OsteoAISegment
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in OsteoAISegment.readRequirements(OsteoAISegment.REQUIREMENTS_FILE)]
+    assert reqs and not any(str(r.specifier).startswith("==") for r in reqs), reqs
+    assert not {r.name.lower() for r in reqs} & {"numpy", "simpleitk", "torch", "pyradiomics"}
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.split("[")[0].strip().lower()] = version.strip()
+    for r in reqs:
+        assert r.name.lower() in pins and r.specifier.contains(pins[r.name.lower()]), (r, pins.get(r.name.lower()))
+    assert OsteoAISegment.missingDependencies() == []
+    w = h.widget("OsteoAI")
+    assert w.ui.dependencyStatusLabel.text == "All dependencies are installed."
+
+    # pyradiomics missing: the panel says it is optional; Apply with Radiomics stops before any work
+    import slicer.packaging
+
+    real = slicer.packaging.pip_check
+    monkeypatch.setattr(slicer.packaging, "pip_check",
+                        lambda r, *a: not str(r).startswith("pyradiomics") and real(r, *a))  # fmt: skip
+    assert OsteoAISegment.missingDependencies() == [] and OsteoAISegment.missingDependencies(radiomics=True) == [
+        "pyradiomics"
+    ]
+    w.updateDependencyStatus()
+    assert "Optional, for Radiomics: pyradiomics" in w.ui.dependencyStatusLabel.text
+    import OsteoAILib.mrml as coremrml
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+
+    vol = coremrml.add_volume_node(h.hs.scene, make_phantom(PhantomParams(levels="L1", matrix=64)).volume, "v")
+    w.ui.inputVolumeSelector.setCurrentNode(vol)
+    w.ui.radiomicsCheckBox.checked = True
+    assert w._parameterNode.radiomics is True
+    with pytest.raises(RuntimeError, match="pyradiomics") as e:
+        w.ui.applyButton.click()  # in Slicer: an error box with this one line
+    assert "\n" not in str(e.value)
+    assert w.logic.run is None and _work_dirs(h.tmp) == []
+    with pytest.raises(RuntimeError, match="pyradiomics"):
+        w.logic.start(w._parameterNode)  # the logic alone refuses too, before writing anything
+    assert w.logic.run is None and _work_dirs(h.tmp) == []
+
+
 def test_module_self_tests(h):
     import slicer
 
