@@ -237,8 +237,9 @@ def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
 def test_dependencies_the_slicer_way(h, monkeypatch):
     """Resources/requirements.txt: ranges (Slicer keeps its own packages), numpy/SimpleITK never listed,
     satisfied by the exact pins of the command line's requirements.txt; pyradiomics optional."""
-    import OsteoAISegment
     from packaging.requirements import Requirement
+
+    import OsteoAISegment
 
     reqs = [Requirement(r) for r in OsteoAISegment.readRequirements(OsteoAISegment.REQUIREMENTS_FILE)]
     assert reqs and not any(str(r.specifier).startswith("==") for r in reqs), reqs
