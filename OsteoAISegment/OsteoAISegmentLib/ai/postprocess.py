@@ -20,6 +20,7 @@ from .labels import BODY, LEVELS, N_LEVELS, POSTERIOR, RIB, SACRUM
 
 RIB_ANCHOR_NATS = 40.0  # a visible last rib pair outweighs confident votes on about six vertebrae
 SACRUM_ANCHOR_NATS = 12.0
+UNCERTAIN_MARGIN_NATS = 6.0  # as naming.MARGIN_NATS: odds below 400:1 for the best naming are reported
 MIN_BODY_MM3 = 1500.0  # smaller body fragments are noise or a sliver at the scan edge
 MIN_PARTIAL_BODY_MM3 = 400.0
 MIN_RIB_MM3 = 400.0
@@ -188,6 +189,7 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
     # vertebra is C7 and above, or L6, which the level channels cannot vote for.
     floor = np.log(1e-3)
     best = None
+    scores = []
     for o in range(-n_inst + 1, N_LEVELS):
         s = 0.0
         for r in range(n_inst):
@@ -197,9 +199,12 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
             s += RIB_ANCHOR_NATS
         if sacrum_below is not None and o + sacrum_below == LEVELS.index(24):
             s += SACRUM_ANCHOR_NATS
+        scores.append(s)
         if best is None or s > best[0]:
             best = (s, o)
     o = best[1]
+    runner_up = sorted(scores)[-2] if len(scores) > 1 else -np.inf
+    margin = best[0] - runner_up
     names = []
     for r in range(n_inst):
         c = o + r
@@ -221,6 +226,12 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
         qc.append(f"rib_count: {len(rib_inst)} rib-bearing vertebrae (expected 12); levels counted from the last rib")
     if last_rib is None and sacrum_below is None:
         qc.append("no_anchor: neither the last rib nor the sacrum is in view; levels rest on the model's votes")
+    # the same policy as the classical naming (naming.py): names that no anchor fixes, anchors that
+    # disagree, or a runner-up naming almost as likely are reported, never silently trusted
+    doubts = [f.split(":")[0] for f in qc if f.startswith(("no_anchor", "rib_anchor", "lumbar_count", "rib_count"))]
+    if doubts or margin < UNCERTAIN_MARGIN_NATS:
+        why = ", ".join(doubts) if doubts else f"runner-up naming {margin:.1f} nats behind"
+        qc.append(f"label_uncertain: the model's level names may be off by one or more ({why})")
 
     out = np.zeros(sem.shape, np.int16)
     lut = np.zeros(n_inst + 1, np.int16)
