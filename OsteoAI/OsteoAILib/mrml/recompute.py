@@ -34,14 +34,19 @@ def recompute_from_segmentation(
     A moved/resized box replaces its level's ROI by the voxels inside the box that belong to that
     vertebra (whole box when no vertebra segmentation is given); the segment is updated to match so
     what the user sees is what is measured. Calibration is kept: no segmentation runs again.
-    ``measure``/``diagnose`` default to ``bmd.measure_levels`` / ``bmd.diagnose``.
+    ``measure``/``diagnose`` default to ``bmd.measure_levels`` / ``bmd.diagnose``, with the vBMD estimator the
+    automatic run used (an ROI edit must not silently switch the AI estimate to calibrated HU).
     """
-    if measure is None or diagnose is None:
-        from .. import bmd
+    from .. import bmd
 
-        measure = measure or bmd.measure_levels
-        diagnose = diagnose or bmd.diagnose
     vol = volume_from_node(volume_node)
+    problems: list[str] = []
+    if measure is None:
+        estimator = _estimator_of_run(vol, results, problems)
+
+        def measure(*args, **kwargs):
+            return bmd.measure_levels(*args, estimator=estimator, **kwargs)
+    diagnose = diagnose or bmd.diagnose
     rois = segmentation_to_labelmap(scene, roi_seg_node, volume_node)
     boxes = roi_boxes if roi_boxes is not None else roi_boxes_of(scene, roi_seg_node)
     moved = []
@@ -73,9 +78,33 @@ def recompute_from_segmentation(
     note = "edited: ROIs edited in 3D Slicer, vBMD recomputed"
     if moved:
         note += f" (boxes moved: {', '.join(moved)})"
-    results.qc = [q for q in results.qc if not q.startswith("edited:")] + [note]
+    # flags that follow from the numbers are re-derived; the rest of the scan QC stays as it was
+    results.qc = [q for q in results.qc if not q.startswith(("edited:", "near_threshold", "vbmd_model_"))]
+    results.qc += problems
+    if diagnosis.vbmd_ci95 and bmd.near_threshold(diagnosis.vbmd_ci95):
+        results.qc.append(bmd.near_threshold(diagnosis.vbmd_ci95))
+    results.qc.append(note)
     if table_node is not None:
         add_results_table(scene, results, ref_volume_node=volume_node, table_node=table_node)
     if text_node is not None:
         add_results_text(scene, results, text_node.GetName(), volume_node, text_node=text_node)
     return results
+
+
+def _estimator_of_run(vol, results: Results, problems: list[str]):
+    """The AI estimator when the automatic run used one (``software.vbmd_model``), else None."""
+    if not (results.software or {}).get("vbmd_model"):
+        return None
+    try:
+        from ..imageio import to_canonical
+        from ..vbmd_model.infer import make_estimator
+    except ImportError:
+        problems.append("vbmd_model_unavailable: the AI vBMD model is not installed; calibrated-HU vBMD reported")
+        return None
+    canonical = to_canonical(vol)
+    # a volume node has no DICOM header: the age the run read (marrow fat) comes from the results
+    for key in ("age", "sex"):
+        if (results.input or {}).get(key) is not None:
+            canonical.meta[key] = results.input[key]
+    estimator, _tag = make_estimator(canonical, results.calibration, required=False, problems=problems)
+    return estimator
