@@ -127,16 +127,18 @@ def installDependencies(askConfirmation=True, radiomics=False):
                 except importlib.metadata.PackageNotFoundError:
                     pass
         try:
-            import slicer.packaging
-
-            slicer.packaging.pip_ensure(todo, constraints=constraints, prompt_install=askConfirmation,
-                                        requester="OsteoAI")  # fmt: skip
-        except ImportError:  # Slicer before slicer.packaging: ask, then pip
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                "OsteoAI needs these Python packages. Install them now?\n\n" + "\n".join(todo)
-            ):
-                raise RuntimeError("User declined package installation") from None
-            slicer.util.pip_install(todo + ["-c", constraints])
+            from slicer.packaging import pip_ensure
+        except ImportError:  # Slicer before slicer.packaging
+            pip_ensure = None
+        try:
+            if pip_ensure is not None:
+                pip_ensure(todo, constraints=constraints, prompt_install=askConfirmation, requester="OsteoAI")
+            else:  # ask, then pip
+                if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                    "OsteoAI needs these Python packages. Install them now?\n\n" + "\n".join(todo)
+                ):
+                    raise RuntimeError("User declined package installation")
+                slicer.util.pip_install(todo + ["-c", constraints])
         finally:
             shutil.rmtree(os.path.dirname(constraints), ignore_errors=True)
     still = missingDependencies(radiomics=radiomics)

@@ -281,6 +281,19 @@ def test_dependencies_the_slicer_way(h, monkeypatch):
         w.logic.start(w._parameterNode)  # the logic alone refuses too, before writing anything
     assert w.logic.run is None and _work_dirs(h.tmp) == []
 
+    # Install goes through slicer.packaging.pip_ensure with the ranges and Slicer's numpy/SimpleITK as constraints
+    calls = []
+
+    def pip_ensure(reqs, constraints=None, **kw):
+        calls.append((list(reqs), open(constraints).read(), kw))
+
+    monkeypatch.setattr(slicer.packaging, "pip_ensure", pip_ensure)
+    with pytest.raises(RuntimeError, match="^Missing Python packages: pyradiomics"):
+        OsteoAISegment.installDependencies(radiomics=True)  # the fake installs nothing: still missing
+    ((reqs, constraints, kw),) = calls
+    assert reqs == ["pyradiomics>=3.0.1"] and kw["requester"] == "OsteoAI" and kw["prompt_install"] is True
+    assert "numpy==" in constraints and "SimpleITK==" in constraints
+
 
 def test_module_self_tests(h):
     import slicer
