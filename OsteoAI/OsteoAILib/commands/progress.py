@@ -55,9 +55,19 @@ def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
         procs = parent.children(recursive=True) + [parent]
     except psutil.NoSuchProcess:
         return
-    for proc in procs:
+    for proc in procs:  # children first: none is left to start more work
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=timeout)
+    # Wait until each has ended. A zombie has ended (it only waits for its parent, or init, to reap it);
+    # psutil.wait_procs would wait for the reaping too, which an orphan gets only when init gets to it.
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while time.monotonic() < deadline:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.005)
