@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created; files are replaced atomically)")
     p.add_argument("--dicom-out", action="store_true",
                    help="also write DICOM SEG/SR/key images into OUT/dicom (always done for a DICOM input)")
+    p.add_argument("--cancel-file", help="stop at the next stage boundary once this file exists (leaves no results; "
+                                         "used by the Slicer module's Cancel)")
     add_pipeline_arguments(p)
 
 
@@ -37,8 +39,6 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the input file name, series description and UID into results.json "
                         "(left out by default: they often identify the patient)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument("--cancel-file", help="stop at the next stage boundary once this file exists (leaves no results; "
-                                         "used by the Slicer module's Cancel)")
 
 
 def parse_rods(text: str | None) -> list[tuple[float, float]] | None:
