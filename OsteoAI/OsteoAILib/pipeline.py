@@ -167,7 +167,9 @@ def run_pipeline(
         scan_qc += cal.qc
     with st.stage("vbmd", "estimating vBMD"):
         level_qc, extra = _level_context(canonical, seg, rois, cal)
-        estimator, model_version = _estimator(opt, canonical, cal, scan_qc)
+        estimator_problems: list[str] = []
+        estimator, model_version = _estimator(opt, canonical, cal, estimator_problems)
+        scan_qc += estimator_problems
         levels = bmd.measure_levels(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc,
                                     extra=extra, estimator=estimator)
         for lv in levels:
@@ -191,7 +193,9 @@ def run_pipeline(
         calibration=cal,
         qc=_dedupe(scan_qc),
         timing_s=st.timing,
-        software={**_software(seg.segmenter, model_version), "models": _models_used(seg, model_version)},
+        software={**_software(seg.segmenter, model_version), "models": _models_used(seg, model_version),
+                  "segmenter_choice": seg.info.get("segmenter_choice", seg.segmenter),
+                  "vbmd_choice": _vbmd_choice(opt, cal, model_version, levels, estimator_problems)},
         key_images=[im.describe() for im in images],
     )
     if progress:
@@ -271,3 +275,29 @@ def _estimator(opt: PipelineOptions, canonical, cal, problems: list[str] | None 
             raise OsteoAIError("the AI vBMD model is not installed") from None
         return None, None
     return make_estimator(canonical, cal, required=opt.vbmd_method == "ai", problems=problems)
+
+
+def _vbmd_choice(opt: PipelineOptions, cal, model_tag: str | None, levels, problems: list[str]) -> str:
+    """Which vBMD estimator ran and why, e.g. ``"auto -> ai:vbmd-mlp@1.0: ..."`` (per level: ``vbmd_method``)."""
+    asked = opt.vbmd_method
+    levels = [lv for lv in levels if lv.vbmd_mg_cm3 is not None]
+    n_ai = sum(1 for lv in levels if str(lv.vbmd_method).startswith("ai:"))
+    if asked == "calibrated-hu":
+        return "calibrated-hu: requested"
+    if model_tag is None:
+        why = next((p.split(": ", 1)[1] for p in problems if p.startswith("vbmd_model_unavailable")),
+                   "the AI vBMD model is not installed")
+        return f"{asked} -> calibrated-hu: {why}"
+    if n_ai == 0:
+        from .vbmd_model.infer import default_model
+
+        methods = default_model().meta.get("calibration_methods") or []
+        if methods and cal.method not in methods:
+            why = f"calibration {cal.method!r} is outside the model's training domain ({', '.join(methods)})"
+        else:
+            why = "no level is inside the model's training domain"
+        return f"{asked} -> calibrated-hu: {model_tag} loaded but {why}"
+    why = f"the {model_tag} model loaded and checked; it estimated {n_ai} of {len(levels)} measured levels"
+    if n_ai < len(levels):
+        why += " (the others, outside its training domain, use calibrated-hu)"
+    return f"{asked} -> ai:{model_tag}: {why}"

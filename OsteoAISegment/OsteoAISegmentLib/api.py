@@ -30,19 +30,38 @@ def _model_preferred() -> bool:
     """Whether ``auto`` should run the trained model: its weights must be intact AND its model card must
     say it beat the classical segmenter on held-out real CT (``"prefer_in_auto": true`` in model.json).
     A model that loses on real scans stays available as ``method="model"`` but is never the default."""
+    return _auto_choice()[0] == "model"
+
+
+def _auto_choice() -> tuple[str, str]:
+    """(segmenter ``auto`` runs, why), see :func:`_model_preferred`."""
     try:
-        from .ai.inference import model_available, model_dir
-    except ImportError:
-        return False
+        from .ai.inference import MODEL_NAME, model_available, model_dir
+    except ImportError as e:
+        return "classical", f"the vertebra model cannot be imported ({e})"
     try:
         if not model_available():
-            return False
+            return "classical", f"{MODEL_NAME} model files are missing or altered"
         import json
 
         card = json.loads((model_dir() / "model.json").read_text())
-        return bool(card.get("prefer_in_auto", False))
-    except Exception:  # a broken model install must not stop the classical fallback
-        return False
+        prefer = bool(card.get("prefer_in_auto", False))
+        return ("model" if prefer else "classical"), \
+            f"models/{MODEL_NAME} model.json prefer_in_auto is {str(prefer).lower()}"
+    except Exception as e:  # a broken model install must not stop the classical fallback
+        return "classical", f"the vertebra model card cannot be read ({str(e).strip()[:120]})"
+
+
+def choose_segmenter(method: str = "auto") -> tuple[str, str]:
+    """(segmenter :func:`segment_spine` runs for ``method``, why), e.g.
+    ``("classical", "auto -> classical: models/vertebra-seg model.json prefer_in_auto is false")``."""
+    method = (method or "auto").lower()
+    if method not in METHODS:
+        raise InputError(f"unknown segmenter {method!r} (expected one of {', '.join(METHODS)})")
+    if method != "auto":
+        return method, f"{method}: requested"
+    used, why = _auto_choice()
+    return used, f"auto -> {used}: {why}"
 
 
 def segment_spine(
@@ -56,19 +75,18 @@ def segment_spine(
 
     Raises InputError when the volume shows no spine.
     """
-    method = (method or "auto").lower()
-    if method not in METHODS:
-        raise InputError(f"unknown segmenter {method!r} (expected one of {', '.join(METHODS)})")
-    if method == "auto":
-        method = "model" if _model_preferred() else "classical"
+    method, why = choose_segmenter(method)
     if method == "model":
         from .ai.inference import segment_with_model
 
-        return segment_with_model(vol, device=device, progress=progress, cancel=cancel)
-    if method == "totalsegmentator":
+        seg = segment_with_model(vol, device=device, progress=progress, cancel=cancel)
+    elif method == "totalsegmentator":
         from .totalseg import segment_with_totalsegmentator
 
-        return segment_with_totalsegmentator(vol, device=device, progress=progress, cancel=cancel)
-    from .classical import segment_classical
+        seg = segment_with_totalsegmentator(vol, device=device, progress=progress, cancel=cancel)
+    else:
+        from .classical import segment_classical
 
-    return segment_classical(vol, progress=progress, cancel=cancel)
+        seg = segment_classical(vol, progress=progress, cancel=cancel)
+    seg.info.setdefault("segmenter_choice", why)  # which segmenter ran and why (results.json software)
+    return seg
