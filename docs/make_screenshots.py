@@ -5,7 +5,8 @@
 1. builds the digital phantom (seed 7, T11-L3) and screens it with ``osteoai run CT --out DIR --scene``;
 2. reads DIR/scene.mrml back with slicer-core (no Slicer GUI);
 3. draws what Slicer's views show from that scene's nodes, with matplotlib:
-   - ``screenshot_slice_views.png``: axial, sagittal and coronal slices of the CT node (bone window, WINDOW) with the "CT vertebrae" segmentation (fill, segment colours) and the "CT trabecular ROIs"
+   - ``screenshot_slice_views.png``: axial, sagittal and coronal slices of the CT node (bone window,
+     WINDOW) with the "CT vertebrae" segmentation (fill, segment colours) and the "CT trabecular ROIs"
      segmentation (solid) overlaid, oriented as Slicer's Red/Yellow/Green views (radiological convention);
    - ``screenshot_bmd_table.png``: the "CT BMD" table node;
    - ``screenshot_bmd_plot.png``: the "CT BMD chart" plot chart node, its series and ACR bands.
