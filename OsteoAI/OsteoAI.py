@@ -22,6 +22,7 @@ from slicer import (
     vtkMRMLTableNode,
     vtkMRMLTextNode,
 )
+from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -81,6 +82,7 @@ ACR-SPR-SSR practice parameter for QCT and Pickhardt et al. (Ann Intern Med 2013
 are SNOMED CT, as in 3D Slicer's terminology files.
 """
         slicer.app.connect("startupCompleted()", self.registerTerminology)
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
     def registerTerminology(self):
         """Make the OsteoAI terminology (vertebrae, cancellous bone) selectable in Segment Editor."""
@@ -89,6 +91,58 @@ are SNOMED CT, as in 3D Slicer's terminology files.
             slicer.modules.terminologies.logic().LoadTerminologyFromFile(path)
         except AttributeError:  # Terminologies module disabled
             logging.warning("OsteoAI: terminology not registered (Terminologies module not loaded)")
+
+
+#
+# Sample data: the digital phantom, built on this machine (nothing is downloaded)
+#
+
+PHANTOM_SAMPLE_NAME = "OsteoAIPhantom"
+PHANTOM_SAMPLE_CATEGORY = "OsteoAI"
+# A chest-abdomen CT of T11-L2 (plus the cut margin levels) with known vBMD per level, 120 kVp, 65-year-old woman.
+PHANTOM_SAMPLE_PARAMS = {"seed": 0, "levels": "T11-L2", "matrix": 384, "spacing": (0.9, 0.9, 1.0)}
+
+
+def registerSampleData():
+    """List the digital phantom in the Sample Data module (category OsteoAI). Its loader builds the phantom
+    locally (see :func:`loadPhantomSample`): the URI is a file of Slicer's cache that the loader writes first."""
+    try:
+        import SampleData
+    except ImportError:  # Sample Data module disabled
+        logging.warning("OsteoAI: the phantom is not listed in Sample Data (SampleData module not loaded)")
+        return
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=PHANTOM_SAMPLE_CATEGORY,
+        sampleName=PHANTOM_SAMPLE_NAME,
+        uris=_phantomSampleUri(),
+        fileNames=PHANTOM_SAMPLE_NAME + ".nrrd",
+        nodeNames=PHANTOM_SAMPLE_NAME,
+        thumbnailFileName=os.path.join(iconsPath, "OsteoAI.png"),
+        loadFileType="VolumeFile",
+        customDownloader=loadPhantomSample,
+    )
+
+
+def _phantomSampleUri():
+    cache = slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory() if slicer.mrmlScene.GetCacheManager() \
+        else slicer.app.cachePath
+    return "file://" + os.path.join(cache, PHANTOM_SAMPLE_NAME + ".nrrd").replace("\\", "/")
+
+
+def loadPhantomSample(source=None):
+    """Build the digital phantom (``PHANTOM_SAMPLE_PARAMS``) and add it to the scene as a CT volume node; the
+    phantom's truth (vBMD per level) goes in the node's ``OsteoAI.phantomTruth`` attribute. Returns the node."""
+    from OsteoAILib import mrml as coremrml
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+
+    with slicer.util.tryWithErrorDisplay(_("Failed to build the OsteoAI phantom."), waitCursor=True):
+        ph = make_phantom(PhantomParams(**PHANTOM_SAMPLE_PARAMS))
+        node = coremrml.add_volume_node(slicer.mrmlScene, ph.volume, PHANTOM_SAMPLE_NAME)
+        truth = {t["level"]: round(float(t["vbmd_mg_cm3"]), 1) for t in ph.truth["levels"] if "vbmd_mg_cm3" in t}
+        node.SetAttribute("OsteoAI.phantomTruth", json.dumps(truth))
+        slicer.util.setSliceViewerLayers(background=node, fit=True)
+        return node
 
 
 @parameterNodeWrapper

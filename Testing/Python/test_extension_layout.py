@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {"OsteoAI": "OsteoAILib", "OsteoAISegment": "OsteoAISegmentLib"}
 # What a real 3D Slicer provides to a scripted module at import time (plus the extension's own code).
-SLICER_PROVIDES = {"slicer", "qt", "ctk", "vtk", "numpy", "SimpleITK", "PyTorchUtils"}
+# SampleData is a core Slicer module (OsteoAI registers the phantom there).
+SLICER_PROVIDES = {"slicer", "qt", "ctk", "vtk", "numpy", "SimpleITK", "PyTorchUtils", "SampleData"}
 OWN = {"OsteoAILib", "OsteoAISegmentLib", "OsteoAISegment", "OsteoAI"}
 
 
