@@ -23,6 +23,7 @@ from slicer import (
     vtkMRMLTextNode,
 )
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -36,7 +37,9 @@ TERMINOLOGY_FILE = "SegmentationCategoryTypeModifier-OsteoAI.term.json"
 CALIBRATION_TABLE_REF = "OsteoAI.calibrationFitTable"
 CALIBRATION_CHART_REF = "OsteoAI.calibrationFitChart"
 
-TEACHING_HTML = """
+def teachingHtml():
+    """The Learn section (translatable)."""
+    return _("""
 <h3>What OsteoAI measures</h3>
 <p><b>Cortical bone</b> is the thin dense shell of the vertebra (several hundred HU up to 1000+ HU).
 <b>Trabecular (cancellous) bone</b> is the sponge inside the vertebral body; it turns over several
@@ -53,7 +56,7 @@ hydroxyapatite) with the mineral sensitivity at the scan's kVp.</p>
 <b>&lt; 80</b> osteoporosis. These QCT thresholds are not T-scores: DXA's WHO T-score thresholds do
 not apply to vBMD. A fractured vertebra reads falsely dense and is excluded from the diagnosis.</p>
 <p>Opportunistic screening flags patients for a proper work-up; it does not replace a diagnosis.</p>
-"""
+""")
 
 
 #
@@ -64,23 +67,23 @@ not apply to vBMD. A fractured vertebra reads falsely dense and is excluded from
 class OsteoAI(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "OsteoAI"
-        self.parent.categories = ["Quantification"]
+        self.parent.title = _("OsteoAI")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = ["OsteoAISegment"]
         self.parent.contributors = ["OsteoAI contributors"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Opportunistic osteoporosis screening from a routine chest or abdomen CT, without a phantom:
 segments and labels the vertebrae, places a trabecular ROI in each vertebral body, calibrates HU
 with the patient's own tissues, and reports volumetric BMD (mg/cm&sup3;) per level with the ACR
 category, QC flags and key images. Edit the ROI segments or drag an ROI box, then press Recompute.
 Research software, not a medical device.
 See the <a href="https://github.com/osteoai/osteoai">documentation</a>.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 OsteoAI is open source. It builds on 3D Slicer, MONAI, PyTorch and SimpleITK; thresholds follow the
 ACR-SPR-SSR practice parameter for QCT and Pickhardt et al. (Ann Intern Med 2013). Terminology codes
 are SNOMED CT, as in 3D Slicer's terminology files.
-"""
+""")
         slicer.app.connect("startupCompleted()", self.registerTerminology)
         slicer.app.connect("startupCompleted()", registerSampleData)
 
@@ -179,7 +182,7 @@ class OsteoAIWidget(ParameterNodePanel):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.teachingText.setHtml(TEACHING_HTML)
+        self.ui.teachingText.setHtml(teachingHtml())
         self.logic = OsteoAILogic()
         self.observeSceneClose()
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
@@ -206,7 +209,7 @@ class OsteoAIWidget(ParameterNodePanel):
             self.ui.showCalibrationButton,
         ):
             b.enabled = hasResults and not busy
-        self.ui.diagnosisLabel.text = self.logic.diagnosisHtml(p) if hasResults else "No result yet."
+        self.ui.diagnosisLabel.text = self.logic.diagnosisHtml(p) if hasResults else _("No result yet.")
         self._fillKeyImages()
 
     def _fillKeyImages(self):
@@ -225,25 +228,27 @@ class OsteoAIWidget(ParameterNodePanel):
 
         missing = missingDependencies()
         text = (
-            "All dependencies are installed."
+            _("All dependencies are installed.")
             if not missing
-            else "Missing (Install, or Apply, asks before installing): " + ", ".join(missing)
+            else _("Missing (Install, or Apply, asks before installing): {packages}").format(
+                packages=", ".join(missing))
         )
         if missingDependencies(radiomics=True)[len(missing):]:
-            text += "<br>Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is used)."
+            text += "<br>" + _("Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is "
+                               "used).")
         self.ui.dependencyStatusLabel.text = text
 
     def onInstall(self):
         from OsteoAISegment import installDependencies
 
-        with slicer.util.tryWithErrorDisplay("Failed to install dependencies.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
             installDependencies(radiomics=bool(self._parameterNode and self._parameterNode.radiomics))
         self.updateDependencyStatus()
 
     def onApply(self):
         from OsteoAISegment import installDependencies, missingDependencies
 
-        with slicer.util.tryWithErrorDisplay("Failed to start the screening.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the screening."), waitCursor=True):
             radiomics = bool(self._parameterNode and self._parameterNode.radiomics)
             if missingDependencies(radiomics=radiomics):  # asks the user; one-line error if still missing
                 try:
@@ -252,7 +257,7 @@ class OsteoAIWidget(ParameterNodePanel):
                     self.updateDependencyStatus()
             self.ui.progressBar.visible = True
             self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
+            self.ui.statusLabel.text = _("Starting...")
             self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
         self.updateGui()
 
@@ -271,9 +276,9 @@ class OsteoAIWidget(ParameterNodePanel):
         self.updateGui()
 
     def onRecompute(self):
-        with slicer.util.tryWithErrorDisplay("Recompute failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Recompute failed."), waitCursor=True):
             self.logic.recompute(self._parameterNode)
-            self.ui.statusLabel.text = "Recomputed from the edited ROIs."
+            self.ui.statusLabel.text = _("Recomputed from the edited ROIs.")
         self.updateGui()
 
     def onEditRois(self):
@@ -297,18 +302,18 @@ class OsteoAIWidget(ParameterNodePanel):
                 self.ui.keyImagePreview.clear()
 
     def onShowBone(self):
-        with slicer.util.tryWithErrorDisplay("Cannot show the bone comparison."):
+        with slicer.util.tryWithErrorDisplay(_("Cannot show the bone comparison.")):
             c = self.logic.showCorticalVsTrabecular(self._parameterNode)
             if c and c["trabecular_hu"] is not None and c["cortical_hu"] is not None:
                 cortical, trabecular = c["cortical_hu"], c["trabecular_hu"]
-                self.ui.statusLabel.text = (
-                    f"{c['level']}: cortical shell {cortical:.0f} HU, trabecular ROI {trabecular:.0f} HU."
-                )
+                text = _("{level}: cortical shell {cortical} HU, trabecular ROI {trabecular} HU.")
+                self.ui.statusLabel.text = text.format(level=c["level"], cortical=f"{cortical:.0f}",
+                                                       trabecular=f"{trabecular:.0f}")
 
     def onShowCalibration(self):
-        with slicer.util.tryWithErrorDisplay("Cannot show the calibration fit."):
+        with slicer.util.tryWithErrorDisplay(_("Cannot show the calibration fit.")):
             if not self.logic.showCalibrationFit(self._parameterNode):
-                self.ui.statusLabel.text = "This result has no calibration references (method: none)."
+                self.ui.statusLabel.text = _("This result has no calibration references (method: none).")
 
 
 #
@@ -382,15 +387,15 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
 
         volumeNode = p.inputVolume
         if not volumeNode:
-            raise ValueError("Select an input CT.")
+            raise ValueError(_("Select an input CT."))
         if self.running():
-            raise RuntimeError("A screening is already running.")
+            raise RuntimeError(_("A screening is already running."))
         if p.radiomics:  # before any work, not as an error at the end of the run
             from OsteoAISegment import missingDependencies
 
             if "pyradiomics" in missingDependencies(radiomics=True):
-                raise RuntimeError("Radiomics needs pyradiomics, which is not installed: press Install in "
-                                   "Dependencies, or untick Radiomics.")  # fmt: skip
+                raise RuntimeError(_("Radiomics needs pyradiomics, which is not installed: press Install in "
+                                     "Dependencies, or untick Radiomics."))  # fmt: skip
         workDir = tempfile.mkdtemp(prefix="osteoai-")
         inputPath = os.path.join(workDir, "input.nrrd")
         writeInput(volumeNode, inputPath)
@@ -402,7 +407,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             try:
                 if ok:
                     self.loadResults(p, outDir)
-                    message = "Done. " + self.diagnosisText(p)
+                    message = _("Done.") + " " + self.diagnosisText(p)
             except Exception as e:  # reported in the status line; traceback in the log
                 logging.exception("loading the OsteoAI results failed")
                 ok, message = False, str(e)
@@ -520,8 +525,9 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
 
         d = coremrml.results_from_text(p.resultsText).diagnosis
         if d.vbmd_mg_cm3 is None:
-            return "No diagnosis possible: " + d.criteria
-        return f"vBMD {d.vbmd_mg_cm3:.0f} mg/cm3 ({', '.join(d.levels)}): {d.category}."
+            return _("No diagnosis possible: {criteria}").format(criteria=d.criteria)
+        return _("vBMD {vbmd} mg/cm3 ({levels}): {category}.").format(
+            vbmd=f"{d.vbmd_mg_cm3:.0f}", levels=", ".join(d.levels), category=d.category)
 
     def diagnosisHtml(self, p):
         import OsteoAILib.mrml as coremrml
@@ -530,7 +536,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
         d = r.diagnosis
         colour = {"normal": "#2a7d2a", "osteopenia": "#c77800", "osteoporosis": "#c62828"}.get(d.category or "", "#555")
         head = (f"<b style='font-size:14pt;color:{colour}'>{d.vbmd_mg_cm3:.0f} mg/cm&sup3; &mdash; {d.category}</b>"
-                if d.vbmd_mg_cm3 is not None else "<b>No diagnosis possible</b>")  # fmt: skip
+                if d.vbmd_mg_cm3 is not None else "<b>" + _("No diagnosis possible") + "</b>")  # fmt: skip
         flags = "".join(f"<li>{q}</li>" for q in r.qc)
         return f"{head}<br>{d.criteria}" + (f"<ul>{flags}</ul>" if flags else "")
 

@@ -18,6 +18,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -113,8 +115,8 @@ def installDependencies(askConfirmation=True, radiomics=False):
                 torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT)
         except ImportError:
             raise RuntimeError(
-                "OsteoAI needs PyTorch: install the PyTorch extension (Extensions Manager), restart Slicer, "
-                "then press Install again."
+                _("OsteoAI needs PyTorch: install the PyTorch extension (Extensions Manager), restart Slicer, "
+                  "then press Install again.")
             ) from None
     files = [REQUIREMENTS_FILE] + ([RADIOMICS_REQUIREMENTS_FILE] if radiomics else [])
     todo = _missing([r for f in files for r in readRequirements(f)])
@@ -135,15 +137,16 @@ def installDependencies(askConfirmation=True, radiomics=False):
                 pip_ensure(todo, constraints=constraints, prompt_install=askConfirmation, requester="OsteoAI")
             else:  # ask, then pip
                 if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                    "OsteoAI needs these Python packages. Install them now?\n\n" + "\n".join(todo)
+                    _("OsteoAI needs these Python packages. Install them now?") + "\n\n" + "\n".join(todo)
                 ):
-                    raise RuntimeError("User declined package installation")
+                    raise RuntimeError(_("User declined package installation"))
                 slicer.util.pip_install(todo + ["-c", constraints])
         finally:
             shutil.rmtree(os.path.dirname(constraints), ignore_errors=True)
     still = missingDependencies(radiomics=radiomics)
     if still:
-        raise RuntimeError("Missing Python packages: " + ", ".join(still) + " (press Install in Dependencies)")
+        raise RuntimeError(_("Missing Python packages: {packages} (press Install in Dependencies)").format(
+            packages=", ".join(still)))
 
 
 _CLI_PROGRESS = None
@@ -246,11 +249,12 @@ class BackgroundRun:
         self._read()
         ok = self.process.exitStatus() == qt.QProcess.NormalExit and self.process.exitCode() == 0
         if self._cancelled:
-            self.onFinished(False, "Cancelled.")
+            self.onFinished(False, _("Cancelled."))
         elif ok:
-            self.onFinished(True, "Done.")
+            self.onFinished(True, _("Done."))
         else:
-            self.onFinished(False, self._lastError or f"failed (exit code {self.process.exitCode()})")
+            self.onFinished(False, self._lastError or _("failed (exit code {code})").format(
+                code=self.process.exitCode()))
 
 
 # Runs in the background process. Reads args.json, segments, writes labels.npz on the input grid.
@@ -289,21 +293,21 @@ except OsteoAIError as e:
 class OsteoAISegment(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "OsteoAI Segment"
-        self.parent.categories = ["Quantification"]
+        self.parent.title = _("OsteoAI Segment")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["OsteoAI contributors"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Segments and labels the thoracic and lumbar vertebrae of a chest or abdomen CT (VerSe level names,
 T12 found from the last rib pair). Produces a segmentation "&lt;volume&gt; vertebrae" with one segment
 per level and, optionally, the vertebral bodies. Correct labels by renaming a segment ("L3 vertebra");
 OsteoAI uses the edited segmentation.
 See the <a href="https://github.com/osteoai/osteoai">documentation</a>.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 OsteoAI is open source. The segmentation model is trained with MONAI on public data (VerSe,
 TotalSegmentator); terminology codes follow SNOMED CT as in 3D Slicer's terminology files.
-"""
+""")
 
 
 @parameterNodeWrapper
@@ -405,29 +409,30 @@ class OsteoAISegmentWidget(ParameterNodePanel):
         self.ui.applyButton.enabled = ready and not busy
         self.ui.cancelButton.enabled = busy
         if not busy and not ready:
-            self.ui.statusLabel.text = "Select an input CT."
+            self.ui.statusLabel.text = _("Select an input CT.")
 
     def updateDependencyStatus(self):
         missing = missingDependencies()
         self.ui.dependencyStatusLabel.text = (
-            "All dependencies are installed."
+            _("All dependencies are installed.")
             if not missing
-            else "Missing (Install, or Apply, asks before installing): " + ", ".join(missing)
+            else _("Missing (Install, or Apply, asks before installing): {packages}").format(
+                packages=", ".join(missing))
         )
 
     def onInstall(self):
-        with slicer.util.tryWithErrorDisplay("Failed to install dependencies.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
             installDependencies()
         self.updateDependencyStatus()
 
     def onApply(self):
-        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             if missingDependencies():
                 installDependencies()
                 self.updateDependencyStatus()
             self.ui.progressBar.visible = True
             self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
+            self.ui.statusLabel.text = _("Starting...")
             self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
         self.updateGui()
 
@@ -446,7 +451,7 @@ class OsteoAISegmentWidget(ParameterNodePanel):
             import OsteoAISegmentLib.mrml as segmrml
 
             qc = segmrml.qc_of(node)
-            self.ui.qcLabel.text = "QC: " + ("; ".join(qc) if qc else "no flags")
+            self.ui.qcLabel.text = _("QC: {flags}").format(flags="; ".join(qc) if qc else _("no flags"))
         self.updateGui()
 
 
@@ -474,9 +479,9 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
         """Segment ``parameterNode.inputVolume`` in a background process; add the nodes when it ends."""
         volumeNode = parameterNode.inputVolume
         if not volumeNode:
-            raise ValueError("Select an input CT.")
+            raise ValueError(_("Select an input CT."))
         if self.running():
-            raise RuntimeError("A segmentation is already running.")
+            raise RuntimeError(_("A segmentation is already running."))
         workDir = tempfile.mkdtemp(prefix="osteoai-seg-")
         inputPath = os.path.join(workDir, "input.nrrd")
         writeInput(volumeNode, inputPath)
@@ -485,9 +490,8 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
             try:
                 if ok:
                     self.loadResults(parameterNode, workDir)
-                    message = (
-                        f"Done: {parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments()} vertebrae."
-                    )
+                    message = _("Done: {count} vertebrae.").format(
+                        count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments())
             except Exception as e:  # shown in the status line; the traceback goes to the log
                 logging.exception("loading the segmentation failed")
                 ok, message = False, str(e)
