@@ -103,6 +103,9 @@ def module(monkeypatch, tmp_path):
     pnw.parameterNodeWrapper, pnw.Choice, pnw.WithinRange = _parameter_node_wrapper, _Choice, _Choice
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
     monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    i18n = types.ModuleType("slicer.i18n")  # the modules mark their strings with slicer.i18n's tr as _
+    i18n.tr, i18n.translate = (lambda text: text), (lambda context, text: text)
+    monkeypatch.setitem(sys.modules, "slicer.i18n", i18n)
     monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
     monkeypatch.setattr(slicer, "mrmlScene", hs.scene, raising=False)
     app = types.SimpleNamespace(cachePath=str(tmp_path / "cache"), connect=lambda *a: None, layoutManager=lambda: None)
