@@ -78,26 +78,26 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
     return ribs, assess
 
 
-def _assessable(work, lab_w, seg_info, canal_ji, k0, ws) -> dict[int, bool]:
+def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0, ws) -> dict[int, bool]:
     """Whether a missing rib at a vertebra means 'no rib' rather than 'rib out of view'.
 
-    ``lab_w`` should be the body labelmap: posterior elements hang far below their body.
+    ``k_ranges``: each segment's first and last slice of its *body* (posterior elements hang far
+    below their body).
     """
     nk, nj, ni = work.shape
     out = {}
-    for s in seg_info:
-        ks = np.nonzero((lab_w == s["index"]).any(axis=(1, 2)))[0]
-        if len(ks) == 0:
-            out[s["index"]] = False
+    for index, kr in k_ranges.items():
+        if kr is None:
+            out[index] = False
             continue
-        r = np.clip(ks - k0, 0, len(canal_ji) - 1)
+        r = np.clip(np.arange(kr[0], kr[1] + 1) - k0, 0, len(canal_ji) - 1)
         cj, ci = canal_ji[r, 0], canal_ji[r, 1]
         room_lat = max((ni - 1 - ci.max()), ci.min()) * ws
         room_post = (nj - 1 - cj.max()) * ws
-        # the whole body must be in view (a rib head sits on it)
-        # a rib descends from its head: below the body there must be room to see it
-        in_k = ks.min() * ws >= CAUDAL_ROOM_MM and (nk - 1 - ks.max()) * ws >= 4
-        out[s["index"]] = bool(in_k and room_lat >= REACH_MM + 4 and room_post >= 25)
+        # the whole body must be in view (a rib head sits on it), with room below it to see a rib
+        # descending from its head
+        in_k = kr[0] * ws >= CAUDAL_ROOM_MM and (nk - 1 - kr[1]) * ws >= 4
+        out[index] = bool(in_k and room_lat >= REACH_MM + 4 and room_post >= 25)
     return out
 
 
@@ -107,14 +107,17 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None, pl
     segs = [s["index"] for s in seg_info]
     body = lab_w if body_w is None else body_w
     ribs, _sides = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
-    can = _assessable(work, body, seg_info, canal_ji, k0, ws)
+    boxes = ndi.find_objects(np.asarray(body, np.int32))
+    k_ranges = {i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None
+                for i in segs}
+    can = _assessable(work, k_ranges, canal_ji, k0, ws)
     ribs = sorted(ribs, key=lambda r: -r["crossing_kji"][0])
     rib_ev = [naming.RibEvidence(rb["side"], slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []))
               for rb in ribs]
     evidence = []
     for s in seg_info:
-        ks = np.nonzero((body == s["index"]).any(axis=(1, 2)))[0]
-        whole = len(ks) and ks.min() * ws >= 4 and (work.shape[0] - 1 - ks.max()) * ws >= 4
+        kr = k_ranges[s["index"]]
+        whole = kr is not None and kr[0] * ws >= 4 and (work.shape[0] - 1 - kr[1]) * ws >= 4
         evidence.append(naming.SegmentEvidence(
             assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None))
     named = naming.name_segments(evidence, rib_ev)

@@ -182,12 +182,12 @@ def score_discs(ref: Reference, disc_points_lps: np.ndarray, tol_frac: float = 0
         else:
             near = float(along[np.argmin(np.abs(along))]) if len(pts) else float("nan")
             missed.append((name, round(near, 1)))
-    top, bottom = verts[0].superior, verts[-1].inferior
+    bottom = verts[-1].inferior
+    ax = verts[0].superior - bottom  # the referenced span, top endplate to bottom endplate
     spurious = []
     for q, p in enumerate(pts):
         if q in used:
             continue
-        ax = top - bottom
         t = float((p - bottom) @ ax / (ax @ ax))
         if 0.0 < t < 1.0:
             spurious.append([round(float(x), 1) for x in p])

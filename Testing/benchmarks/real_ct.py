@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from real_data import true_labels  # the labelled scans are read exactly as real_data.py reads them
 
 REPO = Path(__file__).resolve().parents[2]
 # scan folder -> (CT file, kind, labels file)
@@ -39,7 +40,6 @@ LABELLED = {
     "ts-thorax-cta-1.5mm": ("ct.nii.gz", "mask-T12.nii.gz", "T12"),
     "tptbox-lumbar-1.5mm": ("ct.nii.gz", "labels-verse.nii.gz", "verse"),
 }
-TOTALSEG_TO_VERSE = {43 - n: 8 + n for n in range(12)} | {31 - n: 20 + n for n in range(5)}
 
 
 def segment(canonical, segmenter: str):
@@ -62,24 +62,6 @@ def variant(canonical, name: str, seed: int = 0):
         noisy = canonical.array.astype(np.float32) + rng.normal(0, 25, canonical.shape).astype(np.float32)
         return canonical.with_array(noisy)
     return canonical
-
-
-def true_labels(path: Path, kind: str, ref):
-    import SimpleITK as sitk
-    from OsteoAILib.imageio import volume_to_sitk
-
-    img = sitk.ReadImage(str(path))
-    ref_img = volume_to_sitk(ref, np.zeros(ref.shape, np.int16))
-    img = sitk.Resample(img, ref_img, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkInt16)
-    lab = sitk.GetArrayFromImage(img).astype(np.int16)
-    if kind == "totalseg":
-        out = np.zeros_like(lab)
-        for ts, vs in TOTALSEG_TO_VERSE.items():
-            out[lab == ts] = vs
-        return out
-    if kind == "T12":
-        return np.where(lab > 0, 19, 0).astype(np.int16)
-    return lab
 
 
 def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:

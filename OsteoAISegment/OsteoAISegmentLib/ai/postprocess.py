@@ -16,11 +16,11 @@ import numpy as np
 from OsteoAILib import levels as lv
 from scipy import ndimage
 
+from ..naming import MARGIN_NATS
 from .labels import BODY, LEVELS, N_LEVELS, POSTERIOR, RIB, SACRUM
 
 RIB_ANCHOR_NATS = 40.0  # a visible last rib pair outweighs confident votes on about six vertebrae
 SACRUM_ANCHOR_NATS = 12.0
-UNCERTAIN_MARGIN_NATS = 6.0  # as naming.MARGIN_NATS: odds below 400:1 for the best naming are reported
 MIN_BODY_MM3 = 1500.0  # smaller body fragments are noise or a sliver at the scan edge
 MIN_PARTIAL_BODY_MM3 = 400.0
 MIN_RIB_MM3 = 400.0
@@ -232,15 +232,15 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
         qc.append(f"rib_count: {len(rib_inst)} rib-bearing vertebrae (expected 12); levels counted from the last rib")
     if last_rib is None and sacrum_below is None:
         qc.append("no_anchor: neither the last rib nor the sacrum is in view; levels rest on the model's votes")
-    # the same policy as the classical naming (naming.py): names that no anchor fixes, anchors that
-    # disagree, or a runner-up naming almost as likely are reported, never silently trusted
+    # the model's names always carry label_uncertain: its votes were never checked against real chest CT
+    # with readers' landmarks (39% of levels identified, Testing/benchmarks/real_ct.py); the flag says why
+    # a doubt is sharper here: no anchor fixes the names, anchors disagree, or the runner-up is close
+    # (the threshold of the classical naming, naming.py)
     doubts = [f.split(":")[0] for f in qc if f.startswith(("no_anchor", "rib_anchor", "lumbar_count", "rib_count"))]
-    if doubts or margin < UNCERTAIN_MARGIN_NATS:
+    if doubts or margin < MARGIN_NATS:
         why = ", ".join(doubts) if doubts else f"runner-up naming {margin:.1f} nats behind"
         qc.append(f"label_uncertain: the model's level names may be off by one or more ({why})")
     else:
-        # its votes were never checked against real chest CT with readers' landmarks (39% of levels
-        # identified, Testing/benchmarks/real_ct.py): a confident model is not yet a right one
         qc.append("label_uncertain: the model's level names are not validated on real CT; check them")
 
     out = np.zeros(sem.shape, np.int16)
