@@ -173,6 +173,13 @@ def diagnose(levels: list[LevelResult], diagnostic_levels: str | None = None) ->
     return diag
 
 
+def near_threshold_flags(diagnosis) -> list[str]:
+    """The scan QC flag for a diagnosis whose interval straddles an ACR boundary (the pipeline and a
+    recompute after an ROI edit both add it)."""
+    note = near_threshold(diagnosis.vbmd_ci95) if diagnosis.vbmd_ci95 else None
+    return [note] if note else []
+
+
 def near_threshold(ci95: tuple[float, float]) -> str | None:
     """Say so when the interval straddles an ACR boundary: the category is then not settled."""
     lo, hi = ci95

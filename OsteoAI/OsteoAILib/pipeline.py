@@ -176,8 +176,7 @@ def run_pipeline(
             lv.qc = _dedupe(lv.qc)
         scan_qc += qc.scan_flags(canonical, seg, cal) if hasattr(qc, "scan_flags") else []
         diagnosis = bmd.diagnose(levels, opt.diagnostic_levels)
-        if diagnosis.vbmd_ci95 and bmd.near_threshold(diagnosis.vbmd_ci95):
-            scan_qc.append(bmd.near_threshold(diagnosis.vbmd_ci95))
+        scan_qc += bmd.near_threshold_flags(diagnosis)
     with st.stage("key_images", "rendering key images"):
         images = keyimages.select_and_render(canonical, seg.vertebrae, rois.labelmap, levels, opt.n_key_images)
     radiomics_rows = None

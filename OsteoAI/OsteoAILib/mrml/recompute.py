@@ -80,10 +80,7 @@ def recompute_from_segmentation(
         note += f" (boxes moved: {', '.join(moved)})"
     # flags that follow from the numbers are re-derived; the rest of the scan QC stays as it was
     results.qc = [q for q in results.qc if not q.startswith(("edited:", "near_threshold", "vbmd_model_"))]
-    results.qc += problems
-    if diagnosis.vbmd_ci95 and bmd.near_threshold(diagnosis.vbmd_ci95):
-        results.qc.append(bmd.near_threshold(diagnosis.vbmd_ci95))
-    results.qc.append(note)
+    results.qc += problems + bmd.near_threshold_flags(diagnosis) + [note]
     if table_node is not None:
         add_results_table(scene, results, ref_volume_node=volume_node, table_node=table_node)
     if text_node is not None:
