@@ -2,7 +2,7 @@
 
 The work runs in a background ``PythonSlicer`` process (the GUI stays responsive, Cancel kills it);
 the process prints ``OSTEOAI_PROGRESS<TAB>fraction<TAB>message`` lines that drive the progress bar.
-Results come back through ``OsteoAISegmentLib.mrml``. ``BackgroundRun`` and the dependency helpers
+Results come back through ``OsteoAILib.mrml.spine_segmentation``. ``BackgroundRun`` and the dependency helpers
 here are reused by the OsteoAI module.
 """
 
@@ -57,7 +57,7 @@ def writeInput(volumeNode, path):
     Not slicer.util.saveNode: that would point the node's storage at a temporary file.
     """
     import OsteoAILib.mrml as coremrml
-    from OsteoAILib.imageio import write_volume
+    from OsteoAIBaseLib.imageio import write_volume
 
     write_volume(coremrml.volume_from_node(volumeNode), path)
 
@@ -267,9 +267,9 @@ def progress(f, msg=""):
 def cancel():
     return os.path.exists(args["cancel_file"])
 try:
-    from OsteoAILib.imageio import read_volume, to_canonical, from_canonical
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical, from_canonical
     from OsteoAISegmentLib.api import segment_spine
-    from OsteoAILib.errors import OsteoAIError
+    from OsteoAIBaseLib.errors import OsteoAIError
     vol = read_volume(args["input"])
     can = to_canonical(vol)
     seg = segment_spine(can, method=args["segmenter"], device=args["device"], progress=progress, cancel=cancel)
@@ -448,7 +448,7 @@ class OsteoAISegmentWidget(ParameterNodePanel):
         self.ui.statusLabel.text = message
         node = self._parameterNode.outputSegmentation if self._parameterNode else None
         if ok and node:
-            import OsteoAISegmentLib.mrml as segmrml
+            import OsteoAILib.mrml.spine_segmentation as segmrml
 
             qc = segmrml.qc_of(node)
             self.ui.qcLabel.text = _("QC: {flags}").format(flags="; ".join(qc) if qc else _("no flags"))
@@ -568,7 +568,7 @@ class OsteoAISegmentTest(ScriptedLoadableModuleTest):
         run.waitForFinished(600000)
         self.assertTrue(done and done[0][0], done)
         self.assertTrue(fractions and fractions[-1] == 1.0)
-        from OsteoAILib import levels
+        from OsteoAIBaseLib import levels
 
         labels = coremrml.segmentation_to_labelmap(slicer.mrmlScene, p.outputSegmentation, volumeNode)
         truth = ph.vertebrae

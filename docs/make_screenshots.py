@@ -59,7 +59,7 @@ def _one(scene, name: str):
 
 def _segment_colours(seg_node) -> dict[int, tuple[float, float, float]]:
     """VerSe id -> the segment's colour, as the segmentation node stores it."""
-    from OsteoAILib.levels import NAMES
+    from OsteoAIBaseLib.levels import NAMES
 
     by_name = {v: k for k, v in NAMES.items()}
     s = seg_node.GetSegmentation()
@@ -73,9 +73,9 @@ def _segment_colours(seg_node) -> dict[int, tuple[float, float, float]]:
 
 
 def read_scene(path: Path) -> dict:
+    from OsteoAIBaseLib.imageio import to_canonical
+    from OsteoAIBaseLib.volume import Volume
     from OsteoAILib import mrml
-    from OsteoAILib.imageio import to_canonical
-    from OsteoAILib.volume import Volume
 
     hs = mrml.load_scene(path)
     try:
@@ -126,7 +126,7 @@ def _slices(ct, layers):
     kk, jj, ii = np.nonzero(roi)
     k0, j0, i0 = (int(np.median(x)) for x in (kk, jj, ii)) if kk.size else (s // 2 for s in a.shape)
     # L1's ROI centre, when there is one, gives the axial slice
-    from OsteoAILib.levels import NAMES
+    from OsteoAIBaseLib.levels import NAMES
 
     l1 = next((lab for lab, n in NAMES.items() if n == "L1"), None)
     if l1 is not None and (roi == l1).any():
@@ -162,7 +162,7 @@ def draw_slice_views(data: dict, out: Path) -> Path:
         ax.imshow(_rgba(cut(rois), {k: (1.0, 0.85, 0.1) for k in rcol} or rcol, 0.9), extent=extent,
                   interpolation="nearest")
         if name != "axial":
-            from OsteoAILib.levels import NAMES
+            from OsteoAIBaseLib.levels import NAMES
 
             lab2d = cut(vert)
             for lab in np.unique(lab2d[lab2d > 0]):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from OsteoAIBaseLib.levels import NAMES, parse_range
+from OsteoAIBaseLib.volume import Volume
 
-from .levels import NAMES, parse_range
 from .results import (
     ACR_NORMAL_ABOVE,
     ACR_OSTEOPOROSIS_BELOW,
@@ -20,7 +21,6 @@ from .results import (
     acr_category,
     pickhardt_triage,
 )
-from .volume import Volume
 
 # Preferred diagnostic levels, best first: the ACR reads two lumbar levels; chest CT often ends at L1/L2,
 # so T12 and T11 are the fall-backs.
@@ -113,7 +113,7 @@ def label_boxes(labelmap: np.ndarray) -> dict[int, tuple[slice, ...]]:
 
 
 def _craniocaudal(lab: int) -> int:
-    from .levels import ORDER
+    from OsteoAIBaseLib.levels import ORDER
 
     return ORDER.index(lab) if lab in ORDER else 100 + lab
 

@@ -36,12 +36,12 @@ fraction; the choice is written in the calibration's notes and baked into ``hu_a
 from __future__ import annotations
 
 import numpy as np
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 
 from . import physics
-from .errors import InputError
 from .reference_tissues import REFERENCE_NAMES, measure_voxels, reference_voxels
 from .results import Calibration
-from .volume import Volume
 
 METHODS = ("auto", "internal", "phantom", "none")
 DEFAULT_KVP = 120.0

@@ -9,8 +9,9 @@ import argparse
 import importlib
 import sys
 
+from OsteoAIBaseLib.errors import OsteoAIError
+
 from . import __version__
-from .errors import OsteoAIError
 
 # name -> (module, one-line help). Modules are imported lazily: `osteoai phantom` must not pay
 # for importing torch.
@@ -20,8 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("OsteoAILib.batch.command", "screen a cohort: many CTs, local processes or a Dask cluster, resumable"),
     "demo": ("OsteoAILib.commands.demo", "build the default phantom and screen it"),
     "serve-dicom": ("OsteoAILib.commands.serve_dicom", "DICOM node: screen every CT study received, forward SEG/SR"),
-    "evaluate-segmenter": ("OsteoAISegmentLib.evaluate", "Dice and identification per segmenter"),
-    "train-segmenter": ("OsteoAISegmentLib.training.command", "train the MONAI vertebra segmenter"),
+    "evaluate-segmenter": ("OsteoAILib.segmenter_training.evaluate", "Dice and identification per segmenter"),
+    "train-segmenter": ("OsteoAILib.segmenter_training.command", "train the MONAI vertebra segmenter"),
     "train-vbmd": ("OsteoAILib.vbmd_model.train", "train the AI vBMD estimator on phantoms"),
 }
 

@@ -11,11 +11,11 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage
 
 from .results import LevelResult
 from .terminology import level_color
-from .volume import Volume
 
 WINDOW_BONE = (1500.0, 400.0)  # width, level: cortical vs trabecular contrast
 WINDOW_SOFT = (400.0, 40.0)

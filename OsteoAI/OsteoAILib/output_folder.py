@@ -20,8 +20,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .atomic import write_json
-from .errors import OutputError, printable
+from OsteoAIBaseLib.atomic import write_json
+from OsteoAIBaseLib.errors import OutputError, printable
 
 LOCK_NAME = ".osteoai.lock"
 MANIFEST_NAME = ".osteoai-files.json"  # every file of the committed result (kept while a commit runs)

@@ -13,9 +13,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import write_text, write_with
-from .errors import OutputError
-from .imageio import write_volume
+from OsteoAIBaseLib.atomic import write_text, write_with
+from OsteoAIBaseLib.errors import OutputError
+from OsteoAIBaseLib.imageio import write_volume
+
 from .output_folder import RESULTS_NAME, _why, check_output_dir, commit, new_staging, output_lock, staged_files
 from .pipeline import PipelineOutput
 from .segfile import write_seg_nrrd

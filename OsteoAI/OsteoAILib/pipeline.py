@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+from OsteoAIBaseLib.levels import NAMES
+from OsteoAIBaseLib.volume import Volume
 
-from .levels import NAMES
 from .results import Results
-from .volume import Volume
 
 
 @dataclass
@@ -59,7 +59,7 @@ class _Stages:
 
     @contextmanager
     def stage(self, name: str, message: str):
-        from .errors import CancelledError
+        from OsteoAIBaseLib.errors import CancelledError
 
         if self.cancel is not None and self.cancel():
             raise CancelledError("cancelled by the user")
@@ -142,11 +142,11 @@ def run_pipeline(
     cancel: Callable[[], bool] | None = None,
 ) -> PipelineOutput:
     """Screen one CT volume. ``vol`` is on any grid; every output is returned on that same grid."""
+    from OsteoAIBaseLib.imageio import from_canonical, to_canonical
+    from OsteoAIBaseLib.levels import parse_range
     from OsteoAISegmentLib.api import segment_spine
 
     from . import bmd, calibration, keyimages, qc, roi
-    from .imageio import from_canonical, to_canonical
-    from .levels import parse_range
     from .validate import validate
 
     opt = options or PipelineOptions()
@@ -269,7 +269,7 @@ def _estimator(opt: PipelineOptions, canonical, cal, problems: list[str] | None 
         from .vbmd_model.infer import make_estimator
     except ImportError:
         if opt.vbmd_method == "ai":
-            from .errors import OsteoAIError
+            from OsteoAIBaseLib.errors import OsteoAIError
 
             raise OsteoAIError("the AI vBMD model is not installed") from None
         return None, None

@@ -10,10 +10,9 @@ beside the number.
 from __future__ import annotations
 
 import numpy as np
+from OsteoAIBaseLib.levels import NAMES
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
-
-from .levels import NAMES
-from .volume import Volume
 
 # code -> (excludes the level from the diagnosis, meaning)
 FLAGS: dict[str, tuple[bool, str]] = {

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-
-from . import levels as levels_mod
-from .errors import InputError
-from .volume import Volume
+from OsteoAIBaseLib import levels as levels_mod
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 
 PARAMS_PATH = Path(__file__).resolve().parent / "resources" / "radiomics_params.yaml"
 FAMILIES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
@@ -117,6 +116,6 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
-    from .atomic import write_text
+    from OsteoAIBaseLib.atomic import write_text
 
     return write_text(path, to_csv(rows))

@@ -29,10 +29,9 @@ Design choices:
 from __future__ import annotations
 
 import numpy as np
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 from scipy.stats import norm
-
-from .volume import Volume
 
 REFERENCE_NAMES = ("air", "fat", "muscle", "blood")
 N_SLICES = 16

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
-
-from . import levels as lv
-from .volume import Volume
 
 HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3 into the body) ...

@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 import slicerio
+from OsteoAIBaseLib.atomic import write_with
+from OsteoAIBaseLib.levels import NAMES
+from OsteoAIBaseLib.volume import Volume
 
-from .atomic import write_with
-from .levels import NAMES
 from .terminology import level_color, segment_name, terminology_entry
-from .volume import Volume
 
 
 def write_seg_nrrd(vol: Volume, labelmap: np.ndarray, path: str | os.PathLike, roi: bool = False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import colorsys
 
-from .levels import NAMES
+from OsteoAIBaseLib.levels import NAMES
 
 SNOMED_VERTEBRA: dict[str, str] = {
     "C1": "14806007", "C2": "39976000", "C3": "113205007", "C4": "5329002", "C5": "36978003",

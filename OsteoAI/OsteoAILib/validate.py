@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from .errors import InputError
-from .volume import Volume
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 
 MIN_SLICES = 8
 SPACING_RANGE_MM = (0.2, 10.0)

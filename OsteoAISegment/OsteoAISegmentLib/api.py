@@ -1,4 +1,4 @@
-"""Public entry point of the segmentation stage: one result type, one dispatcher.
+"""Public entry point of the segmentation stage: one dispatcher over the segmenters.
 
 Every segmenter (classical, the trained model, TotalSegmentator) returns a
 :class:`SpineSegmentation` on the canonical grid of the volume it was given.
@@ -7,23 +7,13 @@ Every segmenter (classical, the trained model, TotalSegmentator) returns a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-from OsteoAILib.errors import InputError
-from OsteoAILib.volume import Volume
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
+
+from .segmentation import SpineSegmentation
 
 METHODS = ("auto", "classical", "model", "totalsegmentator")
-
-
-@dataclass
-class SpineSegmentation:
-    vertebrae: np.ndarray  # int16 [k, j, i] VerSe ids, whole vertebra, canonical grid
-    bodies: np.ndarray  # int16, vertebral body only (same ids)
-    levels: list[int]  # ids present, cranial -> caudal
-    qc: list[str] = field(default_factory=list)  # "code: explanation"
-    info: dict = field(default_factory=dict)  # rib_pairs, partial_levels, canal_centerline_kji, ...
-    segmenter: str = ""
 
 
 def _model_preferred() -> bool:

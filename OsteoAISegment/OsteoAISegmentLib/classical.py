@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from OsteoAILib import hu_reference
-from OsteoAILib import levels as lv
-from OsteoAILib.errors import CancelledError, InputError
-from OsteoAILib.volume import Volume
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import CancelledError, InputError
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 
-from . import canal, discs, labelling, workgrid
-from .api import SpineSegmentation
+from . import canal, discs, hu_reference, labelling, workgrid
+from .segmentation import SpineSegmentation
 
 VERSION = "0.1.0"
 WS = 2.0  # work grid spacing, mm

@@ -13,7 +13,7 @@ decision over all anchors with its runner-up and margin, is naming.py.
 from __future__ import annotations
 
 import numpy as np
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 from scipy import ndimage as ndi
 
 from . import naming

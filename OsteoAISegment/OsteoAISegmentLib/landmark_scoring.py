@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 from scipy import ndimage as ndi
 
 ID_TOL_MM = 3.0

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 
 # ordinal -> VerSe id: C1..C7, T1..T12, L1..L5, then the sacrum (26)
 ORDINAL = list(range(1, 25)) + [26]

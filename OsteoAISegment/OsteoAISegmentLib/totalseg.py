@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from OsteoAILib.errors import CancelledError, InputError
+from OsteoAIBaseLib.errors import CancelledError, InputError
 
 TOTAL_DATASETS = ("Dataset291", "Dataset292", "Dataset293", "Dataset294", "Dataset295", "Dataset297", "Dataset298")
 BODY_AP_FRACTION = 0.45  # vertebral body depth / whole vertebra depth (thoracolumbar average)
@@ -72,9 +72,9 @@ def approximate_bodies(vert: np.ndarray) -> np.ndarray:
 
 
 def segment_with_totalsegmentator(vol, device: str = "cpu", progress=None, cancel=None):
-    from OsteoAILib import levels as lv
+    from OsteoAIBaseLib import levels as lv
 
-    from .api import SpineSegmentation
+    from .segmentation import SpineSegmentation
 
     if not totalsegmentator_available():
         raise InputError(_why_unavailable())

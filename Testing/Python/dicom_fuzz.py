@@ -116,8 +116,8 @@ def _alarm(signum, frame):
 
 def run_case(folder: Path, timeout_s: int = 20) -> tuple[str, str]:
     """(outcome, detail): 'volume', 'input_error', 'crash' (any other exception) or 'hang'."""
-    from OsteoAILib.errors import InputError
-    from OsteoAILib.imageio import read_volume, to_canonical
+    from OsteoAIBaseLib.errors import InputError
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
     from OsteoAILib.validate import validate
 
     old = signal.signal(signal.SIGALRM, _alarm)

@@ -4,8 +4,8 @@ targets where they are trustworthy (bright bone inside the mask), unknown elsewh
 from __future__ import annotations
 
 import numpy as np
+from OsteoAILib.segmenter_training import dataset as ds
 from OsteoAISegmentLib.ai.labels import BODY, IGNORE, POSTERIOR
-from OsteoAISegmentLib.training import dataset as ds
 
 
 def _small_phantom():
@@ -45,7 +45,7 @@ def test_pseudo_truth_on_a_phantom_with_its_true_labels():
 def test_disc_plane_and_dim_rim_of_a_classical_column_are_unknown():
     """A classical-style column: two touching labels (the disc assigned to one of them) and a dim
     rim of soft tissue inside the mask."""
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     hu = np.full((40, 30, 30), 40.0)
     hu[5:35, 10:20, 10:20] = 300.0  # bone
@@ -62,7 +62,7 @@ def test_disc_plane_and_dim_rim_of_a_classical_column_are_unknown():
 
 
 def test_prepare_pseudo_runs_the_classical_segmenter(tmp_path):
-    from OsteoAILib.imageio import write_volume
+    from OsteoAIBaseLib.imageio import write_volume
 
     ph = _small_phantom()
     write_volume(ph.volume, tmp_path / "ct.nii.gz")

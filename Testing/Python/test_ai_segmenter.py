@@ -39,7 +39,7 @@ def test_missing_or_altered_weights_fail_clearly(tmp_path, monkeypatch):
 def _column(n=6, first="T9", ribs_on=None, vote_shift=0):
     """Synthetic coarse (2 mm) prediction: n stacked vertebrae (body + posterior) separated by 4 mm
     discs, level votes pointing at ``first`` + i (+ vote_shift), ribs on the given instances."""
-    from OsteoAILib import levels as lv
+    from OsteoAIBaseLib import levels as lv
 
     h, gap = 12, 2  # voxels: 24 mm vertebra, 4 mm disc
     K = n * (h + gap) + 10
@@ -91,7 +91,7 @@ def test_model_on_a_small_phantom():
     if not inference.model_available():
         pytest.skip("model not installed")
     from OsteoAILib.phantom import PhantomParams, make_phantom
-    from OsteoAISegmentLib.evaluate import score_case, summarise
+    from OsteoAILib.segmenter_training.evaluate import score_case, summarise
 
     ph = make_phantom(PhantomParams(seed=1001, levels="T9-L3", matrix=220, spacing=(1.6, 1.6, 2.0)))
     seg = inference.segment_with_model(ph.volume)
@@ -105,8 +105,8 @@ def test_model_on_a_small_phantom():
 
 
 def test_totalsegmentator_absent_says_so(monkeypatch, tmp_path):
-    from OsteoAILib.errors import InputError
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.errors import InputError
+    from OsteoAIBaseLib.volume import Volume
     from OsteoAISegmentLib import totalseg
 
     monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path))  # no weights there

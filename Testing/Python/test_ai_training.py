@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from OsteoAILib.segmenter_training.train import augment, losses  # noqa: E402
 from OsteoAISegmentLib.ai.labels import BODY, IGNORE, N_OUT  # noqa: E402
-from OsteoAISegmentLib.training.train import augment, losses  # noqa: E402
 
 
 def _batch(b=2, n=16, seed=0):

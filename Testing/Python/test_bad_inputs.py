@@ -16,11 +16,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from dicom_helpers import write_series
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.imageio import read_volume
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.cli import main as cli_main
-from OsteoAILib.errors import InputError
-from OsteoAILib.imageio import read_volume
 from OsteoAILib.validate import corrupt_slices_in_roi, validate
-from OsteoAILib.volume import Volume
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag

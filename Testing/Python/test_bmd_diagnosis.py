@@ -73,7 +73,7 @@ def test_measure_levels_uses_calibration_and_roi_statistics():
     rois[2:8, 5:15, 5:15] = 20
     rois[12:18, 5:15, 5:15] = 19
     arr[12:18] += 50
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     cal = Calibration(method="phantom", slope=1.0, intercept=0.0, hu_per_mg_cm3=1.0, hu_at_zero_mg_cm3=0.0,
                       residual_hu=0.0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib import calibration, physics
-from OsteoAILib.errors import InputError
 from OsteoAILib.results import Calibration
-from OsteoAILib.volume import Volume
 
 
 def _points(kvp, a=1.0, b=0.0, bias=None):

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.imageio import read_volume, to_canonical
 from OsteoAILib import calibration, qc
-from OsteoAILib.imageio import read_volume, to_canonical
 from OsteoAILib.reference_tissues import reference_voxels
 
 pytestmark = pytest.mark.realdata

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib import calibration, physics, qc
 from OsteoAILib.reference_tissues import measure_references, reference_voxels
-from OsteoAILib.volume import Volume
 
 SHAPE = (36, 150, 160)  # k, j, i
 SPACING = (2.0, 2.0, 2.5)  # si, sj, sk mm

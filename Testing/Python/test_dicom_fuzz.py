@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from dicom_fuzz import base_series, fuzz, run_case
-from OsteoAILib.imageio import read_volume
+from OsteoAIBaseLib.imageio import read_volume
 
 
 def test_the_seed_series_is_valid(tmp_path):

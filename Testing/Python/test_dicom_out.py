@@ -63,7 +63,7 @@ def test_dicom_input_writes_seg_sr_and_key_images_in_the_input_study(screened):
 def test_seg_segments_carry_snomed_codes_and_the_labelmap_voxels(screened):
     import highdicom as hd
     import nibabel as nib
-    from OsteoAILib.levels import IDS
+    from OsteoAIBaseLib.levels import IDS
     from OsteoAILib.terminology import SNOMED_VERTEBRA
 
     _, out = screened

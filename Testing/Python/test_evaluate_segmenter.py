@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from OsteoAISegmentLib import evaluate as ev
+from OsteoAILib.segmenter_training import evaluate as ev
 
 
 def _truth():
@@ -49,7 +49,7 @@ def test_cli_parses_and_rejects_unknown_segmenter():
     ev.add_arguments(p)
     args = p.parse_args(["--segmenters", "model,bogus", "--phantom-seeds", "", "--data", "none"])
     import pytest
-    from OsteoAILib.errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     with pytest.raises(InputError, match="bogus"):
         ev.main(args)

@@ -15,10 +15,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {"OsteoAI": "OsteoAILib", "OsteoAISegment": "OsteoAISegmentLib"}
+# The packages each module's CMakeLists installs: OsteoAISegment, the bottom module, also installs the base
+# package OsteoAIBaseLib that both Libs import.
+LIBS = {"OsteoAI": ("OsteoAILib",), "OsteoAISegment": ("OsteoAISegmentLib", "OsteoAIBaseLib")}
 # What a real 3D Slicer provides to a scripted module at import time (plus the extension's own code).
 # SampleData is a core Slicer module (OsteoAI registers the phantom there).
 SLICER_PROVIDES = {"slicer", "qt", "ctk", "vtk", "numpy", "SimpleITK", "PyTorchUtils", "SampleData"}
-OWN = {"OsteoAILib", "OsteoAISegmentLib", "OsteoAISegment", "OsteoAI"}
+OWN = {"OsteoAILib", "OsteoAISegmentLib", "OsteoAIBaseLib", "OsteoAISegment", "OsteoAI"}
 
 
 def _cmake_list(text: str, var: str) -> list[str]:
@@ -29,10 +32,10 @@ def _cmake_list(text: str, var: str) -> list[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_lib_python_file_is_in_scripts(module):
-    lib = MODULES[module]
     text = (REPO / module / "CMakeLists.txt").read_text()
     scripts = {s.replace("${MODULE_NAME}", module) for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")}
-    on_disk = {p.relative_to(REPO / module).as_posix() for p in (REPO / module / lib).rglob("*.py")}
+    on_disk = {p.relative_to(REPO / module).as_posix() for lib in LIBS[module]
+               for p in (REPO / module / lib).rglob("*.py")}
     on_disk = {p for p in on_disk if "__pycache__" not in p}
     missing = sorted(on_disk - scripts)
     assert not missing, f"{module}/CMakeLists.txt SCRIPTS lacks: {missing}"
@@ -183,7 +186,7 @@ def test_module_files_import_only_what_slicer_provides(module):
 
 def test_only_mrml_files_import_slicer():
     offenders = []
-    for lib in ("OsteoAI/OsteoAILib", "OsteoAISegment/OsteoAISegmentLib"):
+    for lib in ("OsteoAI/OsteoAILib", "OsteoAISegment/OsteoAISegmentLib", "OsteoAISegment/OsteoAIBaseLib"):
         for p in (REPO / lib).rglob("*.py"):
             bridge = p.name == "mrml.py" or "mrml" in p.relative_to(REPO / lib).parts[:-1]
             if not bridge and _imports(p, False) & {"slicer", "qt", "ctk", "vtk"}:
@@ -193,8 +196,8 @@ def test_only_mrml_files_import_slicer():
 
 def test_terminology_file_matches_the_core_codes():
     sys.path.insert(0, str(REPO / "OsteoAI"))
+    from OsteoAIBaseLib.levels import IDS
     from OsteoAILib import mrml
-    from OsteoAILib.levels import IDS
     from OsteoAILib.terminology import SNOMED_VERTEBRA, level_color
 
     doc = json.loads(

@@ -98,7 +98,7 @@ def test_no_identifier_in_any_output(screened, tmp_path, capfd):
 
 def test_identifiers_only_on_request(screened):
     """--keep-identifiers writes them into results.json (and so the scene's volume name)."""
-    from OsteoAILib.imageio import read_volume
+    from OsteoAIBaseLib.imageio import read_volume
     from OsteoAILib.pipeline import _input_description
 
     vol = read_volume(screened[1])

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from OsteoAILib import model_registry
+from OsteoAIBaseLib import model_registry
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.results import Calibration
 from OsteoAILib.vbmd_model import infer
-from OsteoAILib.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
 VBMD = ROOT / "models" / "vbmd-mlp"

@@ -10,11 +10,11 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
+from OsteoAIBaseLib.levels import IDS  # noqa: E402
+from OsteoAIBaseLib.volume import Volume  # noqa: E402
 from OsteoAILib import mrml  # noqa: E402
-from OsteoAILib.levels import IDS  # noqa: E402
 from OsteoAILib.results import Calibration, Diagnosis, LevelResult, Results, acr_category  # noqa: E402
 from OsteoAILib.terminology import SNOMED_VERTEBRA, level_color  # noqa: E402
-from OsteoAILib.volume import Volume  # noqa: E402
 from test_mrml_synthetic import synthetic_output  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def test_volume_under_linear_transform_reports_world_geometry(hs, out):
 
 
 def test_volume_from_node_rejects_empty_node(hs):
-    from OsteoAILib.errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     node = hs.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(InputError, match="no image data"):
@@ -91,7 +91,7 @@ def slicer_ref():
 
 
 def test_segmentation_rejects_labelmap_on_another_grid(hs, out):
-    from OsteoAILib.errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     vol = mrml.add_volume_node(hs.scene, out.volume, "ct")
     with pytest.raises(InputError, match="does not match"):
@@ -182,7 +182,7 @@ def test_parameter_node_encoding_roundtrip(hs, out):
 
 
 def test_phantom_pairs_typo_is_one_clear_error():
-    from OsteoAILib.errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     with pytest.raises(InputError, match="HU:mg"):
         mrml.options_from_settings(mrml.Settings(phantomPairs="10-0"))
@@ -190,7 +190,7 @@ def test_phantom_pairs_typo_is_one_clear_error():
 
 def _fake_measure(vol, rois, cal, labels=None, level_qc=None, extra=None):
     """Stand-in with bmd.measure_levels' signature: mean HU through the calibration slope."""
-    from OsteoAILib.levels import NAMES
+    from OsteoAIBaseLib.levels import NAMES
 
     out = []
     for lab in labels:

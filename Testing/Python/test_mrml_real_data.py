@@ -8,9 +8,9 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
+from OsteoAIBaseLib.imageio import read_volume  # noqa: E402
+from OsteoAIBaseLib.levels import IDS  # noqa: E402
 from OsteoAILib import mrml  # noqa: E402
-from OsteoAILib.imageio import read_volume  # noqa: E402
-from OsteoAILib.levels import IDS  # noqa: E402
 
 
 @pytest.fixture

@@ -8,16 +8,16 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
+from OsteoAIBaseLib.levels import IDS  # noqa: E402
 from OsteoAILib import mrml  # noqa: E402
-from OsteoAILib.levels import IDS  # noqa: E402
-from OsteoAISegmentLib import mrml as seg_mrml  # noqa: E402
-from OsteoAISegmentLib.api import SpineSegmentation  # noqa: E402
+from OsteoAILib.mrml import spine_segmentation as seg_mrml  # noqa: E402
+from OsteoAISegmentLib.segmentation import SpineSegmentation  # noqa: E402
 from test_mrml_synthetic import synthetic_output  # noqa: E402
 
 
 def _fake_segmenter(truth_vertebrae, original):
     """Returns the known labels, computed the way a real segmenter would: on the canonical grid."""
-    from OsteoAILib.imageio import to_canonical, volume_to_sitk
+    from OsteoAIBaseLib.imageio import to_canonical, volume_to_sitk
 
     def run(canonical, method="auto", device="cpu", progress=None, cancel=None):
         import SimpleITK as sitk

@@ -19,7 +19,7 @@ def _oblique(deg: float) -> np.ndarray:
 
 
 def synthetic_output(seed: int = 0) -> PipelineOutput:
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     rng = np.random.default_rng(seed)
     shape = (36, 30, 28)  # k, j, i

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.errors import OutputError
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.cli import main as cli_main
-from OsteoAILib.errors import OutputError
 from OsteoAILib.keyimages import KeyImage
 from OsteoAILib.outputs import write_outputs
 from OsteoAILib.pipeline import PipelineOutput
 from OsteoAILib.results import Calibration, Diagnosis, LevelResult, Results
-from OsteoAILib.volume import Volume
 
 HERE = Path(__file__).resolve().parent
 
@@ -153,7 +153,7 @@ def test_a_second_run_into_a_locked_folder_stops(tmp_path, capsys):
 def test_an_empty_write_is_caught_and_the_old_result_kept(tmp_path, monkeypatch):
     """ITK has renamed 0-byte labelmaps into place on a full disk: read-back catches it."""
     write_outputs(make_output("A"), tmp_path)
-    import OsteoAILib.imageio as imageio
+    import OsteoAIBaseLib.imageio as imageio
 
     monkeypatch.setattr(imageio.sitk, "WriteImage", lambda img, path, useCompression=True: Path(path).write_bytes(b""))
     with pytest.raises(OutputError, match=r"^cannot write the results: .*written empty"):
@@ -173,7 +173,7 @@ def test_a_full_disk_keeps_the_old_result(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from test_output_integrity import make_output
-        from OsteoAILib.errors import OutputError
+        from OsteoAIBaseLib.errors import OutputError
         from OsteoAILib.outputs import write_outputs
         write_outputs(make_output("A"), {str(tmp_path)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import InputError
 from OsteoAILib import physics
-from OsteoAILib.errors import InputError
 from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
 from OsteoAILib.phantom.anatomy import SEQ, _layout
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from OsteoAILib.imageio import read_volume
+from OsteoAIBaseLib.imageio import read_volume
 from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
 
 # Odd sizes and anisotropic spacing so that swapped axes cannot pass unnoticed.
@@ -80,7 +80,7 @@ def test_dicom_folder_reads_through_imageio(written):
     try:
         vol = read_volume(out / "dicom")
     except ImportError:
-        pytest.skip("OsteoAILib.dicom not available")
+        pytest.skip("OsteoAIBaseLib.dicom not available")
     _same_geometry(vol, ph.volume)
     assert np.array_equal(vol.array.astype(np.int16), ph.volume.array)
 

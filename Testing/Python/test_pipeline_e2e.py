@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from OsteoAILib.errors import InputError
-from OsteoAILib.imageio import volume_from_sitk, volume_to_sitk
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.imageio import volume_from_sitk, volume_to_sitk
 from OsteoAILib.outputs import write_outputs
 from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.pipeline import PipelineOptions, run_pipeline
@@ -105,7 +105,7 @@ def test_volume_without_spine_is_refused():
     yy, xx = np.mgrid[:96, :96]
     body = (yy - 48) ** 2 + (xx - 48) ** 2 < 40**2
     arr[:, body] = (40 + rng.normal(0, 10, (40, body.sum()))).astype(np.int16)
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     with pytest.raises(InputError, match="spine"):
         run_pipeline(Volume(arr, (2.0, 2.0, 2.5)), PipelineOptions(segmenter="classical"))

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib import calibration, qc
 from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.results import Calibration
-from OsteoAILib.volume import Volume
 
 COARSE = dict(levels="T11-L2", matrix=256, spacing=(1.4, 1.4, 2.0))
 

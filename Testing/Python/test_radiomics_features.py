@@ -7,9 +7,9 @@ import io
 
 import numpy as np
 import pytest
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib import radiomics_features as rf
-from OsteoAILib.errors import InputError
-from OsteoAILib.volume import Volume
 
 
 @pytest.fixture(scope="module")

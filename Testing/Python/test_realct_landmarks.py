@@ -27,8 +27,8 @@ FLOORS = {  # measured 2026-11-30 (identified 3/12, 1/14, 1/10, 10/12, 0/6, 5/5,
 
 
 def _run(folder):
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
     from OsteoAILib import roi
-    from OsteoAILib.imageio import read_volume, to_canonical
     from OsteoAILib.pipeline import _level_context
     from OsteoAISegmentLib.api import segment_spine
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.roi import RoiSet, place_rois, roi_from_box
-from OsteoAILib.volume import Volume
-from OsteoAISegmentLib.api import SpineSegmentation
+from OsteoAISegmentLib.segmentation import SpineSegmentation
 from scipy import ndimage as ndi
 
 VEIN, CORTICAL = 12, 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import slicerio
+from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.segfile import write_seg_nrrd
-from OsteoAILib.volume import Volume
 
 
 def test_seg_nrrd_round_trip_on_a_non_square_oblique_grid(tmp_path):

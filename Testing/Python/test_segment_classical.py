@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from OsteoAILib import levels as lv
-from OsteoAILib.errors import InputError
-from OsteoAILib.volume import Volume
-from OsteoAISegmentLib.api import SpineSegmentation, segment_spine
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
+from OsteoAISegmentLib.api import segment_spine
+from OsteoAISegmentLib.segmentation import SpineSegmentation
 
 # TotalSegmentator v2 "total" vertebra ids -> VerSe ids
 TS_TO_VERSE = {27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18, 34: 17, 35: 16, 36: 15, 37: 14}
@@ -94,7 +95,7 @@ def test_unknown_method_is_an_input_error(phantom):
 
 
 def _real(shared_data, name, ct="ct.nii.gz"):
-    from OsteoAILib.imageio import read_volume, to_canonical
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
 
     p = shared_data / name / ct
     if not p.exists():
@@ -103,7 +104,7 @@ def _real(shared_data, name, ct="ct.nii.gz"):
 
 
 def _truth(shared_data, name):
-    from OsteoAILib.imageio import read_volume, to_canonical
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
 
     if name == "ts-abdomen-3mm":
         a = to_canonical(read_volume(shared_data / name / "labels-totalseg-v2.nii.gz")).array
@@ -153,7 +154,7 @@ def test_real_unlabelled_volume_runs(shared_data):
 
 
 def test_progress_and_cancel(phantom):
-    from OsteoAILib.errors import CancelledError
+    from OsteoAIBaseLib.errors import CancelledError
 
     seen = []
     segment_spine(phantom.volume, method="classical", progress=lambda f, m: seen.append(f))

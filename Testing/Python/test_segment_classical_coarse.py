@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
 from OsteoAILib.roi import place_rois
 from OsteoAISegmentLib.api import segment_spine
@@ -77,7 +77,7 @@ def test_other_coarse_grids_label_right(spacing):
 
 
 def test_hu_reference_moves_with_a_linear_change(coarse):
-    from OsteoAILib.hu_reference import estimate_work
+    from OsteoAISegmentLib.hu_reference import estimate_work
     from OsteoAISegmentLib.workgrid import make_work
 
     def estimate_volume(a):  # the segmenter's own path: its work grid, then the reference

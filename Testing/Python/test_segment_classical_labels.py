@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 from OsteoAISegmentLib.naming import BODY_CM3, ORDINAL, RibEvidence, SegmentEvidence, name_segments
 
 

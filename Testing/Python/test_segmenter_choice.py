@@ -22,7 +22,7 @@ def test_auto_uses_classical_unless_the_model_card_prefers_the_model():
 
 
 def test_unknown_segmenter_is_a_clear_error():
-    from OsteoAILib.errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     ph = make_phantom(PhantomParams(seed=3, matrix=96, spacing=(3.0, 3.0, 3.0), levels="L1-L2"))
     with pytest.raises(InputError, match="unknown segmenter"):

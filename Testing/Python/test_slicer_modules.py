@@ -198,7 +198,7 @@ def _cli(*args, env=None, cwd=None):
 
 
 def test_cli_cancel_file_stops_at_the_next_stage(phantom, tmp_path):
-    from OsteoAILib.imageio import write_volume
+    from OsteoAIBaseLib.imageio import write_volume
 
     inp = tmp_path / "in.nrrd"
     write_volume(phantom.volume, inp)
@@ -213,7 +213,7 @@ def test_cli_cancel_file_stops_at_the_next_stage(phantom, tmp_path):
 
 
 def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
-    from OsteoAILib.imageio import write_volume
+    from OsteoAIBaseLib.imageio import write_volume
 
     inp = tmp_path / "in.nrrd"
     write_volume(phantom.volume, inp)

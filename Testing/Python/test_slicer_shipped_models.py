@@ -1,5 +1,5 @@
 """The shipped models travel with both installs, found without environment variables: the wheel (package
-data OsteoAILib/models/) and the Slicer extension (CMake install into OsteoAILib/models/)."""
+data OsteoAIBaseLib/models/) and the Slicer extension (CMake install into OsteoAIBaseLib/models/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from OsteoAILib import model_registry
+from OsteoAIBaseLib import model_registry
 
 tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
 
@@ -21,18 +21,18 @@ SHIPPED = sorted(f"{name}/{file}" for (name, _), files in model_registry.PINNED.
 
 
 def _cmake_models() -> list[str]:
-    text = (REPO / "OsteoAI" / "CMakeLists.txt").read_text()
+    text = (REPO / "OsteoAISegment" / "CMakeLists.txt").read_text()
     m = re.search(r"set\(OSTEOAI_SHIPPED_MODEL_FILES\s+(.*?)\)", text, re.S)
-    assert m, "OSTEOAI_SHIPPED_MODEL_FILES not set in OsteoAI/CMakeLists.txt"
-    assert "install(FILES" in text and "OsteoAILib/models/" in text
+    assert m, "OSTEOAI_SHIPPED_MODEL_FILES not set in OsteoAISegment/CMakeLists.txt"
+    assert "install(FILES" in text and "OsteoAIBaseLib/models/" in text
     return m.group(1).split()
 
 
 def test_cmake_and_wheel_ship_the_same_model_files_with_every_pinned_one():
     cmake = _cmake_models()
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert data["package-dir"]["OsteoAILib.models"] == "models"
-    wheel = data["package-data"]["OsteoAILib.models"]
+    assert data["package-dir"]["OsteoAIBaseLib.models"] == "models"
+    wheel = data["package-data"]["OsteoAIBaseLib.models"]
     assert sorted(cmake) == sorted(wheel)
     for f in SHIPPED + [f"{name}/model.json" for name, _ in model_registry.PINNED]:
         assert f in cmake, f"{f} is pinned but not installed"
@@ -49,8 +49,8 @@ def wheel(tmp_path_factory):
         shutil.copy2(REPO / f, src / f)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "OsteoAI" / "OsteoAILib", src / "OsteoAI" / "OsteoAILib", ignore=skip)
-    shutil.copytree(REPO / "OsteoAISegment" / "OsteoAISegmentLib", src / "OsteoAISegment" / "OsteoAISegmentLib",
-                    ignore=skip)  # fmt: skip
+    for lib in ("OsteoAISegmentLib", "OsteoAIBaseLib"):
+        shutil.copytree(REPO / "OsteoAISegment" / lib, src / "OsteoAISegment" / lib, ignore=skip)
     for f in _cmake_models():
         (src / "models" / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / "models" / f, src / "models" / f)
@@ -68,9 +68,9 @@ def test_wheel_holds_the_pinned_weights(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         for (name, _), files in model_registry.PINNED.items():
-            assert f"OsteoAILib/models/{name}/model.json" in names
+            assert f"OsteoAIBaseLib/models/{name}/model.json" in names
             for file, digest in files.items():
-                member = f"OsteoAILib/models/{name}/{file}"
+                member = f"OsteoAIBaseLib/models/{name}/{file}"
                 assert member in names, f"{member} is not in {wheel.name}"
                 import hashlib
 
@@ -82,7 +82,7 @@ def test_installed_wheel_uses_the_shipped_models_without_env_vars(wheel, tmp_pat
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
-    from OsteoAILib.imageio import write_volume
+    from OsteoAIBaseLib.imageio import write_volume
     from OsteoAILib.phantom import PhantomParams, make_phantom
 
     inp = tmp_path / "in.nrrd"

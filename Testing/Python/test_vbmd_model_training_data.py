@@ -86,7 +86,7 @@ def _bench():
 
 
 def test_marrow_fat_part_of_the_error_follows_the_physics():
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     bench = _bench()
     vol = Volume(np.zeros((2, 2, 2), np.float32), (1.0, 1.0, 1.0), meta={"age": 60.0})

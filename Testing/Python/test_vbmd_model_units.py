@@ -110,7 +110,7 @@ def test_altered_or_missing_weights_are_refused(tiny_model, tmp_path):
 
 
 def test_estimator_keeps_calibrated_hu_outside_the_domain(tiny_model):
-    from OsteoAILib.volume import Volume
+    from OsteoAIBaseLib.volume import Volume
 
     m = infer.load_model(tiny_model)
     vol = Volume(np.zeros((2, 2, 2), np.float32), (1.0, 1.0, 1.0), meta={"age": 65.0})

@@ -66,8 +66,8 @@ def variant(canonical, name: str, seed: int = 0):
 
 def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
     """The landmark scores' equivalents on a labelled scan: majority name in each true vertebra."""
-    from OsteoAILib.levels import NAMES
-    from OsteoAISegmentLib.evaluate import touches_edge
+    from OsteoAIBaseLib.levels import NAMES
+    from OsteoAILib.segmenter_training.evaluate import touches_edge
 
     uncertain = any(f.startswith("label_uncertain") for f in scan_qc)
     rows, roi_rows = [], []
@@ -95,8 +95,8 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
 
 
 def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict:
-    from OsteoAILib.imageio import read_volume, to_canonical
-    from OsteoAILib.levels import NAMES
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
+    from OsteoAIBaseLib.levels import NAMES
     from OsteoAISegmentLib.landmark_scoring import load_landmarks, roi_dice, score_discs, score_scan
 
     folder_name = case.split(":")[0]

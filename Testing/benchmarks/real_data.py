@@ -36,7 +36,7 @@ CASES = {
 def true_labels(path: Path, kind: str, ref) -> np.ndarray:
     """Reference labels resampled onto the CT grid, as VerSe ids."""
     import SimpleITK as sitk
-    from OsteoAILib.imageio import volume_to_sitk
+    from OsteoAIBaseLib.imageio import volume_to_sitk
 
     img = sitk.ReadImage(str(path))
     ref_img = volume_to_sitk(ref, np.zeros(ref.shape, np.int16))
@@ -62,8 +62,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--segmenter", default="auto")
     args = ap.parse_args()
-    from OsteoAILib.imageio import read_volume
-    from OsteoAILib.levels import NAMES
+    from OsteoAIBaseLib.imageio import read_volume
+    from OsteoAIBaseLib.levels import NAMES
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
     data = Path(args.data)

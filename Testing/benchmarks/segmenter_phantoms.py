@@ -36,7 +36,7 @@ def run_one(vol):
 
 
 def main() -> int:
-    from OsteoAILib import levels as lv
+    from OsteoAIBaseLib import levels as lv
     from OsteoAILib.phantom import TISSUES, make_phantom
     from OsteoAILib.vbmd_model.dataset import _phantom_params
     from vbmd_accuracy import held_back_params

@@ -23,8 +23,8 @@ def main() -> int:
 
     torch.set_num_threads(a.threads)
     from OsteoAILib.phantom import PhantomParams, make_phantom
+    from OsteoAILib.segmenter_training.evaluate import score_case, summarise
     from OsteoAISegmentLib.ai.inference import segment_with_model
-    from OsteoAISegmentLib.evaluate import score_case, summarise
 
     ph = make_phantom(PhantomParams(seed=a.seed))
     vol = ph.volume

@@ -15,7 +15,7 @@ if [ -n "$BENCH" ]; then  # speed of the weights already in models/ (before this
   taskset -c 0,1 $T Testing/benchmarks/segmenter_speed.py --threads 2 --device cpu --repeats 2 2>&1 | tee "$OUT/logs/bench_cpu2.log"
   $T Testing/benchmarks/segmenter_speed.py --device cuda --repeats 3 2>&1 | tee "$OUT/logs/bench_gpu.log"
 fi
-CMD="-m OsteoAISegmentLib.training.command"
+CMD="-m OsteoAILib.segmenter_training.command"
 # phantoms: as many seeds of 0-${NSEEDS:-239} as 15 processes make in GEN_S seconds (seeded: same seed, same phantom)
 [ "${GEN_S:-150}" -gt 0 ] && timeout "${GEN_S:-150}" $T $CMD prepare-phantoms --seeds 0-${NSEEDS:-239} --workers 15 --out .data/seg > "$OUT/logs/gen.log" 2>&1
 echo "phantoms: $(ls .data/seg/phantom_*.npz | wc -l)"

@@ -9,7 +9,8 @@ import io
 import json
 from pathlib import Path
 
-from ..atomic import write_text, write_with
+from OsteoAIBaseLib.atomic import write_text, write_with
+
 from .study import STUDY_FILE, study_dir
 
 # (column, arrow type). Patient-level columns from the input CSV are added after "sex" as strings.

@@ -10,7 +10,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputError
+from OsteoAIBaseLib.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

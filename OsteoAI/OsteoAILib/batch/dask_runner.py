@@ -19,8 +19,7 @@ PER_THREAD_IN_FLIGHT = 2
 class DaskRunner:
     def __init__(self, address):
         from distributed import Client
-
-        from ..errors import InputError
+        from OsteoAIBaseLib.errors import InputError
 
         # address: "tcp://host:8786", or a Cluster object (tests pass a LocalCluster)
         try:

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
-from ..imageio import VOLUME_SUFFIXES
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.imageio import VOLUME_SUFFIXES
 
 # Volume files that are derived data, not CTs (labelmaps, masks, our own outputs, phantom truth maps).
 _NOT_CT = re.compile(r"label|mask|seg|roi|vertebra|bodies|tissue|subregion|totalseg", re.IGNORECASE)

@@ -101,8 +101,9 @@ def screen_study(task: dict) -> dict:
 
 
 def _screen_into(tmp: Path, spec, options, task):
-    from .. import atomic
-    from ..imageio import read_volume
+    from OsteoAIBaseLib import atomic
+    from OsteoAIBaseLib.imageio import read_volume
+
     from ..outputs import write_outputs
     from ..pipeline import run_pipeline
 
@@ -144,7 +145,7 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def one_line_reason(e: BaseException, input_path: str) -> str:
     """The error as one line, with the input's path replaced (a path can hold a patient's name)."""
-    from ..errors import OsteoAIError
+    from OsteoAIBaseLib.errors import OsteoAIError
 
     msg = " ".join(str(e).split()) or type(e).__name__
     for s in sorted({input_path, Path(input_path).name, Path(input_path).parent.name}, key=len, reverse=True):

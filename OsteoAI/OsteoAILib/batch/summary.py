@@ -8,7 +8,8 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from ..atomic import write_json, write_text, write_with
+from OsteoAIBaseLib.atomic import write_json, write_text, write_with
+
 from ..results import ACR_NORMAL_ABOVE, ACR_OSTEOPOROSIS_BELOW
 
 CATEGORIES = ("normal", "osteopenia", "osteoporosis", "not possible")

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from ..errors import printable
+from OsteoAIBaseLib.errors import printable
 
 
 class TerminalProgress:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import CancelledError, InputError
+from OsteoAIBaseLib.errors import CancelledError, InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,7 +79,8 @@ def options_from_args(args):
 
 
 def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
-    from ..imageio import read_volume
+    from OsteoAIBaseLib.imageio import read_volume
+
     from ..output_folder import MIN_FREE_BYTES, check_output_dir, output_lock
     from ..outputs import write_outputs
     from ..pipeline import run_pipeline

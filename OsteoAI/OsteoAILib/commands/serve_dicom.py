@@ -38,7 +38,7 @@ def _logging(work: Path) -> None:
 
 
 def main(args) -> int:
-    from ..errors import InputError
+    from OsteoAIBaseLib.errors import InputError
 
     if args.health:
         from ..dicom_node.health import health

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from OsteoAIBaseLib.errors import InputError
 
 log = logging.getLogger("osteoai.node")
 RETRY_DELAYS_S = (5, 15, 60, 300)  # then every 300 s, for as long as it takes

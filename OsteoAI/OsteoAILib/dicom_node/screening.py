@@ -41,9 +41,10 @@ def screen_study(input_dir: str, out_dir: str, options: dict) -> dict:
     the other outputs in write_rest() once the DICOM objects are on their way (they cost ~5 s on a
     300-slice CT that the PACS need not wait for). Returns a summary without patient identity; raises
     OsteoAIError for a study it cannot use."""
-    from OsteoAILib.atomic import write_json
+    from OsteoAIBaseLib.atomic import write_json
+    from OsteoAIBaseLib.imageio import read_volume
+
     from OsteoAILib.dicom_out import write_dicom_outputs
-    from OsteoAILib.imageio import read_volume
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
     _LAST.clear()

@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import OsteoAIError
+from OsteoAIBaseLib.errors import OsteoAIError
 
 FILES = {"seg_vertebrae": "seg_vertebrae.dcm", "seg_rois": "seg_trabecular_rois.dcm", "sr": "sr.dcm"}
 
 
 def write_dicom_outputs(out, out_dir: str | os.PathLike, input_path: str | os.PathLike) -> dict[str, Path]:
     """Write ``out_dir``/dicom/: SEGs, SR and key images (and ct/ for a non-DICOM input)."""
-    from ..atomic import write_with
+    from OsteoAIBaseLib.atomic import write_with
+
     from . import source
     from .common import software_version
     from .key_images import build_key_images

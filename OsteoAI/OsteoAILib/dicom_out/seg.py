@@ -5,8 +5,8 @@ vertebra)."""
 from __future__ import annotations
 
 import numpy as np
+from OsteoAIBaseLib.levels import NAMES
 
-from ..levels import NAMES
 from ..terminology import level_color, segment_name
 from . import codes
 from .common import DEVICE_SERIAL, MANUFACTURER, MODEL, SERIES, software_version

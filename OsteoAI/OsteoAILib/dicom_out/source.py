@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from ..errors import InputError
-from ..volume import Volume
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 
 
 @dataclass
@@ -30,7 +29,7 @@ class Source:
 
 def from_dicom_folder(folder: str | Path) -> Source:
     """The series ``osteoai run`` screens in this folder: same listing and same choice."""
-    from ..dicom import choose_series, list_series
+    from OsteoAIBaseLib.dicom import choose_series, list_series
 
     series = list_series(Path(folder))
     if not series:

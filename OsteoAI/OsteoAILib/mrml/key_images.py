@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import vtk
+from OsteoAIBaseLib.volume import LPS_TO_RAS
 
-from ..volume import LPS_TO_RAS
 from .constants import ATTR
 from .scene import place_next_to
 from .tables import _json_default

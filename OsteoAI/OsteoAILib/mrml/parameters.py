@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..errors import InputError
+from OsteoAIBaseLib.errors import InputError
+
 from .constants import MODULE_NAME
 
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 
 import numpy as np
+from OsteoAIBaseLib import levels as lv
 
-from .. import levels as lv
 from ..results import Results
 from .constants import ATTR
 from .roi_boxes import _box_state, box_mask, box_moved, roi_boxes_of
@@ -93,7 +93,8 @@ def _estimator_of_run(vol, results: Results, problems: list[str]):
     if not (results.software or {}).get("vbmd_model"):
         return None
     try:
-        from ..imageio import to_canonical
+        from OsteoAIBaseLib.imageio import to_canonical
+
         from ..vbmd_model.infer import make_estimator
     except ImportError:
         problems.append("vbmd_model_unavailable: the AI vBMD model is not installed; calibrated-HU vBMD reported")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from OsteoAIBaseLib import levels as lv
 
-from .. import levels as lv
 from ..terminology import level_color
 from .constants import ATTR
 from .scene import place_next_to

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import slicer
+from OsteoAIBaseLib.errors import InputError
 
-from ..errors import InputError
 from .constants import ATTR
 
 

@@ -8,9 +8,9 @@ import re
 import numpy as np
 import slicer
 import vtk
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import InputError
 
-from .. import levels as lv
-from ..errors import InputError
 from ..terminology import SNOMED_VERTEBRA, level_color
 from .constants import (
     ANATOMIC_CONTEXT,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import slicer
+from OsteoAIBaseLib import levels as lv
 
-from .. import levels as lv
 from ..results import Results
 from .constants import ATTR
 from .scene import place_next_to

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import vtk
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 from vtkmodules.util import numpy_support
 
-from ..errors import InputError
-from ..volume import Volume
 from .constants import ATTR
 
 

@@ -80,7 +80,7 @@ def write_scene(output, out_dir: str | os.PathLike, options=None, name: str | No
 
 
 def _write_key_pngs(output, out_dir: Path) -> str | None:
-    from ..atomic import write_with
+    from OsteoAIBaseLib.atomic import write_with
 
     wrote = None
     for k in output.key_images or []:

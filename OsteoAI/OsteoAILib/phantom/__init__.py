@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage
 
 from .. import physics
-from ..errors import InputError
-from ..volume import Volume
 from . import acquisition as acq
 from .anatomy import SEQ, build_anatomy
 from .params import DOSES, TISSUES, Phantom, PhantomParams

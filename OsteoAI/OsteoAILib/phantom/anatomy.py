@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import InputError
 
-from .. import levels as lv
-from ..errors import InputError
 from .params import TISSUES, PhantomParams
 
 T = TISSUES

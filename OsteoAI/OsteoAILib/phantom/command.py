@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import InputError
+from OsteoAIBaseLib.errors import InputError
 
 
 def add_arguments(p) -> None:

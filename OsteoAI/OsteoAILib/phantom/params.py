@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-
-from ..volume import Volume
+from OsteoAIBaseLib.volume import Volume
 
 # Material map ids (``Phantom.tissues``). Trabecular / arch / rib-marrow HU depend on the level.
 TISSUES: dict[str, int] = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from OsteoAIBaseLib.atomic import write_json, write_with
+from OsteoAIBaseLib.imageio import volume_to_sitk
 
-from ..atomic import write_json, write_with
-from ..imageio import volume_to_sitk
 from .params import Phantom
 
 

@@ -93,9 +93,8 @@ def _phantom_params(params: dict):
 
 def truth_segmentation(ph):
     """A SpineSegmentation made of the phantom's own masks (the 'truth' mode)."""
-    from OsteoAISegmentLib.api import SpineSegmentation
-
-    from ..levels import ORDER
+    from OsteoAIBaseLib.levels import ORDER
+    from OsteoAISegmentLib.segmentation import SpineSegmentation
 
     present = [int(x) for x in np.unique(ph.vertebrae) if x != 0]
     return SpineSegmentation(
@@ -166,7 +165,7 @@ def scan_volume(ph, params: dict):
 
 
 def truth_by_label(ph) -> dict[int, dict]:
-    from ..levels import label
+    from OsteoAIBaseLib.levels import label
 
     return {label(t["level"]): t for t in ph.truth["levels"]}
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from OsteoAIBaseLib import model_registry
+from OsteoAIBaseLib.errors import OsteoAIError
 
-from .. import model_registry
-from ..errors import OsteoAIError
 from . import model as mlp
 from .features import FEATURE_NAMES, LevelInput, level_features, reference_noise_sd
 
@@ -91,7 +91,7 @@ _REQUIRED = {"name": str, "version": str, "normalisation": dict, "target_scale":
 def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
     """Load ``model.json`` + weights from ``path`` (a folder); raise ModelError when missing or altered.
 
-    The weights must have the sha256 pinned in :mod:`OsteoAILib.model_registry` for the card's name and
+    The weights must have the sha256 pinned in :mod:`OsteoAIBaseLib.model_registry` for the card's name and
     version (the card's own hash is only trusted for unpinned, user-trained versions), lie inside the
     folder, and load without pickle.
     """

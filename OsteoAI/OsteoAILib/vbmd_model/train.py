@@ -174,7 +174,7 @@ def save_weights(path: Path, weights: dict[str, np.ndarray]) -> None:
     """npz with fixed zip timestamps, so the same seed gives the same bytes (and sha256)."""
     import io
 
-    from ..atomic import atomic_path
+    from OsteoAIBaseLib.atomic import atomic_path
 
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(weights):
@@ -184,8 +184,9 @@ def save_weights(path: Path, weights: dict[str, np.ndarray]) -> None:
 
 
 def main(args) -> int:
+    from OsteoAIBaseLib.atomic import write_json, write_text
+
     from .. import __version__
-    from ..atomic import write_json, write_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from OsteoAILib.errors import CancelledError, InputError, OsteoAIError
-from OsteoAILib.volume import Volume
+from OsteoAIBaseLib.errors import CancelledError, InputError, OsteoAIError
+from OsteoAIBaseLib.volume import Volume
 
 from . import preprocess as pp
 from .labels import BODY, N_SEM
@@ -26,7 +26,7 @@ def model_dir() -> Path:
     env = os.environ.get("OSTEOAI_MODELS")
     if env:
         return Path(env) / MODEL_NAME
-    from OsteoAILib.model_registry import shipped_dir
+    from OsteoAIBaseLib.model_registry import shipped_dir
 
     return shipped_dir(MODEL_NAME)  # repository models/, else the installed package's (wheel, extension)
 
@@ -36,7 +36,7 @@ class ModelUnavailable(OsteoAIError):
 
 
 def sha256(path: Path) -> str:
-    from OsteoAILib.model_registry import sha256_file
+    from OsteoAIBaseLib.model_registry import sha256_file
 
     return sha256_file(path)
 
@@ -57,8 +57,8 @@ def read_card(directory: Path | None = None) -> dict:
 
 def check_weights(directory: Path | None = None) -> tuple[dict, Path]:
     """Return (model.json, weights path); raise ModelUnavailable if missing, outside the folder, or not
-    the shipped file for the card's version (the pin lives in OsteoAILib.model_registry, not the card)."""
-    from OsteoAILib.model_registry import IntegrityError, check, confined
+    the shipped file for the card's version (the pin lives in OsteoAIBaseLib.model_registry, not the card)."""
+    from OsteoAIBaseLib.model_registry import IntegrityError, check, confined
 
     d = directory or model_dir()
     card = read_card(d)
@@ -151,7 +151,7 @@ def predict(x: np.ndarray, net, card: dict, device: str = "cpu", cancel=None):
 
 def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[float, str], None] | None = None,
                        cancel: Callable[[], bool] | None = None):
-    from ..api import SpineSegmentation
+    from ..segmentation import SpineSegmentation
     from .postprocess import label_vertebrae
 
     def report(f, msg):
@@ -206,6 +206,6 @@ def w_name(card: dict) -> str:
 
 
 def _name(v: int) -> str:
-    from OsteoAILib import levels
+    from OsteoAIBaseLib import levels
 
     return levels.NAMES.get(int(v), str(v))

@@ -13,7 +13,7 @@ Steps, all on the coarse isotropic grid:
 from __future__ import annotations
 
 import numpy as np
-from OsteoAILib import levels as lv
+from OsteoAIBaseLib import levels as lv
 from scipy import ndimage
 
 from ..naming import MARGIN_NATS

@@ -14,10 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from OsteoAISegmentLib.ai import preprocess as pp
+from OsteoAISegmentLib.ai.labels import (
+    BG,
+    BODY,
+    DISC,
+    IGNORE,
+    POSTERIOR,
+    RIB,
+    SACRUM,
+    TS_RIBS,
+    level_target,
+    totalseg_to_verse,
+)
 from scipy import ndimage
-
-from ..ai import preprocess as pp
-from ..ai.labels import BG, BODY, DISC, IGNORE, POSTERIOR, RIB, SACRUM, TS_RIBS, level_target, totalseg_to_verse
 
 VERT_ANY = 254
 SPACING = 2.0
@@ -43,7 +53,7 @@ def real_truth(root: Path, name: str):
 
     Returns (vol, verse, sem) where verse may be partial (mask-T12: only T12 is labelled).
     """
-    from OsteoAILib.imageio import read_volume, to_canonical
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
 
     ct_rel, kind = REAL[name]
     folder = root / name
@@ -167,9 +177,8 @@ def pseudo_truth(vol, vertebrae: np.ndarray, bodies: np.ndarray, qc: list[str]):
 def prepare_pseudo(root: Path, out: Path, names=None, log=print, sources: dict | None = None) -> list[Path]:
     """``pseudo_<name>.npz`` for each unlabelled real CT, labelled by the classical segmenter.
     ``sources`` (name -> path under root) replaces the built-in list of tcia-* volumes."""
-    from OsteoAILib.imageio import read_volume, to_canonical
-
-    from ..api import segment_spine
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
+    from OsteoAISegmentLib.api import segment_spine
 
     sources = sources or PSEUDO
     paths = []

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from OsteoAILib.errors import InputError
+from OsteoAIBaseLib.errors import InputError
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -126,10 +126,9 @@ def main(args) -> int:
 
 def write_card(weights: Path, extra: dict | None = None) -> Path:
     """model.json beside the weights: architecture, preprocessing, label map, sha256, training run."""
-    from OsteoAILib.atomic import write_json
-
-    from ..ai import labels
-    from ..ai.inference import sha256
+    from OsteoAIBaseLib.atomic import write_json
+    from OsteoAISegmentLib.ai import labels
+    from OsteoAISegmentLib.ai.inference import sha256
 
     train_info = {}
     side = weights.with_suffix(".train.json")

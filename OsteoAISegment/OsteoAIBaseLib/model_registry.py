@@ -21,7 +21,7 @@ PINNED: dict[tuple[str, str], dict[str, str]] = {
 
 
 # Where the shipped models are, without any environment variable: ``models/`` of a source checkout, else
-# ``OsteoAILib/models/`` of an installed copy (the wheel's package data, the Slicer extension's CMake install).
+# ``OsteoAIBaseLib/models/`` of an installed copy (the wheel's package data, the Slicer extension's CMake install).
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 PACKAGED_MODELS = Path(__file__).resolve().parent / "models"
 

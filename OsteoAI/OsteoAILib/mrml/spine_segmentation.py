@@ -10,14 +10,15 @@ import json
 from collections.abc import Callable
 
 import numpy as np
+from OsteoAIBaseLib.imageio import from_canonical, to_canonical
+
 from OsteoAILib import mrml as core_mrml
-from OsteoAILib.imageio import from_canonical, to_canonical
 
 ATTR = core_mrml.ATTR
 
 
 def add_spine_segmentation(scene, seg, canonical, ref_volume_node, bodies: bool = True, surface: bool = True) -> dict:
-    """Nodes for a :class:`~OsteoAISegmentLib.api.SpineSegmentation` computed on ``canonical``.
+    """Nodes for a :class:`~OsteoAISegmentLib.segmentation.SpineSegmentation` computed on ``canonical``.
 
     The labelmaps go back onto the input volume's grid (the stage works on the canonical grid).
     Returns ``{"vertebrae": node, "bodies": node | None}``.
@@ -92,7 +93,7 @@ def segment_volume_node(
     background process instead, so the GUI stays responsive.
     """
     if segmenter is None:
-        from .api import segment_spine as segmenter
+        from OsteoAISegmentLib.api import segment_spine as segmenter
     original = core_mrml.volume_from_node(volume_node)
     canonical = to_canonical(original)
     seg = segmenter(canonical, method=method, device=device, progress=progress, cancel=cancel)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from OsteoAISegmentLib.ai.labels import IGNORE, N_SEM
+from OsteoAISegmentLib.ai.network import DEFAULT_CONFIG, build_network
 
-from ..ai.labels import IGNORE, N_SEM
-from ..ai.network import DEFAULT_CONFIG, build_network
 from .dataset import VERT_ANY, load_sample
 
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from OsteoAILib import levels as lv
-from OsteoAILib.errors import InputError
+from OsteoAIBaseLib import levels as lv
+from OsteoAIBaseLib.errors import InputError
 from scipy import ndimage
 
 ID_MM = 20.0
@@ -75,7 +75,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def real_cases(root: Path, names=None):
-    from .training.dataset import REAL, real_truth
+    from .dataset import REAL, real_truth
 
     for name in names or REAL:
         vol, verse, _ = real_truth(root, name)
@@ -85,7 +85,7 @@ def real_cases(root: Path, names=None):
 def phantom_cases(seeds: list[int]):
     from OsteoAILib.phantom import make_phantom
 
-    from .training.dataset import random_phantom_params
+    from .dataset import random_phantom_params
 
     for s in seeds:
         params, _ = random_phantom_params(s)
@@ -94,7 +94,7 @@ def phantom_cases(seeds: list[int]):
 
 
 def run_segmenter(method: str, vol, device: str, model_dir: Path | None = None):
-    from .api import segment_spine
+    from OsteoAISegmentLib.api import segment_spine
 
     old = os.environ.get("OSTEOAI_MODELS")
     if model_dir is not None:  # a cross-validation fold: point the model loader at it
@@ -125,7 +125,7 @@ def _fold_for(name: str, model_root: Path) -> Path | None:
 
 def evaluate(segmenters: list[str], real_root: Path | None, real_names, seeds: list[int], device: str = "cpu",
              cross_validation: bool = False, log=print) -> dict:
-    from .ai.inference import model_dir
+    from OsteoAISegmentLib.ai.inference import model_dir
 
     cases = []
     if real_root is not None:
@@ -207,9 +207,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from OsteoAILib.atomic import write_json
+    from OsteoAIBaseLib.atomic import write_json
 
-    from .training.command import parse_seeds
+    from .command import parse_seeds
 
     segs = [s.strip() for s in args.segmenters.split(",") if s.strip()]
     for s in segs:
@@ -217,7 +217,7 @@ def main(args) -> int:
             raise InputError(f"unknown segmenter {s!r}")
     root = None
     if (args.data or "").lower() != "none":
-        root = Path(args.data) if args.data else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+        root = Path(args.data) if args.data else Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
         if not root.is_dir():
             print(f"real data not found at {root}: phantoms only")
             root = None
