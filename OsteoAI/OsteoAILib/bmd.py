@@ -12,6 +12,7 @@ import numpy as np
 from OsteoAIBaseLib.levels import NAMES, parse_range
 from OsteoAIBaseLib.volume import Volume
 
+from .label_boxes import boxes_by_label
 from .results import (
     ACR_NORMAL_ABOVE,
     ACR_OSTEOPOROSIS_BELOW,
@@ -77,7 +78,7 @@ def measure_levels(
     ``estimator(label, values, cal) -> (vbmd, (lo, hi), method) | None`` lets the AI model replace the
     plain calibrated estimate; it returns None when it cannot judge a level.
     """
-    boxes = label_boxes(rois)
+    boxes = boxes_by_label(rois)
     wanted = list(boxes) if labels is None else list(labels)
     out: list[LevelResult] = []
     for lab in sorted(wanted, key=_craniocaudal):
@@ -103,13 +104,6 @@ def measure_levels(
             lr.qc.append(f"implausible: vBMD {lr.vbmd_mg_cm3:.0f} mg/cm3 is outside 0-350")
         out.append(lr)
     return out
-
-
-def label_boxes(labelmap: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    """Bounding box of every label in one pass (masking the whole volume per label is slow)."""
-    from .qc import label_boxes as boxes_list
-
-    return {i + 1: sl for i, sl in enumerate(boxes_list(labelmap)) if sl is not None}
 
 
 def _craniocaudal(lab: int) -> int:

@@ -167,9 +167,9 @@ def select_and_render(
     for lv in sorted(measured, key=lambda lv: (bool(lv.qc), lv.label)):
         if all(lv is not p for p, _ in picks):
             picks.append((lv, "flagged level" if lv.qc else "additional level"))
-    from .bmd import label_boxes
+    from .label_boxes import boxes_by_label
 
-    boxes = label_boxes(rois)
+    boxes = boxes_by_label(rois)
     for n, (lv, why) in enumerate(picks[: n_images - 1], start=2):
         images.append(axial_image(vol, vertebrae, rois, lv, n, why, boxes.get(lv.label)))
     return images

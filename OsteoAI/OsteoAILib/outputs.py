@@ -54,13 +54,16 @@ def radiomics_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool = False,
+def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike,
+                  scene: Callable[[PipelineOutput, Path], Path] | None = None,
                   extra: Callable[[Path], object] | None = None) -> dict[str, Path]:
     """Write the result into ``out_dir`` as a whole: staged, each file verified, then committed with
     ``results.json`` last (see :mod:`.output_folder`). Files of an earlier result never survive beside it.
 
     ``extra(stage)`` writes further outputs (e.g. the DICOM SEG/SR under ``dicom/``) into the staging
     folder, so they are verified, listed in results.json and replaced together with the rest.
+    ``scene(out, stage) -> Path`` writes scene.mrml there too: the entry point passes the MRML bridge's
+    ``write_scene``, so the core never imports slicer.
     """
     d = check_output_dir(out_dir).resolve()
     with output_lock(d):
@@ -82,7 +85,7 @@ def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike, scene: bool =
     return files
 
 
-def _write_staged(out: PipelineOutput, d: Path, scene: bool) -> dict[str, Path]:
+def _write_staged(out: PipelineOutput, d: Path, scene) -> dict[str, Path]:
     files: dict[str, Path] = {}
     files["vertebrae"] = write_volume(out.volume, d / "vertebrae.nii.gz", out.vertebrae.astype("int16"))
     files["rois"] = write_volume(out.volume, d / "trabecular_rois.nii.gz", out.rois.astype("int16"))
@@ -94,10 +97,8 @@ def _write_staged(out: PipelineOutput, d: Path, scene: bool) -> dict[str, Path]:
     files["csv"] = write_text(d / "results.csv", results_csv(out))
     if out.radiomics:
         files["radiomics"] = write_text(d / "radiomics.csv", radiomics_csv(out.radiomics))
-    if scene:
-        from .mrml import write_scene  # needs slicer-core: imported only when a scene is asked for
-
-        files["scene"] = write_scene(out, d)
+    if scene is not None:
+        files["scene"] = scene(out, d)
     return files
 
 

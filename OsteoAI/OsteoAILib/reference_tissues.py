@@ -110,7 +110,7 @@ class _Spine:
         # landmarks than one slice's outline, which shrinks at the endplates.
         foot: dict[int, tuple[int, int, np.ndarray]] = {}
         if bod is not None:
-            from .qc import cached_label_boxes  # shared with the per-level QC that follows
+            from .label_boxes import cached_label_boxes  # shared with the per-level QC that follows
 
             for n, box in enumerate(cached_label_boxes(seg.bodies), start=1):
                 if box is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dicom_tags as tags
-from .errors import InputError
+from .errors import InputError, reader_message
 from .volume import Volume
 
 # Kernels meant for soft tissue / standard reconstruction (preferred for densitometry); sharp lung or
@@ -398,9 +398,7 @@ def _stored_pixels(path: Path, cache: dict) -> tuple[np.ndarray, bool]:
         try:
             img = sitk.ReadImage(str(path))
         except RuntimeError as e:
-            from .imageio import _last_line
-
-            raise InputError(f"cannot decode the DICOM pixels: {_last_line(e, path)}") from None
+            raise InputError(f"cannot decode the DICOM pixels: {reader_message(e, path)}") from None
         arr, rescaled = sitk.GetArrayFromImage(img), True
         if arr.ndim == 3 and arr.shape[0] == 1:
             arr = arr[0]

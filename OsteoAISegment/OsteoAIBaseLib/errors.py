@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class OsteoAIError(Exception):
     """Base class: the message is meant for the user, so it is printed with control characters escaped
@@ -35,3 +37,14 @@ def printable(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def reader_message(e: Exception, path: Path | None = None) -> str:
+    """The last line of a reader's message (ITK, nibabel, the OS), without the input's path: file and
+    folder names often are patient names."""
+    lines = str(e).strip().splitlines()
+    text = lines[-1] if lines else "unreadable"
+    if path is not None:
+        for s in sorted({str(path), str(path.resolve()), str(path.parent), path.name}, key=len, reverse=True):
+            text = text.replace(s, "<input>")
+    return printable(text[:200])

@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import write_with
-from .errors import InputError
+from .errors import InputError, reader_message
 from .volume import Volume
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -45,14 +45,14 @@ def read_volume(path: str | os.PathLike) -> Volume:
         try:
             return read_dicom_folder(p)
         except OSError as e:  # an unreadable file or sub-folder, a vanished file
-            raise InputError(f"cannot read the input folder: {_last_line(OSError(e.strerror), p)}") from None
+            raise InputError(f"cannot read the input folder: {reader_message(OSError(e.strerror), p)}") from None
     if not p.name.lower().endswith(VOLUME_SUFFIXES):
         raise InputError("unsupported input file type (expected NIfTI, NRRD, MHA or a DICOM folder)")
     kind = _kind(p)
     try:
         img = sitk.ReadImage(str(p))
     except RuntimeError as e:
-        raise InputError(f"cannot read the {kind} input: {_last_line(e, p)}") from None
+        raise InputError(f"cannot read the {kind} input: {reader_message(e, p)}") from None
     if img.GetDimension() != 3:
         raise InputError(f"the input is a {img.GetDimension()}D image: a 3D CT volume is needed")
     if img.GetNumberOfComponentsPerPixel() != 1:
@@ -78,18 +78,6 @@ def read_volume(path: str | os.PathLike) -> Volume:
 def _kind(p: Path) -> str:
     name = p.name.lower()
     return "NIfTI" if name.endswith((".nii", ".nii.gz")) else "NRRD" if name.endswith((".nrrd", ".nhdr")) else "MHA"
-
-
-def _last_line(e: Exception, path: Path | None = None) -> str:
-    """The last line of a reader's message, without the input's path (file and folder names identify)."""
-    from .errors import printable
-
-    lines = str(e).strip().splitlines()
-    text = lines[-1] if lines else "unreadable"
-    if path is not None:
-        for s in sorted({str(path), str(path.resolve()), str(path.parent), path.name}, key=len, reverse=True):
-            text = text.replace(s, "<input>")
-    return printable(text[:200])
 
 
 def _nifti_checks(p: Path, vol: Volume) -> None:

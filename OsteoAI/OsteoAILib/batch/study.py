@@ -117,7 +117,10 @@ def _screen_into(tmp: Path, spec, options, task):
     out = run_pipeline(vol, options)
     out.results.timing_s = {"read": round(t_read, 3), **out.results.timing_s}
     t1 = time.perf_counter()
-    write_outputs(out, tmp, scene=task.get("scene", False))
+    scene = None
+    if task.get("scene", False):  # the MRML bridge writes it; it needs slicer-core, imported only when asked for
+        from ..mrml import write_scene as scene
+    write_outputs(out, tmp, scene=scene)
     out.results.timing_s["write"] = round(time.perf_counter() - t1, 3)
     atomic.write_json(tmp / STUDY_FILE, {
         "study_id": spec.id,

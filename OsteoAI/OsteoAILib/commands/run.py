@@ -110,7 +110,10 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
             def extra(stage):  # into the staging folder: committed, listed and replaced with the rest
                 progress(1.0, "writing DICOM SEG, SR and key images")
                 write_dicom_outputs(out, stage, input_path)
-        files = write_outputs(out, out_dir, scene=args.scene, extra=extra)
+        scene = None
+        if args.scene:  # the MRML bridge writes it; it needs slicer-core, imported only when asked for
+            from ..mrml import write_scene as scene
+        files = write_outputs(out, out_dir, scene=scene, extra=extra)
     print(summary_table(out.results, truth))
     print(f"\nWrote {len(files)} files to the output folder (results.json, results.csv, labelmaps, key_images/)")
     if args.scene:
