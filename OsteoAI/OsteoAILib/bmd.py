@@ -13,6 +13,7 @@ from OsteoAIBaseLib.levels import NAMES, parse_range
 from OsteoAIBaseLib.volume import Volume
 
 from .label_boxes import boxes_by_label
+from .qc import EXCLUDING, code, implausible_flags
 from .results import (
     ACR_NORMAL_ABOVE,
     ACR_OSTEOPOROSIS_BELOW,
@@ -30,18 +31,6 @@ N_DIAGNOSTIC_LEVELS = 2
 # Noise in CT is spatially correlated over a few voxels; count independent samples per this many voxels
 # when turning an ROI's SD into the standard error of its mean.
 VOXELS_PER_INDEPENDENT_SAMPLE = 8
-
-
-def qc_code(flag: str) -> str:
-    return flag.split(":", 1)[0].strip()
-
-
-def excluding_codes() -> set[str]:
-    try:
-        from .qc import EXCLUDING
-    except ImportError:  # qc module not available: the conservative built-in list
-        EXCLUDING = {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi"}
-    return set(EXCLUDING)
 
 
 def roi_statistics(values: np.ndarray) -> dict:
@@ -100,8 +89,7 @@ def measure_levels(
             if est is not None:
                 lr.extra["vbmd_calibrated_hu"] = lr.vbmd_mg_cm3
                 lr.vbmd_mg_cm3, lr.vbmd_ci95, lr.vbmd_method = est
-        if not (0.0 <= lr.vbmd_mg_cm3 <= 350.0):
-            lr.qc.append(f"implausible: vBMD {lr.vbmd_mg_cm3:.0f} mg/cm3 is outside 0-350")
+        lr.qc += implausible_flags(lr.vbmd_mg_cm3, lab)
         out.append(lr)
     return out
 
@@ -118,11 +106,10 @@ def diagnose(levels: list[LevelResult], diagnostic_levels: str | None = None) ->
     Default: two clean levels among T11-L2, preferring L1 and L2. A level with an excluding QC flag
     (fracture, too small an ROI, cut by the field of view, metal, implausible) never counts.
     """
-    excl = excluding_codes()
     by_name = {lv.level: lv for lv in levels}
 
     def clean(lv: LevelResult) -> bool:
-        return lv.vbmd_mg_cm3 is not None and not any(qc_code(f) in excl for f in lv.qc)
+        return lv.vbmd_mg_cm3 is not None and not any(code(f) in EXCLUDING for f in lv.qc)
 
     if diagnostic_levels:
         preference = [NAMES[x] for x in parse_range(diagnostic_levels)]
@@ -133,7 +120,7 @@ def diagnose(levels: list[LevelResult], diagnostic_levels: str | None = None) ->
     chosen = [by_name[n] for n in preference if n in by_name and clean(by_name[n])]
     if not diagnostic_levels:
         chosen = chosen[:N_DIAGNOSTIC_LEVELS]
-    excluded = [f"{lv.level} ({', '.join(qc_code(f) for f in lv.qc if qc_code(f) in excl)})"
+    excluded = [f"{lv.level} ({', '.join(code(f) for f in lv.qc if code(f) in EXCLUDING)})"
                 for lv in levels if lv.level in preference and not clean(lv)]
     if excluded:
         criteria += "; excluded: " + "; ".join(excluded)

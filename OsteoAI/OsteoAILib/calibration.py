@@ -40,7 +40,8 @@ from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.volume import Volume
 
 from . import physics
-from .reference_tissues import REFERENCE_NAMES, measure_voxels, reference_voxels
+from .reference_table import REFERENCE_NAMES, UNENHANCED, WEIGHTS
+from .reference_tissues import measure_voxels, reference_voxels
 from .results import Calibration
 
 METHODS = ("auto", "internal", "phantom", "none")
@@ -56,8 +57,6 @@ CUPPING_MAX_RMS_HU = 6.0  # a cupping fit is kept only if it explains every refe
 CLIP_TOLERANCE_HU = 100.0
 DEFAULT_SPINE_DEPTH = 0.9  # 1 - r^2 of the vertebral bodies when they cannot be located
 CONTRAST_ABOVE_HU = 150.0  # calibrated aortic blood above this: iodinated contrast
-# Relative trust in each reference (typical biological spread of its true CT number).
-WEIGHTS = {"air": 1.0, "fat": 1.0, "muscle": 0.7, "blood": 0.8}
 
 
 def resolve_kvp(vol: Volume, kvp: float | None = None) -> tuple[float, str, list[str]]:
@@ -181,7 +180,7 @@ def robust_fit(points: dict[str, tuple[float, float, float]], bins: dict[str, li
     # Cupping is only believed when every reference, the deep aortic blood included, agrees with
     # it: fatty paraspinal muscle alone must not pass for beam hardening (it is dropped instead).
     everything = np.ones(len(names), bool)
-    if bins and {"air", "fat", "muscle", "blood"} <= set(names) and np.sqrt(np.cov(D, aweights=W)) > MIN_DEPTH_SPREAD:
+    if bins and set(REFERENCE_NAMES) <= set(names) and np.sqrt(np.cov(D, aweights=W)) > MIN_DEPTH_SPREAD:
         cup_params = fit(everything, cup=True)
         rms_cup = rms_of(cup_params, everything)
         if cup_params[2] > 0 and rms_cup <= CUPPING_MAX_RMS_HU and rms_cup < rms_of(fit(everything), everything):
@@ -210,7 +209,7 @@ def detect_contrast(references: dict, kvp: float = DEFAULT_KVP) -> tuple[bool, s
     expected = physics.reference_hu(kvp)
     pts = {
         n: (references[n]["measured_hu"], expected[n], WEIGHTS[n])
-        for n in ("air", "fat", "muscle")
+        for n in UNENHANCED
         if n in references and references[n].get("measured_hu") is not None
     }
     cal_b = float(b)

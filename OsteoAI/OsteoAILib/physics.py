@@ -42,6 +42,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .reference_table import REFERENCE_TISSUES
+
 # Energies (keV) of the NIST grid used here and (mu/rho) in cm2/g, total attenuation with coherent
 # scattering (Hubbell & Seltzer, NISTIR 5632, element tables z01 ... z26).
 _E_KEV = np.array([20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0])
@@ -213,9 +215,6 @@ def marrow_fat_fraction_for_age(age: float) -> float:
     return float(np.interp(float(age), _AGE_TABLE, _FAT_TABLE))
 
 
-REFERENCE_TISSUES = {"air": "air", "fat": "adipose", "muscle": "muscle", "blood": "blood"}
-
-
 def reference_hu(kvp: float) -> dict[str, float]:
     """Expected CT numbers of the internal-calibration reference tissues (unenhanced blood)."""
-    return {name: hu(mat, kvp) for name, mat in REFERENCE_TISSUES.items()}
+    return {t.name: hu(t.material, kvp) for t in REFERENCE_TISSUES}

@@ -166,7 +166,7 @@ def run_pipeline(
                                     phantom_pairs=opt.phantom_pairs)
         scan_qc += cal.qc
     with st.stage("vbmd", "estimating vBMD"):
-        level_qc, extra = _level_context(canonical, seg, rois, cal)
+        level_qc, extra = level_context(canonical, seg, rois, cal)
         estimator_problems: list[str] = []
         estimator, model_version = _estimator(opt, canonical, cal, estimator_problems)
         scan_qc += estimator_problems
@@ -174,7 +174,7 @@ def run_pipeline(
                                     extra=extra, estimator=estimator)
         for lv in levels:
             lv.qc = _dedupe(lv.qc)
-        scan_qc += qc.scan_flags(canonical, seg, cal) if hasattr(qc, "scan_flags") else []
+        scan_qc += qc.scan_flags(canonical, seg, cal)
         diagnosis = bmd.diagnose(levels, opt.diagnostic_levels)
         scan_qc += bmd.near_threshold_flags(diagnosis)
     with st.stage("key_images", "rendering key images"):
@@ -222,8 +222,9 @@ def _dedupe(flags: list[str]) -> list[str]:
     return list(dict.fromkeys(flags))
 
 
-def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict[int, dict]]:
-    """Per-level QC flags and measurements (ROI box, body heights, fracture grade) before vBMD."""
+def level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict[int, dict]]:
+    """Per-level QC flags and measurements (ROI box, body heights, fracture grade) before vBMD: what the
+    pipeline hands to the vBMD stage, and what the benchmarks score the flags with."""
     from . import qc
 
     flags: dict[int, list[str]] = {}
@@ -234,8 +235,7 @@ def _level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dic
         f = list(info.qc) if info is not None else []
         if lab in partial:
             f.append(f"fov_cut: {NAMES.get(lab, lab)} is cut by the edge of the scan")
-        if hasattr(qc, "level_flags"):
-            f += qc.level_flags(canonical, seg, rois, cal, lab)
+        f += qc.level_flags(canonical, seg, rois, cal, lab)
         f += _corrupt_roi_flags(canonical, rois.labelmap == lab, lab)
         if any(x.startswith(("fov_cut", "body_cut")) for x in f):
             # Heights of a body the scan cuts are not its heights: no fracture grade from them.

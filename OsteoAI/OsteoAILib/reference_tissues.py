@@ -33,7 +33,8 @@ from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 from scipy.stats import norm
 
-REFERENCE_NAMES = ("air", "fat", "muscle", "blood")
+from .reference_table import REFERENCE_NAMES
+
 N_SLICES = 16
 MAX_CLIPPED = 0.75  # air clipped beyond this fraction is unusable (its level is below the clip)
 MAX_VOXELS = 200_000  # per reference: more adds time, not precision

@@ -378,9 +378,9 @@ def test_random_pixels_in_one_roi_slice_are_found():
 
     flags = _corrupt_roi_flags(Volume(a, (0.8, 0.8, 2.0)), roi, 20)
     assert len(flags) == 1 and flags[0].startswith("implausible: L1 ROI slice k=10 looks corrupted")
-    from OsteoAILib.bmd import excluding_codes
+    from OsteoAILib.qc import EXCLUDING
 
-    assert "implausible" in excluding_codes()  # 'implausible' keeps the level out of the diagnosis
+    assert "implausible" in EXCLUDING  # 'implausible' keeps the level out of the diagnosis
 
 
 def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level():

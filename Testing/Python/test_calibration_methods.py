@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.volume import Volume
-from OsteoAILib import calibration, physics
+from OsteoAILib import calibration, physics, reference_table
 from OsteoAILib.results import Calibration
 
 
@@ -14,7 +14,7 @@ def _points(kvp, a=1.0, b=0.0, bias=None):
     exp = physics.reference_hu(kvp)
     bias = bias or {}
     # measured = (true + biological bias) on a scanner with HU' = a HU + b
-    return {n: (a * (exp[n] + bias.get(n, 0.0)) + b, exp[n], calibration.WEIGHTS[n]) for n in exp}
+    return {n: (a * (exp[n] + bias.get(n, 0.0)) + b, exp[n], reference_table.WEIGHTS[n]) for n in exp}
 
 
 @pytest.mark.parametrize("a,b", [(1.0, 0.0), (0.9, -30.0), (1.1, 30.0)])
@@ -123,7 +123,7 @@ def _cupped(kvp, a, b, c, depths):
     """Points and depth bins of a scanner with HU' = a (HU - c depth) + b."""
     exp = physics.reference_hu(kvp)
     bins = {n: [(d, a * (exp[n] - c * d) + b, 1000) for d in depths[n]] for n in exp}
-    pts = {n: (float(np.mean([m for _, m, _ in bins[n]])), exp[n], calibration.WEIGHTS[n]) for n in exp}
+    pts = {n: (float(np.mean([m for _, m, _ in bins[n]])), exp[n], reference_table.WEIGHTS[n]) for n in exp}
     return pts, bins
 
 

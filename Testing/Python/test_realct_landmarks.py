@@ -29,13 +29,13 @@ FLOORS = {  # measured 2026-11-30 (identified 3/12, 1/14, 1/10, 10/12, 0/6, 5/5,
 def _run(folder):
     from OsteoAIBaseLib.imageio import read_volume, to_canonical
     from OsteoAILib import roi
-    from OsteoAILib.pipeline import _level_context
+    from OsteoAILib.pipeline import level_context
     from OsteoAISegmentLib.api import segment_spine
 
     canonical = to_canonical(read_volume(folder / FLOORS[folder.name][0]))
     seg = segment_spine(canonical, method="classical")
     rois = roi.place_rois(canonical, seg)
-    level_qc, _ = _level_context(canonical, seg, rois, None)
+    level_qc, _ = level_context(canonical, seg, rois, None)
     return canonical, seg, rois, level_qc
 
 

@@ -45,12 +45,12 @@ LABELLED = {
 def segment(canonical, segmenter: str):
     """Segmentation, ROIs and per-level QC exactly as the pipeline makes them."""
     from OsteoAILib import roi
-    from OsteoAILib.pipeline import _level_context
+    from OsteoAILib.pipeline import level_context
     from OsteoAISegmentLib.api import segment_spine
 
     seg = segment_spine(canonical, method=segmenter)
     rois = roi.place_rois(canonical, seg)
-    level_qc, _extra = _level_context(canonical, seg, rois, None)
+    level_qc, _extra = level_context(canonical, seg, rois, None)
     return seg, rois, level_qc
 
 

@@ -45,18 +45,18 @@ def held_back_params(i: int, grids: str = "fixed", first_seed: int = FIRST_SEED)
 def estimate(vol, params, masks, ph, model):
     """{label: (plain, ai, lo, hi, excluding QC flags)} for one volume through the real stages.
 
-    The flags are the pipeline's own (pipeline._level_context + the implausible check): a flagged level
+    The flags are the pipeline's own (pipeline.level_context + the implausible check): a flagged level
     is reported with its reason and kept out of the diagnosis, so it is scored apart from the numbers
     the pipeline offers as usable."""
-    from OsteoAILib import bmd, qc
-    from OsteoAILib.pipeline import _level_context
+    from OsteoAILib import qc
+    from OsteoAILib.pipeline import level_context
     from OsteoAILib.vbmd_model.dataset import measure
     from OsteoAILib.vbmd_model.features import volume_level_features
 
     rois, cal, seg = measure(vol, masks, ph, kvp=params["kvp"])
-    flags, _ = _level_context(vol, seg, rois, cal)
+    flags, _ = level_context(vol, seg, rois, cal)
     feats = volume_level_features(vol, rois.labelmap, seg.levels, cal, age=vol.meta.get("age"))
-    excl = bmd.excluding_codes()
+    excl = qc.EXCLUDING
     out = {}
     for lab, f in feats.items():
         if model.in_domain(f) is not None:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Reference tissues of the internal calibration, in a fixed order. calibration.py names them; any
-# extra reference it adds is ignored, a missing one reads as "not used" (residual 0, used 0).
-REFERENCES = ("air", "fat", "muscle", "blood")
+# The reference tissues of the internal calibration, in the table's order. Any extra reference
+# calibration.py adds is ignored, a missing one reads as "not used" (residual 0, used 0).
+from ..reference_table import REFERENCE_NAMES as REFERENCES
+
 QUANTILES = (5, 10, 25, 50, 75, 90, 95)
 
 FEATURE_NAMES: tuple[str, ...] = (
