@@ -44,7 +44,6 @@ from .reference_table import REFERENCE_NAMES, UNENHANCED, WEIGHTS
 from .reference_tissues import measure_voxels, reference_voxels
 from .results import Calibration
 
-METHODS = ("auto", "internal", "phantom", "none")
 DEFAULT_KVP = 120.0
 OUTLIER_HU = 12.0  # a reference further than this from the fit of the others is left out
 POOR_FIT_RMS_HU = 15.0
@@ -354,9 +353,9 @@ def calibrate(vol: Volume, seg=None, method: str = "auto", kvp: float | None = N
               phantom_pairs=None) -> Calibration:
     """Calibrate a canonical CT volume (HU). ``seg`` (a SpineSegmentation) locates the spine for the
     paraspinal muscle and aorta references; without it those are searched more crudely."""
-    method = (method or "auto").lower()
-    if method not in METHODS:
-        raise InputError(f"unknown calibration method {method!r} (expected one of {', '.join(METHODS)})")
+    from .options import CALIBRATION_METHODS
+
+    method = CALIBRATION_METHODS.get(method).name  # InputError naming the registered methods
     kvp_val, source, qc = resolve_kvp(vol, kvp)
     ff, ff_why = marrow_fat_fraction(vol)
     if method == "phantom":

@@ -18,9 +18,11 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "phantom": ("OsteoAILib.phantom.command", "write a synthetic spine CT with known vBMD"),
     "run": ("OsteoAILib.commands.run", "screen a CT: vertebrae, ROIs, calibration, vBMD, key images"),
+    "segment": ("OsteoAILib.commands.segment", "label the vertebrae of a CT (what the Slicer segment module runs)"),
     "batch": ("OsteoAILib.batch.command", "screen a cohort: many CTs, local processes or a Dask cluster, resumable"),
     "demo": ("OsteoAILib.commands.demo", "build the default phantom and screen it"),
     "serve-dicom": ("OsteoAILib.commands.serve_dicom", "DICOM node: screen every CT study received, forward SEG/SR"),
+    "web": ("OsteoAIWeb.command", "review app and upload page in the browser (trame-slicer)"),
     "evaluate-segmenter": ("OsteoAILib.segmenter_training.evaluate", "Dice and identification per segmenter"),
     "train-segmenter": ("OsteoAILib.segmenter_training.command", "train the MONAI vertebra segmenter"),
     "train-vbmd": ("OsteoAILib.vbmd_model.train", "train the AI vBMD estimator on phantoms"),

@@ -16,22 +16,10 @@ import numpy as np
 from OsteoAIBaseLib.levels import NAMES
 from OsteoAIBaseLib.volume import Volume
 
+from .options import PipelineOptions
 from .results import Results
 
-
-@dataclass
-class PipelineOptions:
-    levels: str | None = None  # e.g. "T11-L2"; None = every level found
-    calibration: str = "auto"  # auto | internal | phantom | none
-    phantom_pairs: list[tuple[float, float]] | None = None  # (rod HU, rod density mg/cm3)
-    segmenter: str = "auto"  # auto | model | classical | totalsegmentator
-    device: str = "cpu"
-    kvp: float | None = None  # overrides the DICOM tag
-    diagnostic_levels: str | None = None  # default: two clean levels among T11-L2, preferring L1, L2
-    vbmd_method: str = "auto"  # auto | ai | calibrated-hu
-    n_key_images: int = 4
-    radiomics: bool = False
-    keep_identifiers: bool = False  # file name, series description and UID into results (they identify)
+__all__ = ["PipelineOptions", "PipelineOutput", "run_pipeline"]
 
 
 @dataclass
@@ -146,7 +134,8 @@ def run_pipeline(
     from OsteoAIBaseLib.levels import parse_range
     from OsteoAISegmentLib.api import segment_spine
 
-    from . import bmd, calibration, keyimages, qc, roi
+    from . import calibration, keyimages, qc, roi
+    from .remeasure import remeasure
     from .validate import validate
 
     opt = options or PipelineOptions()
@@ -167,16 +156,13 @@ def run_pipeline(
         scan_qc += cal.qc
     with st.stage("vbmd", "estimating vBMD"):
         level_qc, extra = level_context(canonical, seg, rois, cal)
-        estimator_problems: list[str] = []
-        estimator, model_version = _estimator(opt, canonical, cal, estimator_problems)
-        scan_qc += estimator_problems
-        levels = bmd.measure_levels(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc,
-                                    extra=extra, estimator=estimator)
-        for lv in levels:
-            lv.qc = _dedupe(lv.qc)
+        measured = remeasure(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc, extra=extra,
+                             vbmd_method=opt.vbmd_method, diagnostic_levels=opt.diagnostic_levels,
+                             canonical=canonical)
+        levels, diagnosis, model_version = measured.levels, measured.diagnosis, measured.vbmd_model
+        scan_qc += measured.estimator_flags
         scan_qc += qc.scan_flags(canonical, seg, cal)
-        diagnosis = bmd.diagnose(levels, opt.diagnostic_levels)
-        scan_qc += bmd.near_threshold_flags(diagnosis)
+        scan_qc += measured.diagnosis_flags
     with st.stage("key_images", "rendering key images"):
         images = keyimages.select_and_render(canonical, seg.vertebrae, rois.labelmap, levels, opt.n_key_images)
     radiomics_rows = None
@@ -194,7 +180,7 @@ def run_pipeline(
         timing_s=st.timing,
         software={**_software(seg.segmenter, model_version), "models": _models_used(seg, model_version),
                   "segmenter_choice": seg.info.get("segmenter_choice", seg.segmenter),
-                  "vbmd_choice": _vbmd_choice(opt, cal, model_version, levels, estimator_problems)},
+                  "vbmd_choice": _vbmd_choice(opt, cal, model_version, levels, measured.estimator_flags)},
         key_images=[im.describe() for im in images],
     )
     if progress:
@@ -258,22 +244,6 @@ def _corrupt_roi_flags(canonical, roi_mask, lab) -> list[str]:
     k, frac = max(bad, key=lambda b: b[1])
     return [f"implausible: {NAMES.get(lab, lab)} ROI slice k={k} looks corrupted ({100 * frac:.0f}% of its voxels "
             f"jump >500 HU from both neighbour slices)"]
-
-
-def _estimator(opt: PipelineOptions, canonical, cal, problems: list[str] | None = None):
-    """The AI vBMD estimator when asked for and available; None keeps the calibrated-HU estimate (and
-    ``problems`` gets a QC flag saying why, under auto)."""
-    if opt.vbmd_method == "calibrated-hu":
-        return None, None
-    try:
-        from .vbmd_model.infer import make_estimator
-    except ImportError:
-        if opt.vbmd_method == "ai":
-            from OsteoAIBaseLib.errors import OsteoAIError
-
-            raise OsteoAIError("the AI vBMD model is not installed") from None
-        return None, None
-    return make_estimator(canonical, cal, required=opt.vbmd_method == "ai", problems=problems)
 
 
 def _vbmd_choice(opt: PipelineOptions, cal, model_tag: str | None, levels, problems: list[str]) -> str:

@@ -1,6 +1,6 @@
-"""Public entry point of the segmentation stage: one dispatcher over the segmenters.
+"""Public entry point of the segmentation stage: one result type, one dispatcher.
 
-Every segmenter (classical, the trained model, TotalSegmentator) returns a
+Every segmenter (registered in :mod:`OsteoAISegmentLib.segmenters`) returns a
 :class:`SpineSegmentation` on the canonical grid of the volume it was given.
 """
 
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.volume import Volume
 
 from .segmentation import SpineSegmentation
-
-METHODS = ("auto", "classical", "model", "totalsegmentator")
 
 
 def _model_preferred() -> bool:
@@ -45,9 +42,9 @@ def _auto_choice() -> tuple[str, str]:
 def choose_segmenter(method: str = "auto") -> tuple[str, str]:
     """(segmenter :func:`segment_spine` runs for ``method``, why), e.g.
     ``("classical", "auto -> classical: models/vertebra-seg model.json prefer_in_auto is false")``."""
-    method = (method or "auto").lower()
-    if method not in METHODS:
-        raise InputError(f"unknown segmenter {method!r} (expected one of {', '.join(METHODS)})")
+    from .segmenters import SEGMENTERS
+
+    method = SEGMENTERS.get(method).name  # InputError naming the registered ones
     if method != "auto":
         return method, f"{method}: requested"
     used, why = _auto_choice()
@@ -63,20 +60,16 @@ def segment_spine(
 ) -> SpineSegmentation:
     """Segment and label the vertebrae of a canonical volume (see imageio.to_canonical).
 
-    Raises InputError when the volume shows no spine.
+    Raises InputError when the volume shows no spine or ``method`` is not a registered segmenter.
     """
+    from .segmenters import SEGMENTERS
+
     method, why = choose_segmenter(method)
-    if method == "model":
-        from .ai.inference import segment_with_model
-
-        seg = segment_with_model(vol, device=device, progress=progress, cancel=cancel)
-    elif method == "totalsegmentator":
-        from .totalseg import segment_with_totalsegmentator
-
-        seg = segment_with_totalsegmentator(vol, device=device, progress=progress, cancel=cancel)
-    else:
-        from .classical import segment_classical
-
-        seg = segment_classical(vol, progress=progress, cancel=cancel)
+    seg = SEGMENTERS.get(method).load()(vol, device=device, progress=progress, cancel=cancel)
     seg.info.setdefault("segmenter_choice", why)  # which segmenter ran and why (results.json software)
     return seg
+
+
+def segment_auto(vol: Volume, device: str = "cpu", progress=None, cancel=None) -> SpineSegmentation:
+    """The ``auto`` entry of the registry: what :func:`choose_segmenter` picks."""
+    return segment_spine(vol, "auto", device=device, progress=progress, cancel=cancel)

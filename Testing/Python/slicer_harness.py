@@ -909,6 +909,13 @@ for _n in ("qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget", "qMRMLSubjec
 
 _STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
                     "slicer.testing", "slicer.logic", "slicer.cli", "slicer.packaging", "OsteoAI", "OsteoAISegment")
+# Imported under the stand-ins (the modules' panels and logic): dropped afterwards, so no later test sees them
+# bound to this harness's qt.
+_PER_HARNESS_PREFIXES = ("slicer.parameterNodeWrapper", "OsteoAILib.slicer_ui")
+
+
+def _per_harness(name):
+    return name in _STANDIN_MODULES or name.startswith(_PER_HARNESS_PREFIXES)
 
 
 @contextlib.contextmanager
@@ -917,8 +924,7 @@ def harness(tmp_path):
     import slicer
     from OsteoAILib import mrml
 
-    saved_modules = {k: v for k, v in sys.modules.items()
-                     if k in _STANDIN_MODULES or k.startswith("slicer.parameterNodeWrapper")}  # fmt: skip
+    saved_modules = {k: v for k, v in sys.modules.items() if _per_harness(k)}
     saved_attrs = dict(vars(slicer))
     saved_path = list(slicer.__path__)
     saved_syspath = list(sys.path)
@@ -952,7 +958,7 @@ def harness(tmp_path):
         sys.modules["qt"], sys.modules["ctk"] = qt, ctk
         for k in _STANDIN_MODULES[2:]:
             sys.modules.pop(k, None)
-        for k in [k for k in sys.modules if k.startswith("slicer.parameterNodeWrapper")]:
+        for k in [k for k in sys.modules if k.startswith(_PER_HARNESS_PREFIXES)]:
             sys.modules.pop(k)
         slicer.__path__.append(str(SLICER_PYTHON / "slicer"))
         for k, v in MRML_CLASSES.items():
@@ -973,7 +979,7 @@ def harness(tmp_path):
         sys.path[:] = saved_syspath
         slicer.__path__[:] = saved_path
         for k in list(sys.modules):
-            if k in _STANDIN_MODULES or k.startswith("slicer.parameterNodeWrapper"):
+            if _per_harness(k):
                 del sys.modules[k]
         sys.modules.update(saved_modules)
         for k in [k for k in vars(slicer) if k not in saved_attrs]:

@@ -22,6 +22,8 @@ LIBS = {"OsteoAI": ("OsteoAILib",), "OsteoAISegment": ("OsteoAISegmentLib", "Ost
 # SampleData is a core Slicer module (OsteoAI registers the phantom there).
 SLICER_PROVIDES = {"slicer", "qt", "ctk", "vtk", "numpy", "SimpleITK", "PyTorchUtils", "SampleData"}
 OWN = {"OsteoAILib", "OsteoAISegmentLib", "OsteoAIBaseLib", "OsteoAISegment", "OsteoAI"}
+# Each module's panel and logic, in OsteoAILib's Slicer layer (the module file imports them from there)
+PANELS = {"OsteoAI": "osteoai_module.py", "OsteoAISegment": "segment_module.py"}
 
 
 def _cmake_list(text: str, var: str) -> list[str]:
@@ -67,15 +69,14 @@ def test_top_level_cmake_describes_the_extension():
     assert (REPO / "Resources" / "Icons" / "OsteoAI.png").is_file()
 
 
-def _wrapper_fields(module: str) -> dict[str, ast.expr | None]:
-    """Names (and default expressions) of the module's @parameterNodeWrapper class."""
-    tree = ast.parse((REPO / module / f"{module}.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(
-            getattr(d, "id", getattr(d, "attr", None)) == "parameterNodeWrapper" for d in node.decorator_list
-        ):
-            return {s.target.id: s.value for s in node.body if isinstance(s, ast.AnnAssign)}
-    raise AssertionError(f"no @parameterNodeWrapper class in {module}.py")
+def _wrapper_fields(module: str) -> dict[str, object]:
+    """Names (and defaults) of the module's parameter node, as OsteoAILib.slicer_ui.parameters declares them
+    from the option registry (the panel builds its @parameterNodeWrapper class from the same dicts)."""
+    sys.path.insert(0, str(REPO / "OsteoAI"))
+    from OsteoAILib.slicer_ui import parameters as pn
+
+    settings, nodes = {"OsteoAI": pn.osteoaiParameters, "OsteoAISegment": pn.segmentParameters}[module]()
+    return {**{name: spec[3] for name, spec in settings.items()}, **dict.fromkeys(nodes)}
 
 
 def check_ui(path: Path, parameters: set[str]) -> list[str]:
@@ -132,8 +133,9 @@ def test_ui_file_is_valid_designer_xml(module):
     for needed in ("inputVolumeSelector", "segmenterComboBox", "deviceComboBox", "applyButton", "cancelButton",
                    "progressBar", "statusLabel"):  # fmt: skip
         assert f'name="{needed}"' in text, needed
-    # every widget the module code reaches through self.ui exists in the .ui
-    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / module / f"{module}.py").read_text()))
+    # every widget the module's panel reaches through self.ui exists in the .ui
+    panel = REPO / "OsteoAI" / "OsteoAILib" / "slicer_ui" / PANELS[module]
+    used = set(re.findall(r"self\.ui\.(\w+)", panel.read_text()))
     declared = set(re.findall(r'<widget class="[^"]+" name="(\w+)"', text))
     assert used <= declared, f"{module}.py uses widgets missing from the .ui: {sorted(used - declared)}"
 
@@ -157,7 +159,7 @@ def test_osteoai_parameters_mirror_the_bridge_settings():
     settings = {f.name: f.default for f in fields(mrml.Settings)}
     assert set(wrapper) == set(settings) | set(mrml.NODE_PARAMETERS)
     for name, default in settings.items():
-        assert ast.literal_eval(wrapper[name]) == default, name
+        assert wrapper[name] == default, name
 
 
 def _imports(path: Path, top_level_only: bool) -> set[str]:
@@ -177,18 +179,29 @@ def test_module_files_import_only_what_slicer_provides(module):
     allowed = SLICER_PROVIDES | OWN | set(sys.stdlib_module_names)
     found = _imports(REPO / module / f"{module}.py", top_level_only=False)
     assert found <= allowed, f"{module}.py imports {sorted(found - allowed)}"
-    # at load time (module level) nothing beyond Slicer itself: the Libs load lazily. The sibling module
-    # OsteoAISegment is allowed: it is installed beside OsteoAI and obeys this same rule.
+    # at load time (module level) nothing beyond Slicer itself and OsteoAILib's Slicer layer (slicer_ui), whose
+    # files in turn import at load time only Slicer, the standard library and the pure-Python option registry:
+    # a module loads before its dependencies are installed.
     top = _imports(REPO / module / f"{module}.py", top_level_only=True)
-    siblings = {"OsteoAISegment"} - {module}
-    assert top <= {"slicer", "qt", "ctk", "vtk"} | siblings | set(sys.stdlib_module_names), sorted(top)
+    assert top <= {"slicer", "qt", "ctk", "vtk", "OsteoAILib"} | set(sys.stdlib_module_names), sorted(top)
+    text = (REPO / module / f"{module}.py").read_text()
+    assert not re.findall(r"^from OsteoAILib\.(?!slicer_ui\.)", text, re.M), "module files import only slicer_ui"
+    assert "OsteoAISegment" not in found - {module}, "one module file never imports the other"
+
+
+def test_slicer_layer_loads_with_what_slicer_provides():
+    ui = REPO / "OsteoAI" / "OsteoAILib" / "slicer_ui"
+    for path in ui.glob("*.py"):
+        top = _imports(path, top_level_only=True)
+        assert top <= {"slicer", "qt", "ctk", "vtk"} | set(sys.stdlib_module_names), (path.name, sorted(top))
 
 
 def test_only_mrml_files_import_slicer():
     offenders = []
     for lib in ("OsteoAI/OsteoAILib", "OsteoAISegment/OsteoAISegmentLib", "OsteoAISegment/OsteoAIBaseLib"):
         for p in (REPO / lib).rglob("*.py"):
-            bridge = p.name == "mrml.py" or "mrml" in p.relative_to(REPO / lib).parts[:-1]
+            parts = p.relative_to(REPO / lib).parts[:-1]
+            bridge = p.name == "mrml.py" or "mrml" in parts or "slicer_ui" in parts  # the Slicer layer
             if not bridge and _imports(p, False) & {"slicer", "qt", "ctk", "vtk"}:
                 offenders.append(p.relative_to(REPO).as_posix())
     assert not offenders, offenders

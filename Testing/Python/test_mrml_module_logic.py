@@ -112,14 +112,18 @@ def module(monkeypatch, tmp_path):
     monkeypatch.setattr(slicer, "app", app, raising=False)
     for d in ("OsteoAI", "OsteoAISegment"):
         monkeypatch.syspath_prepend(str(REPO / d))
-    for name in ("OsteoAI", "OsteoAISegment"):
-        sys.modules.pop(name, None)
+    _forget_module_files()
     mod = importlib.import_module("OsteoAI")
     mod.OsteoAILogic.moduleName = "OsteoAI"
     yield mod, hs
-    for name in ("OsteoAI", "OsteoAISegment"):
-        sys.modules.pop(name, None)
+    _forget_module_files()
     hs.close()
+
+
+def _forget_module_files():
+    """The module files and their Lib panels are imported under this test's stand-ins: forget them after."""
+    for name in [n for n in sys.modules if n in ("OsteoAI", "OsteoAISegment") or n.startswith("OsteoAILib.slicer_ui")]:
+        sys.modules.pop(name, None)
 
 
 def _output_folder(tmp_path):
@@ -148,23 +152,29 @@ def test_cli_arguments_are_accepted_by_the_real_cli(module):
 
 
 def test_every_panel_choice_is_accepted_by_the_cli(module):
+    """The panel's combo boxes list the parameter node's choices (the .ui files list none of their own);
+    each one, set on the parameter node, gives a command line the real CLI accepts."""
     import xml.etree.ElementTree as ET
 
     from OsteoAILib.cli import build_parser
+    from OsteoAILib.slicer_ui.parameters import osteoaiParameters
 
     mod, _ = module
     logic = mod.OsteoAILogic()
     p = logic.getParameterNode()
     root = ET.parse(REPO / "OsteoAI" / "Resources" / "UI" / "OsteoAI.ui").getroot()
-    for combo in root.iter("widget"):
-        if combo.get("class") != "QComboBox":
-            continue
-        param = combo.find("property[@name='SlicerParameterName']/string").text
-        for item in combo.iter("item"):
-            value = item.find("property/string").text
+    settings, _nodes = osteoaiParameters()
+    combos = {c.find("property[@name='SlicerParameterName']/string").text: c for c in root.iter("widget")
+              if c.get("class") == "QComboBox"}  # fmt: skip
+    assert set(combos) == {name for name, spec in settings.items() if spec[1]}
+    for param, combo in combos.items():
+        assert not list(combo.iter("item")), f"{param}: the .ui lists choices of its own"
+        typ, choices, _limits, default = settings[param]
+        for value in choices:
             setattr(p, param, value)
-            build_parser().parse_args(logic.cliArguments(p, "ct.nii.gz", "out")[2:])  # exits on a rejected choice
-        setattr(p, param, "auto" if param != "device" else "cpu")
+            args = build_parser().parse_args(logic.cliArguments(p, "ct.nii.gz", "out")[2:])  # exits if rejected
+            assert value in vars(args).values(), (param, value)
+        setattr(p, param, default)
 
 
 def test_dicom_kvp_goes_to_the_cli(module, monkeypatch):
@@ -217,7 +227,10 @@ def test_load_results_recompute_and_reapply(module, tmp_path):
 
 
 def test_segment_module_loads_labels_and_replaces_them_on_reapply(module, tmp_path):
+    """An ``osteoai segment`` output folder becomes nodes through mrml.spine_segmentation.add_spine_segmentation."""
     import json
+
+    from OsteoAIBaseLib.imageio import write_volume
 
     _, hs = module
     seg_mod = importlib.import_module("OsteoAISegment")
@@ -225,8 +238,10 @@ def test_segment_module_loads_labels_and_replaces_them_on_reapply(module, tmp_pa
     out = synthetic_output()
     bodies = out.vertebrae.copy()
     bodies[:, :15] = 0
-    np.savez_compressed(tmp_path / "labels.npz", vertebrae=out.vertebrae, bodies=bodies)
-    (tmp_path / "segmentation.json").write_text(json.dumps({"qc": ["rib_count: 12 pairs"], "segmenter": "fake@1"}))
+    write_volume(out.volume, tmp_path / "vertebrae.nii.gz", out.vertebrae.astype(np.int16))
+    write_volume(out.volume, tmp_path / "bodies.nii.gz", bodies.astype(np.int16))
+    (tmp_path / "segmentation.json").write_text(json.dumps({"qc": ["rib_count: 12 pairs"], "segmenter": "fake@1",
+                                                            "levels": [19, 20, 21], "info": {"rib_pairs": 12}}))
     logic = seg_mod.OsteoAISegmentLogic()
     p = logic.getParameterNode()
     p.inputVolume = mrml.add_volume_node(hs.scene, out.volume, "ct")
@@ -235,23 +250,24 @@ def test_segment_module_loads_labels_and_replaces_them_on_reapply(module, tmp_pa
     assert p.outputSegmentation.GetID() == node.GetID()
     np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, node, p.inputVolume), out.vertebrae)
     assert node.GetNodeReference(mrml.ATTR + "bodies").GetName() == "ct vertebral bodies"
+    assert json.loads(node.GetAttribute(mrml.ATTR + "qc")) == ["rib_count: 12 pairs"]
+    assert node.GetAttribute(mrml.ATTR + "segmenter") == "fake@1"
     logic.loadResults(p, str(tmp_path))
     assert hs.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 2  # vertebrae + bodies, once
 
 
-def test_progress_lines_of_both_producers_are_parsed(module):
-    seg_mod = importlib.import_module("OsteoAISegment")
-    assert seg_mod.parseProgress("OSTEOAI_PROGRESS\t0.2500\tsegmenting") == (0.25, "segmenting")
-    assert seg_mod.parseProgress("PROGRESS  42.0%    3.1s placing trabecular ROIs") == (0.42, "placing trabecular ROIs")
-    assert seg_mod.parseProgress("Traceback (most recent call last):") is None
-    # the exact line the CLI's TerminalProgress writes when not on a terminal
+def test_progress_lines_of_the_cli_are_parsed(module):
+    """One progress protocol for both modules: the lines ``osteoai run`` and ``osteoai segment`` print."""
     import io
 
     from OsteoAILib.commands.progress import TerminalProgress
+    from OsteoAILib.slicer_ui.background import parseProgress
 
-    buf = io.StringIO()
+    assert parseProgress("PROGRESS  42.0%    3.1s placing trabecular ROIs") == (0.42, "placing trabecular ROIs")
+    assert parseProgress("Traceback (most recent call last):") is None
+    buf = io.StringIO()  # the exact line the CLI's TerminalProgress writes when not on a terminal
     TerminalProgress(stream=buf)(0.5, "calibrating (auto)")
-    assert seg_mod.parseProgress(buf.getvalue().strip()) == (0.5, "calibrating (auto)")
+    assert parseProgress(buf.getvalue().strip()) == (0.5, "calibrating (auto)")
 
 
 class _Signal:
@@ -388,15 +404,17 @@ def test_segment_apply_runs_in_a_background_process_on_the_phantom(module, child
 
 @pytest.mark.parametrize("name", ["OsteoAI", "OsteoAISegment"])
 def test_panels_keep_their_gui_bound_to_the_parameter_node_across_scene_close(module, name):
+    from OsteoAILib.slicer_ui.panel import ParameterNodePanel
+
     mod, hs = module
     seg = importlib.import_module("OsteoAISegment")
     widget_cls = getattr(mod if name == "OsteoAI" else seg, f"{name}Widget")
     logic_cls = getattr(mod if name == "OsteoAI" else seg, f"{name}Logic")
-    assert issubclass(widget_cls, seg.ParameterNodePanel)
+    assert issubclass(widget_cls, ParameterNodePanel)
     logic_cls.moduleName = name
     volume = hs.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
     w = widget_cls.__new__(widget_cls)
-    seg.ParameterNodePanel.__init__(w, None)
+    ParameterNodePanel.__init__(w, None)
     w.parent = types.SimpleNamespace(isEntered=True)
     w.ui, w.logic = types.SimpleNamespace(), logic_cls()
     redraws = []
@@ -411,3 +429,44 @@ def test_panels_keep_their_gui_bound_to_the_parameter_node_across_scene_close(mo
     assert w._parameterNode is not None and w.ui.bound == 1
     w.exit()
     assert w.ui.bound == 0
+
+
+class _InProcessRun:
+    """The logic's background run replaced (the logic takes it as an argument): the same ``osteoai`` command
+    line, run in this process, then the end reported as BackgroundRun reports it."""
+
+    def __init__(self, onProgress, onFinished):
+        self.onProgress, self.onFinished, self.argv = onProgress, onFinished, None
+
+    def start(self, argv, workDir):
+        from OsteoAILib.cli import main
+
+        self.argv = argv
+        assert argv[:2] == ["-m", "OsteoAILib.cli"]
+        code = main(argv[2:])
+        self.onProgress(1.0, "done")
+        self.onFinished(code == 0, "Done." if code == 0 else f"exit code {code}")
+
+    def running(self):
+        return False
+
+    def cancel(self):
+        pass
+
+
+def test_segment_logic_runs_the_segment_command_it_is_given_a_runner_for(module, small_phantom):
+    _, hs = module
+    seg_mod = importlib.import_module("OsteoAISegment")
+    seg_mod.OsteoAISegmentLogic.moduleName = "OsteoAISegment"
+    logic = seg_mod.OsteoAISegmentLogic(runner=_InProcessRun)
+    p = logic.getParameterNode()
+    p.inputVolume = mrml.add_volume_node(hs.scene, small_phantom.volume, "phantom")
+    p.segmenter, p.show3D = "classical", False
+    done = []
+    run = logic.start(p, None, lambda ok, m: done.append((ok, m)))
+    assert run.argv[2] == "segment" and run.argv[run.argv.index("--segmenter") + 1] == "classical"
+    assert "--cancel-file" in run.argv
+    assert done and done[0][0] and done[0][1].startswith("Done:"), done
+    lab = mrml.segmentation_to_labelmap(hs.scene, p.outputSegmentation, p.inputVolume)
+    assert ((lab > 0) & (small_phantom.vertebrae > 0)).sum() > 0.5 * (lab > 0).sum()
+    assert p.outputSegmentation.GetNodeReference(mrml.ATTR + "bodies") is not None

@@ -10,12 +10,19 @@ import pytest
 import slicer_harness
 
 REPO = slicer_harness.REPO
-FILES = {"OsteoAI": REPO / "OsteoAI" / "OsteoAI.py", "OsteoAISegment": REPO / "OsteoAISegment" / "OsteoAISegment.py"}
+UI = REPO / "OsteoAI" / "OsteoAILib" / "slicer_ui"
+# Each module: its module file and the Lib files of its panel and logic (translation context: the file)
+FILES = {
+    "OsteoAI": [REPO / "OsteoAI" / "OsteoAI.py", UI / "osteoai_module.py", UI / "sample_data.py",
+                UI / "dependencies.py", UI / "background.py"],
+    "OsteoAISegment": [REPO / "OsteoAISegment" / "OsteoAISegment.py", UI / "segment_module.py",
+                       UI / "dependencies.py", UI / "background.py"],
+}
 ERRORS = ("RuntimeError", "ValueError")
 
 
 def _tree(module):
-    return ast.parse(FILES[module].read_text())
+    return ast.Module(body=[n for f in FILES[module] for n in ast.parse(f.read_text()).body], type_ignores=[])
 
 
 def _is_tr(node) -> bool:
@@ -25,10 +32,10 @@ def _is_tr(node) -> bool:
         and _is_tr(node.func.value))  # fmt: skip
 
 
-@pytest.mark.parametrize("module", FILES)
-def test_tr_is_imported_from_slicer_i18n(module):
-    imports = {(n.module, a.name, a.asname) for n in ast.walk(_tree(module)) if isinstance(n, ast.ImportFrom)
-               for a in n.names}  # fmt: skip
+@pytest.mark.parametrize("path", [f for files in FILES.values() for f in files], ids=lambda p: p.name)
+def test_tr_is_imported_from_slicer_i18n(path):
+    imports = {(n.module, a.name, a.asname) for n in ast.walk(ast.parse(path.read_text()))
+               if isinstance(n, ast.ImportFrom) for a in n.names}  # fmt: skip
     assert ("slicer.i18n", "tr", "_") in imports
 
 
@@ -36,7 +43,7 @@ def test_tr_is_imported_from_slicer_i18n(module):
 def test_every_marked_string_is_a_literal_lupdate_can_extract(module):
     calls = [n for n in ast.walk(_tree(module)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
              and n.func.id == "_"]  # fmt: skip
-    assert len(calls) >= 15, f"only {len(calls)} strings marked in {module}.py"
+    assert len(calls) >= 15, f"only {len(calls)} strings marked in {module}'s files"
     for c in calls:
         assert len(c.args) == 1 and not c.keywords, ast.unparse(c)
         arg = c.args[0]
@@ -96,9 +103,10 @@ def test_panels_show_the_translation(translated):
     assert slicer.modules.osteoaisegment.title == "[OsteoAISegment]OsteoAI Segment"
     assert slicer.modules.osteoai.categories == ["[qSlicerAbstractCoreModule]Quantification"]
     assert slicer.modules.osteoai.helpText.startswith("[OsteoAI]")
+    # the panels' strings are in the Lib: their context is package.file, as lupdate names it
     w = h.widget("OsteoAI")
-    assert w.ui.diagnosisLabel.text == "[OsteoAI]No result yet."
-    assert w.ui.dependencyStatusLabel.text.startswith("[OsteoAI]")
-    assert h.modules["OsteoAI"].teachingHtml().startswith("[OsteoAI]")
+    assert w.ui.diagnosisLabel.text == "[slicer_ui.osteoai_module]No result yet."
+    assert w.ui.dependencyStatusLabel.text.startswith("[slicer_ui.osteoai_module]")
+    assert h.modules["OsteoAI"].teachingHtml().startswith("[slicer_ui.osteoai_module]")
     s = h.widget("OsteoAISegment")
-    assert s.ui.statusLabel.text == "[OsteoAISegment]Select an input CT."
+    assert s.ui.statusLabel.text == "[slicer_ui.segment_module]Select an input CT."

@@ -236,11 +236,10 @@ def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
 def test_dependencies_the_slicer_way(h, monkeypatch):
     """Resources/requirements.txt: ranges (Slicer keeps its own packages), numpy/SimpleITK never listed,
     satisfied by the exact pins of the command line's requirements.txt; pyradiomics optional."""
+    from OsteoAILib.slicer_ui import dependencies as deps
     from packaging.requirements import Requirement
 
-    import OsteoAISegment
-
-    reqs = [Requirement(r) for r in OsteoAISegment.readRequirements(OsteoAISegment.REQUIREMENTS_FILE)]
+    reqs = [Requirement(r) for r in deps.readRequirements(deps.requirementFiles()[0])]
     assert reqs and not any(str(r.specifier).startswith("==") for r in reqs), reqs
     assert not {r.name.lower() for r in reqs} & {"numpy", "simpleitk", "torch", "pyradiomics"}
     pins = {}
@@ -250,7 +249,7 @@ def test_dependencies_the_slicer_way(h, monkeypatch):
             pins[name.split("[")[0].strip().lower()] = version.strip()
     for r in reqs:
         assert r.name.lower() in pins and r.specifier.contains(pins[r.name.lower()]), (r, pins.get(r.name.lower()))
-    assert OsteoAISegment.missingDependencies() == []
+    assert deps.missingDependencies() == []
     w = h.widget("OsteoAI")
     assert w.ui.dependencyStatusLabel.text == "All dependencies are installed."
 
@@ -260,7 +259,7 @@ def test_dependencies_the_slicer_way(h, monkeypatch):
     real = slicer.packaging.pip_check
     monkeypatch.setattr(slicer.packaging, "pip_check",
                         lambda r, *a: not str(r).startswith("pyradiomics") and real(r, *a))  # fmt: skip
-    assert OsteoAISegment.missingDependencies() == [] and OsteoAISegment.missingDependencies(radiomics=True) == [
+    assert deps.missingDependencies() == [] and deps.missingDependencies(radiomics=True) == [
         "pyradiomics"
     ]
     w.updateDependencyStatus()
@@ -288,7 +287,7 @@ def test_dependencies_the_slicer_way(h, monkeypatch):
 
     monkeypatch.setattr(slicer.packaging, "pip_ensure", pip_ensure)
     with pytest.raises(RuntimeError, match="^Missing Python packages: pyradiomics"):
-        OsteoAISegment.installDependencies(radiomics=True)  # the fake installs nothing: still missing
+        deps.installDependencies(radiomics=True)  # the fake installs nothing: still missing
     ((reqs, constraints, kw),) = calls
     assert reqs == ["pyradiomics>=3.0.1"] and kw["requester"] == "OsteoAI" and kw["prompt_install"] is True
     assert "numpy==" in constraints and "SimpleITK==" in constraints
@@ -299,3 +298,31 @@ def test_module_self_tests(h):
 
     slicer.selfTests["OsteoAISegment"](msec=0)
     slicer.selfTests["OsteoAI"](msec=0)
+
+
+def test_a_registered_segmenter_appears_in_both_panels(tmp_path, monkeypatch):
+    """One registry entry (OsteoAISegmentLib.segmenters) and both panels list the segmenter; choosing it in
+    the combo box reaches the parameter node and a command line the real CLI accepts."""
+    if not (slicer_harness.SLICER_PYTHON / "slicer" / "ScriptedLoadableModule.py").is_file():
+        pytest.skip(slicer_harness.SKIP_REASON)
+    from OsteoAILib.cli import build_parser
+    from OsteoAISegmentLib.registry import Choice
+    from OsteoAISegmentLib.segmenters import SEGMENTERS
+
+    SEGMENTERS.register(Choice("truth", "phantom truth", "the phantom's own labels (test)",
+                               "test_options_registry:segment_with_truth"))
+    try:
+        monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+        with slicer_harness.harness(tmp_path) as h:
+            h.load_module("OsteoAISegment")
+            h.load_module("OsteoAI")
+            for name in ("OsteoAI", "OsteoAISegment"):
+                combo = h.widget(name).ui.segmenterComboBox
+                assert [combo.itemText(i) for i in range(combo.count)] == SEGMENTERS.names(), name
+            w = h.widget("OsteoAI")
+            _select(w.ui.segmenterComboBox, "truth")
+            assert w._parameterNode.segmenter == "truth"
+            args = build_parser().parse_args(w.logic.cliArguments(w._parameterNode, "ct.nrrd", "out")[2:])
+            assert args.segmenter == "truth"
+    finally:
+        SEGMENTERS.unregister("truth")

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from OsteoAIBaseLib.errors import CancelledError, InputError
+from OsteoAIBaseLib.errors import CancelledError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,61 +21,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--levels", help="levels to analyse, e.g. T11-L2 (default: all found)")
-    p.add_argument("--calibration", default="auto", choices=["auto", "internal", "phantom", "none"])
-    p.add_argument("--phantom-rods", help="phantom calibration rods as HU:mg_cm3 pairs, e.g. 10:0,95:100,190:200")
-    p.add_argument("--segmenter", default="auto", choices=["auto", "model", "classical", "totalsegmentator"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--kvp", type=float, help="tube voltage when the header lacks it (default: DICOM KVP, else 120)")
-    p.add_argument("--diagnostic-levels", help="levels whose mean gives the diagnosis (default: 2 of T11-L2)")
-    p.add_argument("--vbmd", default="auto", choices=["auto", "ai", "calibrated-hu"], dest="vbmd_method",
-                   help="vBMD estimator: the AI model when available (auto), or the plain calibrated HU")
-    p.add_argument("--key-images", type=int, default=4, help="number of key images (default 4)")
-    p.add_argument("--radiomics", action="store_true", help="also write radiomics.csv (pyradiomics)")
+    """The run options (``OsteoAILib.options``) and the output switches of run, batch and demo."""
+    from .. import options
+
+    options.add_arguments(p)
     p.add_argument("--scene", action="store_true",
                    help="also write scene.mrml for 3D Slicer (needs slicer-core); the scene holds a copy of the "
                         "whole CT volume")
-    p.add_argument("--keep-identifiers", action="store_true",
-                   help="write the input file name, series description and UID into results.json "
-                        "(left out by default: they often identify the patient)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def parse_rods(text: str | None) -> list[tuple[float, float]] | None:
-    if not text:
-        return None
-    try:
-        pairs = [tuple(float(x) for x in item.split(":")) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise InputError(f"cannot read --phantom-rods {text!r}: expected HU:mg_cm3 pairs") from None
-    if len(pairs) < 2 or any(len(p) != 2 for p in pairs):
-        raise InputError("--phantom-rods needs at least two HU:mg_cm3 pairs")
-    return pairs
-
-
 def options_from_args(args):
-    from ..pipeline import PipelineOptions
+    """PipelineOptions from the parsed arguments, checked before any work (one-line InputError)."""
+    from .. import options
 
-    if args.calibration == "phantom" and not args.phantom_rods:
-        raise InputError("--calibration phantom needs --phantom-rods")
-    if args.radiomics:  # before any work, not as a traceback after the whole pipeline
-        import importlib.util
-
-        if importlib.util.find_spec("radiomics") is None:
-            raise InputError("--radiomics needs pyradiomics, which is not installed (pip install pyradiomics)")
-    return PipelineOptions(
-        levels=args.levels,
-        calibration=args.calibration,
-        phantom_pairs=parse_rods(args.phantom_rods),
-        segmenter=args.segmenter,
-        device=args.device,
-        kvp=args.kvp,
-        diagnostic_levels=args.diagnostic_levels,
-        vbmd_method=args.vbmd_method,
-        n_key_images=args.key_images,
-        radiomics=args.radiomics,
-        keep_identifiers=getattr(args, "keep_identifiers", False),
-    )
+    return options.options_from_args(args)
 
 
 def screen(input_path, out_dir, args, truth: dict | None = None) -> int:

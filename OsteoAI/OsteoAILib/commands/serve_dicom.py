@@ -22,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--health", action="store_true",
                    help="instead of serving: C-ECHO the node at --host/--port, print its queues (with --work); "
                         "exit 0 when it answers")
-    p.add_argument("--segmenter", default="auto", choices=["auto", "model", "classical", "totalsegmentator"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    from ..options import add_arguments as add_run_options
+
+    add_run_options(p, names=("segmenter", "device"))
 
 
 def _logging(work: Path) -> None:

@@ -1,31 +1,17 @@
-"""The module's parameter node, in the ``parameterNodeWrapper`` encoding, and the panel settings
-<-> pipeline options."""
+"""The module's parameter node, in the ``parameterNodeWrapper`` encoding.
+
+The settings it stores (:class:`Settings`) and their conversion to and from pipeline options are generated
+from the option registry (:mod:`OsteoAILib.options`) and re-exported here for the scene code."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
-from OsteoAIBaseLib.errors import InputError
-
+from ..options import Settings, options_from_settings, settings_from_options
 from .constants import MODULE_NAME
 
-
-@dataclass
-class Settings:
-    """Every setting of the OsteoAI panel; the module's ``@parameterNodeWrapper`` class mirrors
-    these names and types so a saved scene reopens with the same settings."""
-
-    segmenter: str = "auto"
-    device: str = "cpu"
-    levels: str = ""  # "" = every level found
-    calibration: str = "auto"
-    kvp: float = 0.0  # 0 = from the DICOM tags
-    phantomPairs: str = ""  # "HU:mg, HU:mg" rod pairs for phantom calibration
-    diagnosticLevels: str = ""
-    vbmdMethod: str = "auto"
-    nKeyImages: int = 4
-    radiomics: bool = False
-
+__all__ = ["NODE_PARAMETERS", "Settings", "get_parameter_node", "options_from_settings", "read_parameter_node",
+           "settings_from_options", "write_parameter_node"]
 
 # node-valued parameters of the wrapper: name -> MRML class
 NODE_PARAMETERS = {
@@ -94,32 +80,3 @@ def read_parameter_node(scene, module_name: str = MODULE_NAME) -> tuple[Settings
 
 def _names(node) -> set:
     return set(node.GetParameterNames())
-
-
-def settings_from_options(options) -> Settings:
-    pairs = ", ".join(f"{h:g}:{m:g}" for h, m in (options.phantom_pairs or []))
-    return Settings(
-        segmenter=options.segmenter, device=options.device, levels=options.levels or "",
-        calibration=options.calibration, kvp=float(options.kvp or 0.0), phantomPairs=pairs,
-        diagnosticLevels=options.diagnostic_levels or "", vbmdMethod=options.vbmd_method,
-        nKeyImages=int(options.n_key_images), radiomics=bool(options.radiomics),
-    )  # fmt: skip
-
-
-def options_from_settings(s: Settings):
-    from ..pipeline import PipelineOptions
-
-    pairs = []
-    for part in s.phantomPairs.split(","):
-        if part.strip():
-            try:
-                h, m = part.split(":")
-                pairs.append((float(h), float(m)))
-            except ValueError:
-                raise InputError(f"phantom pair {part.strip()!r} is not 'HU:mg/cm3'") from None
-    return PipelineOptions(
-        levels=s.levels or None, calibration=s.calibration, phantom_pairs=pairs or None,
-        segmenter=s.segmenter, device=s.device, kvp=s.kvp or None,
-        diagnostic_levels=s.diagnosticLevels or None, vbmd_method=s.vbmdMethod,
-        n_key_images=s.nKeyImages, radiomics=s.radiomics,
-    )  # fmt: skip

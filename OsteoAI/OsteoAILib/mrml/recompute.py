@@ -1,17 +1,17 @@
-"""vBMD recomputed from ROI segments and boxes the user edited in Slicer, keeping the calibration."""
+"""vBMD recomputed from ROI segments and boxes the user edited in Slicer: the scene side of
+:mod:`OsteoAILib.remeasure` (edited nodes -> ROI labelmap -> the core re-measure -> updated nodes)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-import numpy as np
 from OsteoAIBaseLib import levels as lv
 
 from ..results import Results
 from .constants import ATTR
 from .roi_boxes import _box_state, box_mask, box_moved, roi_boxes_of
-from .segmentations import _craniocaudal, segmentation_to_labelmap, set_segment_mask
+from .segmentations import segmentation_to_labelmap, set_segment_mask
 from .tables import add_results_table, add_results_text
 from .volumes import ijk_to_ras, volume_from_node
 
@@ -33,20 +33,14 @@ def recompute_from_segmentation(
 
     A moved/resized box replaces its level's ROI by the voxels inside the box that belong to that
     vertebra (whole box when no vertebra segmentation is given); the segment is updated to match so
-    what the user sees is what is measured. Calibration is kept: no segmentation runs again.
-    ``measure``/``diagnose`` default to ``bmd.measure_levels`` / ``bmd.diagnose``, with the vBMD estimator the
-    automatic run used (an ROI edit must not silently switch the AI estimate to calibrated HU).
+    what the user sees is what is measured. The numbers come from the core's
+    :func:`OsteoAILib.remeasure.remeasure_results`: the run's calibration (no segmentation runs again),
+    its vBMD estimator, its flags and diagnosis rules. ``measure``/``diagnose`` replace ``bmd.measure_levels``
+    / ``bmd.diagnose`` (tests). Updates ``results`` in place and returns it.
     """
-    from .. import bmd
+    from ..remeasure import remeasure_results
 
     vol = volume_from_node(volume_node)
-    problems: list[str] = []
-    if measure is None:
-        estimator = _estimator_of_run(vol, results, problems)
-
-        def measure(*args, **kwargs):
-            return bmd.measure_levels(*args, estimator=estimator, **kwargs)
-    diagnose = diagnose or bmd.diagnose
     rois = segmentation_to_labelmap(scene, roi_seg_node, volume_node)
     boxes = roi_boxes if roi_boxes is not None else roi_boxes_of(scene, roi_seg_node)
     moved = []
@@ -66,43 +60,13 @@ def recompute_from_segmentation(
         box.SetAttribute(ATTR + "originalBox", json.dumps(_box_state(box)))
         moved.append(level)
 
-    old = {r.label: r for r in results.levels}
-    measured_codes = {"no_roi", "implausible"}  # flags measure_levels sets itself
-    level_qc = {lab: [f for f in r.qc if f.split(":")[0] not in measured_codes] for lab, r in old.items()}
-    extra = {lab: dict(r.extra) for lab, r in old.items()}
-    labels = sorted(set(int(x) for x in np.unique(rois) if x != 0) | set(old), key=_craniocaudal)
-    new_levels = measure(vol, rois, results.calibration, labels=labels, level_qc=level_qc, extra=extra)
-    diagnosis = diagnose(new_levels, diagnostic_levels)
-    results.levels = new_levels
-    results.diagnosis = diagnosis
     note = "edited: ROIs edited in 3D Slicer, vBMD recomputed"
     if moved:
         note += f" (boxes moved: {', '.join(moved)})"
-    # flags that follow from the numbers are re-derived; the rest of the scan QC stays as it was
-    results.qc = [q for q in results.qc if not q.startswith(("edited:", "near_threshold", "vbmd_model_"))]
-    results.qc += problems + bmd.near_threshold_flags(diagnosis) + [note]
+    remeasure_results(vol, rois, results, note=note, diagnostic_levels=diagnostic_levels, measure=measure,
+                      diagnose=diagnose)
     if table_node is not None:
         add_results_table(scene, results, ref_volume_node=volume_node, table_node=table_node)
     if text_node is not None:
         add_results_text(scene, results, text_node.GetName(), volume_node, text_node=text_node)
     return results
-
-
-def _estimator_of_run(vol, results: Results, problems: list[str]):
-    """The AI estimator when the automatic run used one (``software.vbmd_model``), else None."""
-    if not (results.software or {}).get("vbmd_model"):
-        return None
-    try:
-        from OsteoAIBaseLib.imageio import to_canonical
-
-        from ..vbmd_model.infer import make_estimator
-    except ImportError:
-        problems.append("vbmd_model_unavailable: the AI vBMD model is not installed; calibrated-HU vBMD reported")
-        return None
-    canonical = to_canonical(vol)
-    # a volume node has no DICOM header: the age the run read (marrow fat) comes from the results
-    for key in ("age", "sex"):
-        if (results.input or {}).get(key) is not None:
-            canonical.meta[key] = results.input[key]
-    estimator, _tag = make_estimator(canonical, results.calibration, required=False, problems=problems)
-    return estimator

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 from OsteoAIBaseLib import levels as lv
-from OsteoAIBaseLib.errors import InputError
 from scipy import ndimage
 
 ID_MM = 20.0
@@ -196,7 +195,10 @@ def print_table(report, out=print):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--segmenters", default="classical,model", help="comma list of classical,model,totalsegmentator")
+    from OsteoAISegmentLib.segmenters import SEGMENTERS
+
+    named = ",".join(n for n in SEGMENTERS.names() if n != "auto")
+    p.add_argument("--segmenters", default="classical,model", help=f"comma list of {named}")
     p.add_argument("--phantom-seeds", default=HELD_BACK_SEEDS, help="held-back phantom seeds ('' for none)")
     p.add_argument("--data", default=None, help="labelled real CTs (default ../shared/data; 'none' to skip)")
     p.add_argument("--real", default="", help="comma list of real volumes (default: all labelled ones)")
@@ -208,13 +210,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from OsteoAIBaseLib.atomic import write_json
+    from OsteoAISegmentLib.segmenters import SEGMENTERS
 
     from .command import parse_seeds
 
-    segs = [s.strip() for s in args.segmenters.split(",") if s.strip()]
-    for s in segs:
-        if s not in ("classical", "model", "totalsegmentator"):
-            raise InputError(f"unknown segmenter {s!r}")
+    segs = [SEGMENTERS.get(s.strip()).name for s in args.segmenters.split(",") if s.strip()]  # InputError if unknown
     root = None
     if (args.data or "").lower() != "none":
         root = Path(args.data) if args.data else Path(__file__).resolve().parents[3] / ".." / "shared" / "data"

@@ -1,0 +1,99 @@
+"""What both panels share: the parameter node they are bound to, built from the option registry, and its
+lifecycle across module switches and scene closes (Slicer's scripted-module template)."""
+
+from typing import Annotated
+
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+
+def parameterNodeClass(name, settings, nodes):
+    """A ``@parameterNodeWrapper`` class called ``name``.
+
+    ``settings``: field -> (type, choices, (min, max), default), e.g. :func:`OsteoAILib.options.parameter_fields`;
+    a field with choices is a ``Choice`` (its combo box lists them in this order), one with a range a
+    ``WithinRange`` (spin box limits). ``nodes``: field -> MRML class name.
+    """
+    annotations, defaults = {}, {}
+    for field, (typ, choices, limits, default) in settings.items():
+        if choices:
+            typ = Annotated[typ, Choice(list(choices))]
+        elif limits:
+            typ = Annotated[typ, WithinRange(*limits)]
+        annotations[field] = typ
+        defaults[field] = default
+    for field, mrmlClass in nodes.items():
+        annotations[field] = getattr(slicer, mrmlClass)
+    body = {"__annotations__": annotations, "__module__": __name__, **defaults,
+            "__doc__": f"{name}: generated from the option registry (OsteoAILib.options)."}
+    return parameterNodeWrapper(type(name, (), body))
+
+
+class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Parameter-node lifecycle shared by the OsteoAI panels.
+
+    The GUI stays bound to the logic's parameter node across module switches and scene closes;
+    subclasses create ``self.ui``/``self.logic`` in setup(), call ``self.observeSceneClose()`` and redraw
+    their buttons in ``updateGui``."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def observeSceneClose(self):
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+    def cleanup(self):
+        self.removeObservers()
+        if self.logic:
+            self.logic.cancel()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self._disconnectGui()
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def _disconnectGui(self):
+        # "is not None": the first GUI tag of a parameter node is 0. Left connected, a second connectGui
+        # (module re-entered) clears the combo boxes under the old connectors, which write their last choice.
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+
+    def setParameterNode(self, node):
+        self._disconnectGui()
+        self._parameterNode = node
+        if node:
+            self._parameterNodeGuiTag = node.connectGui(self.ui)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGui)
+            self.updateGui()
+
+    def updateGui(self, caller=None, event=None):
+        raise NotImplementedError
+
+    def onProgress(self, fraction, message):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message

@@ -1,0 +1,170 @@
+"""The OsteoAISegment panel and logic: ``osteoai segment`` in a background process, then the vertebra
+segmentation nodes through :func:`OsteoAILib.mrml.spine_segmentation.add_spine_segmentation`."""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
+
+from .background import BackgroundRun, cliArguments, writeInput
+from .dependencies import installDependencies, missingDependencies
+from .panel import ParameterNodePanel, parameterNodeClass
+from .parameters import segmentParameters
+
+OsteoAISegmentParameterNode = parameterNodeClass("OsteoAISegmentParameterNode", *segmentParameters())
+
+
+class OsteoAISegmentWidget(ParameterNodePanel):
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAISegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = OsteoAISegmentLogic()
+        self.observeSceneClose()
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.installButton.connect("clicked(bool)", self.onInstall)
+        self.initializeParameterNode()
+        self.updateDependencyStatus()
+
+    def updateGui(self, caller=None, event=None):
+        busy = self.logic.running()
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.applyButton.enabled = ready and not busy
+        self.ui.cancelButton.enabled = busy
+        if not busy and not ready:
+            self.ui.statusLabel.text = _("Select an input CT.")
+
+    def updateDependencyStatus(self):
+        missing = missingDependencies()
+        self.ui.dependencyStatusLabel.text = (
+            _("All dependencies are installed.")
+            if not missing
+            else _("Missing (Install, or Apply, asks before installing): {packages}").format(
+                packages=", ".join(missing))
+        )
+
+    def onInstall(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
+            installDependencies()
+        self.updateDependencyStatus()
+
+    def onApply(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
+            if missingDependencies():
+                installDependencies()
+                self.updateDependencyStatus()
+            self.ui.progressBar.visible = True
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Starting...")
+            self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
+        self.updateGui()
+
+    def onCancel(self):
+        self.logic.cancel()
+
+    def onFinished(self, ok, message):
+        self.ui.progressBar.visible = ok
+        self.ui.statusLabel.text = message
+        node = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if ok and node:
+            from ..mrml.spine_segmentation import qc_of
+
+            qc = qc_of(node)
+            self.ui.qcLabel.text = _("QC: {flags}").format(flags="; ".join(qc) if qc else _("no flags"))
+        self.updateGui()
+
+
+class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
+    """Segments in a background ``osteoai segment`` process. ``runner``: the background-run class
+    (:class:`~OsteoAILib.slicer_ui.background.BackgroundRun`, or a stand-in with its methods in tests)."""
+
+    def __init__(self, runner=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = runner or BackgroundRun
+        self.run = None
+
+    def getParameterNode(self):
+        return OsteoAISegmentParameterNode(super().getParameterNode())
+
+    def running(self):
+        return self.run is not None and self.run.running()
+
+    def cancel(self):
+        if self.run:
+            self.run.cancel()
+
+    @staticmethod
+    def cliArguments(p, inputPath, outDir, workDir):
+        """``osteoai segment`` arguments for the panel's settings."""
+        return cliArguments("segment", inputPath, "--out", outDir, "--segmenter", p.segmenter, "--device", p.device,
+                            "--cancel-file", BackgroundRun.cancelFile(workDir))
+
+    def start(self, parameterNode, onProgress=None, onFinished=None):
+        """Segment ``parameterNode.inputVolume`` in a background process; add the nodes when it ends."""
+        volumeNode = parameterNode.inputVolume
+        if not volumeNode:
+            raise ValueError(_("Select an input CT."))
+        if self.running():
+            raise RuntimeError(_("A segmentation is already running."))
+        workDir = tempfile.mkdtemp(prefix="osteoai-seg-")
+        inputPath = os.path.join(workDir, "input.nrrd")
+        writeInput(volumeNode, inputPath)
+        outDir = os.path.join(workDir, "out")
+
+        def finished(ok, message):
+            try:
+                if ok:
+                    self.loadResults(parameterNode, outDir)
+                    message = _("Done: {count} vertebrae.").format(
+                        count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments())
+            except Exception as e:  # shown in the status line; the traceback goes to the log
+                logging.exception("loading the segmentation failed")
+                ok, message = False, str(e)
+            finally:
+                shutil.rmtree(workDir, ignore_errors=True)
+            if onFinished:
+                onFinished(ok, message)
+
+        self.run = self.runner(onProgress or (lambda f, m: None), finished)
+        self.run.start(self.cliArguments(parameterNode, inputPath, outDir, workDir), workDir)
+        return self.run
+
+    def loadResults(self, parameterNode, outDir):
+        """Nodes from an ``osteoai segment`` output folder (labelmaps on the input volume's grid); a second
+        Apply replaces the previous result, bodies included."""
+        import numpy as np
+        import SimpleITK as sitk
+        from OsteoAISegmentLib.segmentation import SpineSegmentation
+
+        import OsteoAILib.mrml as coremrml
+
+        from ..mrml.spine_segmentation import add_spine_segmentation
+
+        volumeNode = parameterNode.inputVolume
+
+        def labels(name):
+            return sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(outDir, f"{name}.nii.gz"))).astype(np.int16)
+
+        with open(os.path.join(outDir, "segmentation.json")) as f:
+            info = json.load(f)
+        seg = SpineSegmentation(vertebrae=labels("vertebrae"), bodies=labels("bodies"), levels=info.get("levels", []),
+                                qc=info.get("qc", []), info=info.get("info", {}), segmenter=info.get("segmenter", ""))
+        old = parameterNode.outputSegmentation
+        if old:
+            bodies = old.GetNodeReference(coremrml.ATTR + "bodies")
+            if bodies is not None:
+                slicer.mrmlScene.RemoveNode(bodies)
+            slicer.mrmlScene.RemoveNode(old)
+        # the labelmaps are on the input grid already: the volume itself is their "canonical" grid
+        nodes = add_spine_segmentation(slicer.mrmlScene, seg, coremrml.volume_from_node(volumeNode), volumeNode,
+                                       bodies=parameterNode.addBodies, surface=parameterNode.show3D)
+        parameterNode.outputSegmentation = nodes["vertebrae"]
+        return nodes["vertebrae"]
