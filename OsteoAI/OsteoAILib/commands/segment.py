@@ -29,12 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     import numpy as np
     from OsteoAIBaseLib.atomic import write_json
+    from OsteoAIBaseLib.errors import CancelledError
     from OsteoAIBaseLib.imageio import from_canonical, read_volume, to_canonical, write_volume
     from OsteoAISegmentLib.api import segment_spine
 
     from ..output_folder import check_output_dir, output_lock
     from .progress import TerminalProgress
+    from .run import _remove_if_created
 
+    existed = os.path.exists(args.out)
     out_dir = check_output_dir(args.out)
     cancel_file = args.cancel_file
     with output_lock(out_dir):
@@ -42,8 +45,12 @@ def main(args) -> int:
         progress(0.0, "reading the input")
         vol = read_volume(args.input)
         canonical = to_canonical(vol)
-        seg = segment_spine(canonical, method=args.segmenter, device=args.device, progress=progress,
-                            cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None)
+        try:
+            seg = segment_spine(canonical, method=args.segmenter, device=args.device, progress=progress,
+                                cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None)
+        except CancelledError:
+            _remove_if_created(out_dir, existed)  # as osteoai run: a cancelled run leaves no folder behind
+            raise
         for name, labels in (("vertebrae", seg.vertebrae), ("bodies", seg.bodies)):
             on_input = from_canonical(np.asarray(labels, np.int16), canonical, vol)
             write_volume(vol, out_dir / f"{name}.nii.gz", on_input.astype(np.int16))
