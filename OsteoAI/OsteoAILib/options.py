@@ -204,13 +204,16 @@ def cli_arguments(opts: PipelineOptions) -> list[str]:
 
 
 def settings_from_options(opts: PipelineOptions) -> Settings:
+    """The panel's settings for ``opts`` (text fields hold "" and numbers 0 for an option left unset)."""
     values = {}
     for o in OPTIONS:
-        if o.setting:
-            value = getattr(opts, o.name)
-            if o.format:
-                value = o.format(value).replace(",", ", ")
-            values[o.setting] = o.panel_default if value is None else o.type(value) if o.parse is None else value
+        if not o.setting:
+            continue
+        value = getattr(opts, o.name)
+        if o.format:  # e.g. phantom rods as the text the user types: "10:0, 95:100"
+            values[o.setting] = o.format(value).replace(",", ", ")
+        else:
+            values[o.setting] = o.panel_default if value is None else o.type(value)
     return Settings(**values)
 
 
