@@ -11,6 +11,7 @@ Retraining a shipped model: give it a new version, run the tests, then pin the n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -34,6 +35,25 @@ def shipped_dir(name: str) -> Path:
 
 class IntegrityError(ValueError):
     """A model file is outside its folder, or differs from the file shipped under that name and version."""
+
+
+class CardError(ValueError):
+    """A model folder's card (model.json) is missing, unreadable or not a JSON object."""
+
+
+def read_card(folder: Path) -> dict:
+    """The model card ``folder/model.json``; CardError saying what is wrong with it. Each loader then
+    checks the fields its own model needs."""
+    card = Path(folder) / "model.json"
+    if not card.is_file():
+        raise CardError(f"{card} is missing")
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CardError(f"{card} is unreadable: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise CardError(f"{card} is not a JSON object")
+    return data
 
 
 def sha256_file(path: str | os.PathLike) -> str:

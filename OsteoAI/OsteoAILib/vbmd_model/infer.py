@@ -6,7 +6,6 @@ The weights live in ``models/vbmd-mlp/`` of the repository (or the folder named 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +99,9 @@ def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
     if not meta_path.is_file():
         raise ModelError(f"vBMD model not found: {meta_path} is missing (train it with `osteoai train-vbmd`)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"vBMD model description {meta_path} is unreadable: {e}") from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"vBMD model description {meta_path} is not a JSON object")
+        meta = model_registry.read_card(d)
+    except model_registry.CardError as e:
+        raise ModelError(f"vBMD model description {e}") from None
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(f"{meta_path} has format {meta.get('format')!r}, this software reads {MODEL_FORMAT!r}")
     if list(meta.get("features", [])) != list(FEATURE_NAMES):

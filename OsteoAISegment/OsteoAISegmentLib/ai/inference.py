@@ -6,7 +6,6 @@ The weights live in ``models/vertebra-seg/`` at the repository root (or ``$OSTEO
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -42,17 +41,13 @@ def sha256(path: Path) -> str:
 
 
 def read_card(directory: Path | None = None) -> dict:
-    d = directory or model_dir()
-    card = d / "model.json"
-    if not card.exists():
-        raise ModelUnavailable(f"the vertebra model is not installed ({card} missing)")
+    from OsteoAIBaseLib.model_registry import CardError
+    from OsteoAIBaseLib.model_registry import read_card as read
+
     try:
-        data = json.loads(card.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"the vertebra model card {card} is unreadable: {str(e)[:120]}") from None
-    if not isinstance(data, dict):
-        raise ModelUnavailable(f"the vertebra model card {card} is not a JSON object")
-    return data
+        return read(directory or model_dir())
+    except CardError as e:
+        raise ModelUnavailable(f"the vertebra model is not usable: {e}") from None
 
 
 def check_weights(directory: Path | None = None) -> tuple[dict, Path]:
