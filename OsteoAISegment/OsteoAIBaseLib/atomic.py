@@ -44,10 +44,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
-def _json_default(o):
+def json_default(o):
+    """``json.dumps(default=json_default)``: numpy scalars and arrays and paths as plain JSON values;
+    TypeError for anything else (a result must not be written as some object's repr)."""
     import numpy as np
 
     if isinstance(o, np.generic):

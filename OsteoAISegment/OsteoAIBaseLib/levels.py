@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .ranges import comma_ranges
+
 NAMES: dict[int, str] = {
     **{i: f"C{i}" for i in range(1, 8)},
     **{7 + i: f"T{i}" for i in range(1, 13)},
@@ -30,18 +32,14 @@ def label(level: str) -> int:
 def parse_range(spec: str) -> list[int]:
     """'T11-L2' -> [18, 19, 20, 21]; 'L1' -> [20]; 'T12,L1' -> [19, 20]."""
     out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
+    for first, last in comma_ranges(spec):
+        if last is None:
+            out.append(label(first))
             continue
-        if "-" in part:
-            a, b = (label(x) for x in part.split("-", 1))
-            ia, ib = ORDER.index(a), ORDER.index(b)
-            if ia > ib:
-                raise ValueError(f"level range {part!r} runs caudal to cranial")
-            out.extend(x for x in ORDER[ia : ib + 1] if x not in (25, 28))
-        else:
-            out.append(label(part))
+        ia, ib = ORDER.index(label(first)), ORDER.index(label(last))
+        if ia > ib:
+            raise ValueError(f"level range {first + '-' + last!r} runs caudal to cranial")
+        out.extend(x for x in ORDER[ia : ib + 1] if x not in (25, 28))
     return out
 
 

@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 import vtk
+from OsteoAIBaseLib.atomic import json_default
 from OsteoAIBaseLib.volume import LPS_TO_RAS
 
 from .constants import ATTR
 from .scene import place_next_to
-from .tables import _json_default
 
 
 def add_key_images(
@@ -33,7 +33,7 @@ def add_key_images(
         n = node.AddControlPoint(vtk.vtkVector3d(*ras), it.get("title") or it.get("name", ""))
         node.SetNthControlPointDescription(n, json.dumps({k: it.get(k) for k in ("name", "plane", "level", "file")}))
         node.SetNthControlPointLocked(n, True)
-    node.SetAttribute(ATTR + "keyImages", json.dumps(items, default=_json_default))
+    node.SetAttribute(ATTR + "keyImages", json.dumps(items, default=json_default))
     if png_dir:
         node.SetAttribute(ATTR + "keyImagesDir", str(png_dir))
     node.CreateDefaultDisplayNodes()

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 
 import numpy as np
+from OsteoAIBaseLib.atomic import json_default
 from OsteoAIBaseLib.imageio import from_canonical, to_canonical
 
 from OsteoAILib import mrml as core_mrml
@@ -53,15 +54,7 @@ def _describe(node, seg) -> None:
     node.SetAttribute(ATTR + "segmenter", seg.segmenter or "")
     node.SetAttribute(ATTR + "qc", json.dumps(list(seg.qc)))
     info = {k: v for k, v in (seg.info or {}).items() if k in ("rib_pairs", "partial_levels")}
-    node.SetAttribute(ATTR + "info", json.dumps(info, default=_plain))
-
-
-def _plain(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    node.SetAttribute(ATTR + "info", json.dumps(info, default=json_default))
 
 
 def qc_of(node) -> list[str]:

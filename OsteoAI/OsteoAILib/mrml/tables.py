@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import numpy as np
 import slicer
 import vtk
+from OsteoAIBaseLib.atomic import json_default
 
 from ..results import (
     ACR_NORMAL_ABOVE,
@@ -217,20 +217,12 @@ def add_results_text(scene, results: Results, name: str, ref_volume_node=None, t
         text_node = scene.AddNewNodeByClass("vtkMRMLTextNode", name)
         text_node.SetAttribute(ATTR + "kind", "results")
         place_next_to(scene, text_node, ref_volume_node)
-    text_node.SetText(json.dumps(results.to_dict(), indent=1, default=_json_default))
+    text_node.SetText(json.dumps(results.to_dict(), indent=1, default=json_default))
     return text_node
 
 
 def results_from_text(text_node) -> Results:
     return Results.from_dict(json.loads(text_node.GetText()))
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def table_to_rows(table_node) -> list[dict]:

@@ -15,20 +15,12 @@ import sys
 from pathlib import Path
 
 from OsteoAIBaseLib.errors import InputError
+from OsteoAIBaseLib.ranges import comma_ranges
 
 
 def parse_seeds(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
+    """'0-2,7' -> [0, 1, 2, 7]."""
+    return [s for a, b in comma_ranges(spec) for s in ([int(a)] if b is None else range(int(a), int(b) + 1))]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
