@@ -35,6 +35,8 @@ fraction; the choice is written in the calibration's notes and baked into ``hu_a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.volume import Volume
@@ -349,27 +351,53 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
     return cal, ok
 
 
+@dataclass
+class CalibrationInput:
+    """What every calibration method receives (``calibrate`` resolves the kVp and the marrow fat once)."""
+
+    vol: Volume  # canonical CT, HU
+    seg: object  # SpineSegmentation or None
+    kvp: float
+    kvp_source: str
+    qc: list[str]  # flags so far (kVp)
+    fat_fraction: float | None
+    fat_why: str
+    phantom_pairs: list[tuple[float, float]] | None = None
+
+
 def calibrate(vol: Volume, seg=None, method: str = "auto", kvp: float | None = None,
               phantom_pairs=None) -> Calibration:
     """Calibrate a canonical CT volume (HU). ``seg`` (a SpineSegmentation) locates the spine for the
-    paraspinal muscle and aorta references; without it those are searched more crudely."""
+    paraspinal muscle and aorta references; without it those are searched more crudely. ``method`` names an
+    entry of ``options.CALIBRATION_METHODS``, whose function (``CalibrationInput -> Calibration``) runs."""
     from .options import CALIBRATION_METHODS
 
-    method = CALIBRATION_METHODS.get(method).name  # InputError naming the registered methods
+    run = CALIBRATION_METHODS.get(method).load()  # InputError naming the registered methods
     kvp_val, source, qc = resolve_kvp(vol, kvp)
     ff, ff_why = marrow_fat_fraction(vol)
-    if method == "phantom":
-        if not phantom_pairs:
-            raise InputError("phantom calibration needs rod (HU, density mg/cm3) pairs")
-        return _phantom(phantom_pairs, kvp_val, source, qc)
-    if method == "none":
-        return _none(kvp_val, source, qc, ff, ff_why)
-    cal, ok = _internal(vol, seg, kvp_val, source, qc, ff, ff_why)
+    return run(CalibrationInput(vol, seg, kvp_val, source, qc, ff, ff_why, phantom_pairs))
+
+
+def calibrate_phantom(c: CalibrationInput) -> Calibration:
+    """Rods of an in-scan phantom (``phantom_pairs``: rod HU, rod density mg/cm3)."""
+    if not c.phantom_pairs:
+        raise InputError("phantom calibration needs rod (HU, density mg/cm3) pairs")
+    return _phantom(c.phantom_pairs, c.kvp, c.kvp_source, c.qc)
+
+
+def calibrate_none(c: CalibrationInput) -> Calibration:
+    """The scanner's HU as they are."""
+    return _none(c.kvp, c.kvp_source, c.qc, c.fat_fraction, c.fat_why)
+
+
+def calibrate_internal(c: CalibrationInput) -> Calibration:
+    """Air, fat, muscle and blood of this scan (``auto`` and ``internal``): when the fit cannot be trusted, no
+    correction, but what was measured and why is kept."""
+    cal, ok = _internal(c.vol, c.seg, c.kvp, c.kvp_source, c.qc, c.fat_fraction, c.fat_why)
     if ok:
         return cal
-    # auto (and a failed explicit internal): no correction, but keep what was measured and why.
-    fallback = _none(kvp_val, source, cal.qc, ff, ff_why,
-                     why=f"internal calibration not trusted ({'; '.join(f.split(':')[0] for f in cal.qc[len(qc):])})")
+    fallback = _none(c.kvp, c.kvp_source, cal.qc, c.fat_fraction, c.fat_why,
+                     why=f"internal calibration not trusted ({'; '.join(f.split(':')[0] for f in cal.qc[len(c.qc):])})")
     fallback.references = cal.references
     fallback.notes += f" | rejected internal fit: slope {cal.slope:.3f}, intercept {cal.intercept:.1f}"
     return fallback

@@ -29,13 +29,13 @@ from OsteoAISegmentLib.segmenters import SEGMENTERS
 CALIBRATION_METHODS = Registry("calibration method", "--calibration")
 for _c in (
     Choice("auto", "auto", "internal calibration when its fit is trusted, else none (with a flag saying why)",
-           "OsteoAILib.calibration:calibrate"),
+           "OsteoAILib.calibration:calibrate_internal"),
     Choice("internal", "internal (this scan's tissues)", "air, fat, muscle and blood of this scan",
-           "OsteoAILib.calibration:calibrate"),
+           "OsteoAILib.calibration:calibrate_internal"),
     Choice("phantom", "phantom (rods in the scan)", "rods of an in-scan phantom, given with --phantom-rods",
-           "OsteoAILib.calibration:calibrate"),
+           "OsteoAILib.calibration:calibrate_phantom"),
     Choice("none", "none (scanner HU as they are)", "no correction of the scanner's HU",
-           "OsteoAILib.calibration:calibrate"),
+           "OsteoAILib.calibration:calibrate_none"),
 ):
     CALIBRATION_METHODS.register(_c)
 

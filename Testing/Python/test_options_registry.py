@@ -90,3 +90,29 @@ def test_a_typo_in_a_panel_setting_is_one_clear_error():
 
     with pytest.raises(InputError, match="HU:mg_cm3"):
         options.options_from_settings(options.Settings(phantomPairs="10-0"))
+
+
+def calibrate_fixed(c):
+    """A 'calibration method' with a fixed line (the registry calls it like the real ones)."""
+    from OsteoAILib.results import Calibration
+
+    return Calibration(method="fixed", slope=1.1, intercept=-5.0, kvp=c.kvp, kvp_source=c.kvp_source, qc=list(c.qc))
+
+
+def test_a_registered_calibration_method_is_offered_and_runs():
+    from OsteoAILib.calibration import calibrate
+    from OsteoAILib.phantom import PhantomParams, make_phantom
+    from OsteoAILib.slicer_ui.parameters import osteoaiParameters
+
+    options.CALIBRATION_METHODS.register(Choice("fixed", "fixed line", "slope 1.1, intercept -5 (test)",
+                                                "test_options_registry:calibrate_fixed"))
+    try:
+        assert options.options_from_args(_run_args("--calibration", "fixed")).calibration == "fixed"
+        assert "fixed" in osteoaiParameters()[0]["calibration"][1]
+        ph = make_phantom(PhantomParams(seed=2, matrix=64, spacing=(3.0, 3.0, 3.0), levels="L1"))
+        cal = calibrate(ph.volume, method="fixed", kvp=100.0)
+        assert (cal.method, cal.slope, cal.intercept, cal.kvp, cal.kvp_source) == ("fixed", 1.1, -5.0, 100.0, "user")
+    finally:
+        options.CALIBRATION_METHODS.unregister("fixed")
+    with pytest.raises(SystemExit):
+        _run_args("--calibration", "fixed")
