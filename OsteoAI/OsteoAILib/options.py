@@ -179,7 +179,9 @@ def validate(opts: PipelineOptions) -> PipelineOptions:
     for o in OPTIONS:
         value = getattr(opts, o.name)
         if isinstance(o.choices, Registry):
-            o.choices.get(value)
+            why_not = o.choices.get(value).available()  # e.g. TotalSegmentator without its weights
+            if why_not:
+                raise InputError(f"{o.flag} {value} cannot run here: {why_not}")
         elif o.choices is not None and value not in o.choices:
             raise InputError(f"unknown {o.flag[2:]} {value!r} (expected one of {', '.join(o.choices)})")
     if opts.calibration == "phantom" and not opts.phantom_pairs:

@@ -116,3 +116,16 @@ def test_a_registered_calibration_method_is_offered_and_runs():
         options.CALIBRATION_METHODS.unregister("fixed")
     with pytest.raises(SystemExit):
         _run_args("--calibration", "fixed")
+
+
+def test_a_choice_that_cannot_run_here_fails_before_any_work():
+    from OsteoAIBaseLib.errors import InputError
+
+    why = "the absent package is not installed"
+    SEGMENTERS.register(Choice("absent", "absent", "needs a package this machine lacks (test)",
+                               "test_options_registry:segment_with_truth", lambda: why))
+    try:
+        with pytest.raises(InputError, match=f"^--segmenter absent cannot run here: {why}$"):
+            options.options_from_args(_run_args("--segmenter", "absent"))
+    finally:
+        SEGMENTERS.unregister("absent")
