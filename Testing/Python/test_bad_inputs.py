@@ -15,7 +15,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_helpers import write_series
 from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.imageio import read_volume
 from OsteoAIBaseLib.volume import Volume
@@ -24,6 +23,7 @@ from OsteoAILib.validate import corrupt_slices_in_roi, validate
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
+from support.dicom_helpers import write_series
 
 N = 12
 

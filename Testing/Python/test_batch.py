@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from batch_helpers import OPTIONS, make_cohort, write_csv
 from OsteoAILib.batch.command import run_batch
 from OsteoAILib.batch.discover import discover, study_id
 from OsteoAILib.batch.study import STUDY_FILE
+from support.batch_helpers import OPTIONS, make_cohort, write_csv
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from batch_helpers import OPTIONS, make_cohort
 from OsteoAILib.batch.command import run_batch
 from OsteoAILib.batch.discover import study_id
+from support.batch_helpers import OPTIONS, make_cohort
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from batch_helpers import OPTIONS, make_cohort
 from OsteoAILib.batch.command import run_batch
 from OsteoAILib.batch.study import STUDY_FILE
+from support.batch_helpers import OPTIONS, make_cohort
 
 N = 6
 CLI_OPTIONS = ["--segmenter", "classical", "--calibration", "internal", "--key-images", "1"]  # = OPTIONS

@@ -4,8 +4,8 @@ every fuzzed series ends in a Volume or an InputError with a printable one-line 
 from __future__ import annotations
 
 import numpy as np
-from dicom_fuzz import base_series, fuzz, run_case
 from OsteoAIBaseLib.imageio import read_volume
+from support.dicom_fuzz import base_series, fuzz, run_case
 
 
 def test_the_seed_series_is_valid(tmp_path):
@@ -21,7 +21,7 @@ def test_fuzzed_headers_never_crash_or_hang(tmp_path):
 def test_every_volume_read_from_a_fuzzed_series_holds_the_true_values(tmp_path):
     """No silent wrong number: a fuzzed series that still reads gives the seed's values (all slices, or a
     contiguous run of them when a slice was set apart as another series)."""
-    from dicom_fuzz import mutate
+    from support.dicom_fuzz import mutate
 
     base = base_series(tmp_path / "base")
     ref = read_volume(base).array

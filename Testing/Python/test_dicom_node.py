@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
-from dicom_helpers import write_series  # noqa: E402
-from test_dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
+from support.dicom_helpers import write_series  # noqa: E402
+from support.dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
 
 TIMEOUT_S = 180
 

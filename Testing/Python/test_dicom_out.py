@@ -5,27 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("highdicom")
 
-SMALL = dict(levels="T11-L2", matrix=128, spacing=(1.5, 1.5, 2.0))
-
-
-def small_phantom_dicom(folder: Path, seed: int = 5) -> Path:
-    from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
-
-    write_phantom(make_phantom(PhantomParams(seed=seed, **SMALL)), folder, dicom=True)
-    return folder / "dicom"
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    r = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-    return [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error")]
+from support.dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
 
 
 @pytest.fixture(scope="module")

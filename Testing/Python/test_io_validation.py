@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from dicom_helpers import write_series
 from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.imageio import from_canonical, read_volume, to_canonical, volume_from_sitk
 from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.cli import main as cli_main
 from OsteoAILib.validate import validate
+from support.dicom_helpers import write_series
 
 
 def _nifti(tmp_path, arr, spacing=(0.8, 0.8, 2.0), direction=None, name="ct.nii.gz"):

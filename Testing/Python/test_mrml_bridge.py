@@ -15,7 +15,7 @@ from OsteoAIBaseLib.volume import Volume  # noqa: E402
 from OsteoAILib import mrml  # noqa: E402
 from OsteoAILib.results import Calibration, Diagnosis, LevelResult, Results, acr_category  # noqa: E402
 from OsteoAILib.terminology import SNOMED_VERTEBRA, level_color  # noqa: E402
-from test_mrml_synthetic import synthetic_output  # noqa: E402
+from support.mrml_synthetic import synthetic_output  # noqa: E402
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from OsteoAILib import mrml  # noqa: E402
-from test_mrml_synthetic import synthetic_output  # noqa: E402
+from support.mrml_synthetic import synthetic_output  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

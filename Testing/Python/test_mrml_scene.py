@@ -11,7 +11,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from OsteoAILib import mrml  # noqa: E402
 from OsteoAILib.pipeline import PipelineOptions  # noqa: E402
-from test_mrml_synthetic import synthetic_output  # noqa: E402
+from support.mrml_synthetic import synthetic_output  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from OsteoAIBaseLib.levels import IDS  # noqa: E402
 from OsteoAILib import mrml  # noqa: E402
 from OsteoAILib.mrml import spine_segmentation as seg_mrml  # noqa: E402
 from OsteoAISegmentLib.segmentation import SpineSegmentation  # noqa: E402
-from test_mrml_synthetic import synthetic_output  # noqa: E402
+from support.mrml_synthetic import synthetic_output  # noqa: E402
 
 
 def _fake_segmenter(truth_vertebrae, original):

@@ -7,51 +7,20 @@ import hashlib
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from OsteoAIBaseLib.errors import OutputError
-from OsteoAIBaseLib.volume import Volume
 from OsteoAILib.cli import main as cli_main
-from OsteoAILib.keyimages import KeyImage
 from OsteoAILib.outputs import write_outputs
-from OsteoAILib.pipeline import PipelineOutput
-from OsteoAILib.results import Calibration, Diagnosis, LevelResult, Results
+from support.outputs import make_output
 
 HERE = Path(__file__).resolve().parent
-
-
-def _png(value: int) -> bytes:
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + bytes([value % 256] * 4) for _ in range(4))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def make_output(tag: str, n_keys: int = 2, radiomics: bool = False, size: int = 16) -> PipelineOutput:
-    """A small but whole screening output (no pipeline run): labelmaps, key images, tables."""
-    seed = sum(map(ord, tag))
-    vol = Volume(np.full((12, size, size), seed % 100, np.int16), (1.0, 1.0, 2.0))
-    vert = np.zeros(vol.shape, np.int16)
-    vert[1:6, 2:-2, 2:-2], vert[6:11, 2:-2, 2:-2] = 20, 21
-    rois = np.where(vert > 0, vert, 0).astype(np.int16)
-    rois[:, :4] = 0
-    res = Results(input={"source": "test", "tag": tag},
-                  levels=[LevelResult("L1", 20, vbmd_mg_cm3=100.0 + seed % 7), LevelResult("L2", 21)],
-                  diagnosis=Diagnosis(None, None, [], "test"), calibration=Calibration("none"))
-    keys = [KeyImage(f"{i}_axial_{tag}", "t", "axial", "L1", (0, 0, 0), (0.0, 0.0, 0.0), png=_png(seed + i))
-            for i in range(n_keys)]
-    rad = [{"level": "L1", "feature": seed}] if radiomics else None
-    return PipelineOutput(res, vol, vert, rois, key_images=keys, radiomics=rad)
 
 
 def folder_state(d: Path) -> str | None:
@@ -172,7 +141,7 @@ def test_a_full_disk_keeps_the_old_result(tmp_path):
     """A real write failure: the file-size limit makes every write past 1.5 kB fail with EFBIG."""
     script = textwrap.dedent(f"""
         import resource, signal, sys
-        from test_output_integrity import make_output
+        from support.outputs import make_output
         from OsteoAIBaseLib.errors import OutputError
         from OsteoAILib.outputs import write_outputs
         write_outputs(make_output("A"), {str(tmp_path)!r})
@@ -193,7 +162,7 @@ def test_a_full_disk_keeps_the_old_result(tmp_path):
 def test_a_kill_at_any_moment_leaves_one_result_or_none(tmp_path):
     """A writer alternating two results is killed at 6 moments; each time the folder is checked."""
     script = textwrap.dedent(f"""
-        from test_output_integrity import make_output
+        from support.outputs import make_output
         from OsteoAILib.outputs import write_outputs
         outs = [make_output("A", n_keys=4, radiomics=True, size=96), make_output("B", n_keys=2, size=96)]
         print("ready", flush=True)

@@ -9,6 +9,7 @@ from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.volume import Volume
 from OsteoAISegmentLib.api import segment_spine
 from OsteoAISegmentLib.segmentation import SpineSegmentation
+from support.seg_metrics import best_label, dice
 
 # TotalSegmentator v2 "total" vertebra ids -> VerSe ids
 TS_TO_VERSE = {27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18, 34: 17, 35: 16, 36: 15, 37: 14}
@@ -30,16 +31,6 @@ def _fully_in_view(mask: np.ndarray) -> bool:
     return not any(np.take(mask, e, axis=ax).any() for ax in range(3) for e in (0, -1))
 
 
-def _best_label(pred: np.ndarray, truth_mask: np.ndarray) -> int:
-    v = pred[truth_mask]
-    v = v[v > 0]
-    return int(np.bincount(v).argmax()) if len(v) else 0
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
-
-
 def test_phantom_labels_and_overlap(phantom, phantom_seg):
     seg = phantom_seg
     assert isinstance(seg, SpineSegmentation)
@@ -51,8 +42,8 @@ def test_phantom_labels_and_overlap(phantom, phantom_seg):
         truth = phantom.vertebrae == lab
         if lab == 0 or not _fully_in_view(truth):
             continue
-        assert _best_label(seg.vertebrae, truth) == lab, f"{lv.name(lab)} mislabelled"
-        assert _dice(seg.bodies == lab, phantom.bodies == lab) > 0.6, f"{lv.name(lab)} body overlap too low"
+        assert best_label(seg.vertebrae, truth) == lab, f"{lv.name(lab)} mislabelled"
+        assert dice(seg.bodies == lab, phantom.bodies == lab) > 0.6, f"{lv.name(lab)} body overlap too low"
         checked += 1
     assert checked >= 3
 
@@ -134,7 +125,7 @@ def test_real_labels_and_roi_containment(shared_data, name):
         m = truth == lab
         if lab == 0 or not _fully_in_view(m):
             continue
-        pred = _best_label(seg.vertebrae, m)
+        pred = best_label(seg.vertebrae, m)
         if no_anchor:
             assert abs(lv.ORDER.index(pred) - lv.ORDER.index(lab)) <= 1, f"{name}: {lv.name(lab)} named {pred}"
         else:
@@ -177,7 +168,7 @@ def test_upper_thoracic_discs_split_each_body():
     assert len(complete) >= 4
     owner = {}
     for lab in complete:
-        pred = _best_label(seg.bodies, ph.bodies == lab)
+        pred = best_label(seg.bodies, ph.bodies == lab)
         assert pred and pred not in owner.values(), f"{lv.name(lab)} shares a segment with a neighbour"
         owner[lab] = pred
         roi = rs.labelmap == pred

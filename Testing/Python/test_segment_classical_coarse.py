@@ -9,7 +9,7 @@ from OsteoAIBaseLib import levels as lv
 from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
 from OsteoAILib.roi import place_rois
 from OsteoAISegmentLib.api import segment_spine
-from test_segment_classical import _best_label, _dice
+from support.seg_metrics import best_label, dice
 
 # the vBMD benchmark's grid and a hard acquisition: 80 kVp, enhanced aorta and organs (as dense
 # as the bone), HU scale and offset off, cupping
@@ -27,7 +27,7 @@ def _check_labels_and_rois(ph, seg, rois):
     assert len(complete) >= 4
     for lab in complete:
         body = ph.bodies == lab
-        assert _best_label(seg.bodies, body) == lab, f"{lv.name(lab)} body mislabelled"
+        assert best_label(seg.bodies, body) == lab, f"{lv.name(lab)} body mislabelled"
         roi = rois.labelmap == lab
         if not roi.any():
             # a level without ROI must say why (QC), never carry a wrong number
@@ -62,10 +62,10 @@ def test_linear_hu_change_keeps_labels_and_rois(coarse, a, b):
     rois2 = place_rois(vol2, seg2)
     assert seg2.levels == seg.levels
     for lab in seg.levels:
-        assert _dice(seg2.bodies == lab, seg.bodies == lab) > 0.98, f"{lv.name(lab)} body moved"
+        assert dice(seg2.bodies == lab, seg.bodies == lab) > 0.98, f"{lv.name(lab)} body moved"
         r1, r2 = rois.labelmap == lab, rois2.labelmap == lab
         if r1.any() or r2.any():
-            assert _dice(r1, r2) > 0.95, f"{lv.name(lab)} ROI moved"
+            assert dice(r1, r2) > 0.95, f"{lv.name(lab)} ROI moved"
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 3.0), (2.0, 2.0, 2.5)])

@@ -7,7 +7,7 @@ import ast
 import string
 
 import pytest
-import slicer_harness
+from support import slicer_harness
 
 REPO = slicer_harness.REPO
 UI = REPO / "OsteoAI" / "OsteoAILib" / "slicer_ui"

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 psutil = pytest.importorskip("psutil", reason="psutil is not installed")
 
-import slicer_harness  # noqa: E402
+from support import slicer_harness  # noqa: E402
 
 REPO = slicer_harness.REPO
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicer_harness
+from support import slicer_harness
 
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(HERE.parent / "Python"))
 
 def _chunk(args) -> tuple[Counter, list]:
     import numpy as np
-    from dicom_fuzz import base_series, mutate, run_case
     from OsteoAIBaseLib.imageio import read_volume
+    from support.dicom_fuzz import base_series, mutate, run_case
 
     start, stop, seed, timeout_s, work = args
     work = Path(work) / f"w{start}"

@@ -32,7 +32,7 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SLICER_PYTHON = Path(os.environ.get("OSTEOAI_SLICER_PYTHON", REPO.parent / "shared" / "slicer-python"))
 SKIP_REASON = (f"Slicer's Python layer not found at {SLICER_PYTHON} (../shared/slicer-python next to the "
                "checkout, or set OSTEOAI_SLICER_PYTHON): the module harness cannot run")
