@@ -121,7 +121,7 @@ def test_malformed_or_incomplete_cards_are_refused(tmp_path, text, message):
 
 
 def test_a_corrupted_model_under_auto_is_a_qc_flag(tmp_path, monkeypatch):
-    from OsteoAILib.pipeline import PipelineOptions, _estimator
+    from OsteoAILib.remeasure import make_estimator
 
     d = _copy(VBMD, tmp_path / "m", ["model.json", "weights.npz"])
     data = bytearray((d / "weights.npz").read_bytes())
@@ -129,13 +129,12 @@ def test_a_corrupted_model_under_auto_is_a_qc_flag(tmp_path, monkeypatch):
     (d / "weights.npz").write_bytes(bytes(data))
     monkeypatch.setenv(infer.ENV_VAR, str(d))
     problems: list[str] = []
-    est, tag = _estimator(PipelineOptions(vbmd_method="auto"), Volume(np.zeros((2, 2, 2))), Calibration("internal"),
-                          problems)
+    est, tag = make_estimator("auto", Volume(np.zeros((2, 2, 2))), Calibration("internal"), problems)
     assert est is None and tag is None
     assert len(problems) == 1 and problems[0].startswith("vbmd_model_unavailable: vbmd-mlp not used (vBMD model "
                                                          "weights are altered: weights.npz is not the shipped")
     with pytest.raises(infer.ModelError):
-        _estimator(PipelineOptions(vbmd_method="ai"), Volume(np.zeros((2, 2, 2))), Calibration("internal"), [])
+        make_estimator("ai", Volume(np.zeros((2, 2, 2))), Calibration("internal"), [])
 
 
 # --------------------------------------------------------------------------------------- segmenter model
