@@ -118,7 +118,8 @@ class ReviewSession:
 
 
 def remeasure_scene(scene, volume, rois, results: Results, boxes, vertebrae, table, diagnostic_levels):
-    """Slicer's Recompute: the MRML bridge's re-measure (``mrml.recompute_from_segmentation``)."""
+    """What the Slicer panel's Recompute calls: the MRML bridge's ``recompute_from_segmentation`` (edited
+    segments and moved boxes -> ROI labelmap), which measures with the core's ``remeasure.remeasure_results``."""
     return mrml.recompute_from_segmentation(scene, volume, rois, results, roi_boxes=boxes,
                                             vertebrae_seg_node=vertebrae, table_node=table,
                                             diagnostic_levels=diagnostic_levels)

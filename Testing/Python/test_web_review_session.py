@@ -30,7 +30,13 @@ def test_box_edits_and_erase_change_what_recompute_measures(hs, study):
     from OsteoAIWeb.review_session import ReviewSession
 
     sha = hashlib.sha256((study / "results.json").read_bytes()).hexdigest()
-    n_before = hs.scene.GetNumberOfNodes()
+    data_classes = ("vtkMRMLVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsNode", "vtkMRMLTableNode",
+                    "vtkMRMLPlotChartNode", "vtkMRMLTextNode")
+
+    def data_nodes():
+        return sum(hs.scene.GetNodesByClass(c).GetNumberOfItems() for c in data_classes)
+
+    n_before = data_nodes()
     ses = ReviewSession(hs.scene, study)
     level = ses.auto.diagnosis.levels[0]
     auto = {lv.level: lv for lv in ses.auto.levels}
@@ -58,7 +64,7 @@ def test_box_edits_and_erase_change_what_recompute_measures(hs, study):
     assert hashlib.sha256((study / "results.json").read_bytes()).hexdigest() == sha
     assert {lv.level: lv.vbmd_mg_cm3 for lv in ses.auto.levels} == {k: v.vbmd_mg_cm3 for k, v in auto.items()}
     ses.close()
-    assert hs.scene.GetNumberOfNodes() == n_before  # a closed study leaves the scene as it found it
+    assert data_nodes() == n_before  # a closed study leaves no volume, segmentation, box or table behind
 
 
 def test_plots_and_pdf_come_from_the_result(study, tmp_path):
@@ -76,3 +82,35 @@ def test_plots_and_pdf_come_from_the_result(study, tmp_path):
     d = results.diagnosis
     assert f"{d.vbmd_mg_cm3:.0f} mg/cm³" in text["headline"] and d.category in text["headline"]
     assert any("not a diagnosis" in x for x in text["limits"])
+
+
+def test_box_mask_tests_only_the_block_around_the_box_and_finds_the_same_voxels(hs):
+    """Recompute after a box move must answer in seconds on a 512x512 CT: box_mask looks only at the grid block
+    around the box. It must find exactly the voxels a test of the whole grid finds (rotated, clipped boxes)."""
+    import numpy as np
+    from OsteoAILib.mrml.roi_boxes import box_mask
+    from OsteoAILib.mrml.volumes import _matrix_to_numpy, _numpy_to_matrix
+
+    def whole_grid(node, m, shape):
+        w2o = np.linalg.inv(_matrix_to_numpy(node.GetObjectToWorldMatrix()))
+        k, j, i = np.indices(shape)
+        obj = (w2o @ m @ np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)]))[:3]
+        return np.all(np.abs(obj) <= np.asarray(node.GetSize())[:, None] / 2 + 1e-6, axis=0).reshape(shape)
+
+    rng = np.random.default_rng(0)
+    shape, hits = (30, 40, 50), 0
+    for t in range(30):
+        m = np.eye(4)
+        m[:3, :3] = np.diag(rng.uniform(0.5, 2, 3))[:, [1, 0, 2] if t % 2 else [0, 1, 2]] * [-1 if t % 2 else 1, 1, 1]
+        m[:3, 3] = rng.uniform(-20, 20, 3)
+        a = rng.uniform(0, 0.5)
+        obj = np.eye(4)
+        obj[:3, :3] = [[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]
+        obj[:3, 3] = m[:3, :3] @ rng.uniform(-5, 55, 3) + m[:3, 3]
+        node = hs.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+        node.GetObjectToNodeMatrix().DeepCopy(_numpy_to_matrix(obj))
+        node.SetSize(*rng.uniform(1, 40, 3))
+        fast = box_mask(node, m, shape)
+        assert np.array_equal(fast, whole_grid(node, m, shape)), t
+        hits += bool(fast.any())
+    assert hits >= 10  # most boxes overlap the grid: the comparison is not between empty masks

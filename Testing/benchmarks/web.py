@@ -146,6 +146,9 @@ def main() -> int:
                   f"{', '.join(f'{s:.2f}' for _, s in recs)} s); target <= 2 s")
 
             # --- 10 uploads at once ------------------------------------------------------------------
+            if not args.uploads:
+                browser.close()
+                return 0
             answers: list = [None] * args.uploads
             t_start = time.perf_counter()
 

@@ -67,11 +67,20 @@ def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
     obj_to_world = _matrix_to_numpy(node.GetObjectToWorldMatrix())
     world_to_obj = np.linalg.inv(obj_to_world)
     half = np.asarray(node.GetSize()) / 2
-    k, j, i = np.indices(shape)
+    inside = np.zeros(shape, bool)
+    # Only the grid block around the box's corners is tested: the whole grid of a 512x512 CT costs ~45 s.
+    corners = np.array([[sx, sy, sz, 1.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * np.r_[half, 1]
+    ijk = (np.linalg.inv(vol_ijk_to_ras) @ obj_to_world @ corners.T)[:3]
+    lo = np.maximum(np.floor(ijk.min(1)).astype(int) - 1, 0)
+    hi = np.minimum(np.ceil(ijk.max(1)).astype(int) + 2, np.asarray(shape)[::-1])
+    if np.any(hi <= lo):
+        return inside
+    i, j, k = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")
     ijk1 = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
     obj = (world_to_obj @ vol_ijk_to_ras @ ijk1)[:3]
-    inside = np.all(np.abs(obj) <= half[:, None] + 1e-6, axis=0)
-    return inside.reshape(shape)
+    hit = np.all(np.abs(obj) <= half[:, None] + 1e-6, axis=0)
+    inside[k.ravel()[hit], j.ravel()[hit], i.ravel()[hit]] = True
+    return inside
 
 
 def roi_boxes_of(scene, roi_seg_node) -> dict:
