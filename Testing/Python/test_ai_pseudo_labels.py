@@ -4,14 +4,15 @@ targets where they are trustworthy (bright bone inside the mask), unknown elsewh
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from OsteoAILib.segmenter_training import dataset as ds
 from OsteoAISegmentLib.ai.labels import BODY, IGNORE, POSTERIOR
 
 
-def _small_phantom():
-    from OsteoAILib.phantom import PhantomParams, make_phantom
-
-    return make_phantom(PhantomParams(seed=3, levels="L1-L3", matrix=160, spacing=(1.6, 1.6, 2.0)))
+@pytest.fixture
+def small_lumbar_phantom(phantoms):
+    """L1-L3 on 1.6 mm voxels (a copy of its own: the tests below may change it)."""
+    return phantoms(seed=3, levels="L1-L3", matrix=160, spacing=(1.6, 1.6, 2.0))
 
 
 def test_levels_trusted_only_without_labelling_flags():
@@ -21,8 +22,8 @@ def test_levels_trusted_only_without_labelling_flags():
     assert not ds.levels_trusted(["rib_count: 11 rib pairs found; labels may be shifted"])
 
 
-def test_pseudo_truth_on_a_phantom_with_its_true_labels():
-    ph = _small_phantom()
+def test_pseudo_truth_on_a_phantom_with_its_true_labels(small_lumbar_phantom):
+    ph = small_lumbar_phantom
     vol = ph.volume
     verse = np.asarray(ph.vertebrae)
     bodies = np.where(np.asarray(ph.bodies) > 0, verse, 0)
@@ -61,10 +62,10 @@ def test_disc_plane_and_dim_rim_of_a_classical_column_are_unknown():
     assert np.all(sem[:, :, :6] == 0)  # clear of the column: background
 
 
-def test_prepare_pseudo_runs_the_classical_segmenter(tmp_path):
+def test_prepare_pseudo_runs_the_classical_segmenter(small_lumbar_phantom, tmp_path):
     from OsteoAIBaseLib.imageio import write_volume
 
-    ph = _small_phantom()
+    ph = small_lumbar_phantom
     write_volume(ph.volume, tmp_path / "ct.nii.gz")
     out = tmp_path / "seg"
     paths = ds.prepare_pseudo(tmp_path, out, sources={"tiny": "ct.nii.gz"}, log=lambda m: None)

@@ -85,15 +85,14 @@ def test_no_spine_reports_it():
     assert res["levels"] == [] and res["qc"][0].startswith("no_spine")
 
 
-def test_model_on_a_small_phantom():
+def test_model_on_a_small_phantom(phantoms):
     """The shipped model on a held-back phantom seed (coarse grid to stay fast): Dice and
     identification against the phantom's own labels."""
     if not inference.model_available():
         pytest.skip("model not installed")
-    from OsteoAILib.phantom import PhantomParams, make_phantom
     from OsteoAILib.segmenter_training.evaluate import score_case, summarise
 
-    ph = make_phantom(PhantomParams(seed=1001, levels="T9-L3", matrix=220, spacing=(1.6, 1.6, 2.0)))
+    ph = phantoms(seed=1001, levels="T9-L3", matrix=220, spacing=(1.6, 1.6, 2.0))
     seg = inference.segment_with_model(ph.volume)
     s = summarise(score_case(seg.vertebrae, ph.vertebrae, ph.volume.spacing))["fully_in_view"]
     assert s["n"] >= 5

@@ -383,14 +383,13 @@ def test_random_pixels_in_one_roi_slice_are_found():
     assert "implausible" in EXCLUDING  # 'implausible' keeps the level out of the diagnosis
 
 
-def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level():
+def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level(phantoms):
     """Random values in 30% of one ROI slice of the level the diagnosis used: that level gets an
     'implausible' flag and leaves the diagnosis (the level is found by a clean run first, so the test does
     not depend on which names the segmenter gives)."""
-    from OsteoAILib.phantom import PhantomParams, make_phantom
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
-    ph = make_phantom(PhantomParams(seed=7, matrix=256, spacing=(1.2, 1.2, 1.5), levels="T11-L2"))
+    ph = phantoms(seed=7, matrix=256, spacing=(1.2, 1.2, 1.5), levels="T11-L2")
     vol = ph.volume
     assert np.allclose(vol.direction, np.eye(3))  # the phantom is on the canonical grid: ROI boxes index it
     opts = PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu",

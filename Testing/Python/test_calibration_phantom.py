@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from OsteoAILib import calibration, qc
-from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
+from OsteoAILib.phantom import TISSUES
 from OsteoAILib.reference_tissues import reference_voxels
 from scipy import ndimage as ndi
 
@@ -60,14 +60,14 @@ def _errors(ph, arr=None, cal=None):
 
 
 @pytest.fixture(scope="module")
-def ph_scaled():
+def ph_scaled(phantoms):
     # Air at -1020 HU: about a third of it is clipped at -1024 and estimated from the rest.
-    return make_phantom(PhantomParams(seed=11, kvp=100, hu_scale=1.05, hu_offset=30.0, **COARSE))
+    return phantoms(seed=11, kvp=100, hu_scale=1.05, hu_offset=30.0, **COARSE)
 
 
 @pytest.mark.parametrize("kvp,scale,offset", [(80, 0.95, -15.0), (140, 1.05, 20.0)])
-def test_vbmd_matches_phantom_truth(kvp, scale, offset):
-    ph = make_phantom(PhantomParams(seed=kvp, kvp=kvp, hu_scale=scale, hu_offset=offset, **COARSE))
+def test_vbmd_matches_phantom_truth(phantoms, kvp, scale, offset):
+    ph = phantoms(seed=kvp, kvp=kvp, hu_scale=scale, hu_offset=offset, **COARSE)
     err, _, cal = _errors(ph)
     assert cal.method == "internal" and cal.kvp == kvp
     assert len(err) >= 2
@@ -99,8 +99,8 @@ def test_vbmd_invariant_under_linear_hu_change(ph_scaled, a, b):
         assert abs(moved[lab] - base[lab]) <= 0.02 * base[lab], (lab, base[lab], moved[lab])
 
 
-def test_contrast_phantom_is_flagged_and_blood_left_out():
-    ph = make_phantom(PhantomParams(seed=5, kvp=120, contrast=True, **COARSE))
+def test_contrast_phantom_is_flagged_and_blood_left_out(phantoms):
+    ph = phantoms(seed=5, kvp=120, contrast=True, **COARSE)
     cal = calibration.calibrate(ph.volume, _seg(ph))
     assert any(qc.code(f) == "contrast" for f in cal.qc)
     assert not cal.references["blood"]["used"] and "contrast" in cal.references["blood"]["why"]
@@ -108,10 +108,10 @@ def test_contrast_phantom_is_flagged_and_blood_left_out():
 
 
 @pytest.mark.parametrize("kvp", [80, 140])
-def test_beam_hardening_cupping_is_fitted(kvp):
+def test_beam_hardening_cupping_is_fitted(phantoms, kvp):
     """Cupping (20 HU at the body centre) lowers the deep aorta, muscle and spine more than the
     subcutaneous fat; the depth term of the fit takes it out of the spine's calibration."""
-    ph = make_phantom(PhantomParams(seed=21 + kvp, kvp=kvp, beam_hardening=0.5, **COARSE))
+    ph = phantoms(seed=21 + kvp, kvp=kvp, beam_hardening=0.5, **COARSE)
     err, _, cal = _errors(ph)
     assert "cupping" in cal.notes and all(cal.references[n]["used"] for n in ("air", "fat", "muscle", "blood"))
     assert np.mean(np.abs(list(err.values()))) <= 3.0, err
@@ -124,15 +124,15 @@ def test_beam_hardening_cupping_is_fitted(kvp):
     assert flat["cupping_hu"] == 0.0 and 10.0 < with_depth["cupping_hu"] < 40.0
 
 
-def test_low_dose_adds_little_error():
-    ph = make_phantom(PhantomParams(seed=8, kvp=120, dose="ultralow", **COARSE))
+def test_low_dose_adds_little_error(phantoms):
+    ph = phantoms(seed=8, kvp=120, dose="ultralow", **COARSE)
     err, _, cal = _errors(ph)
     assert np.mean(np.abs(list(err.values()))) <= 4.0, err
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OSTEOAI_SLOW"), reason="accuracy sweep: set OSTEOAI_SLOW=1 to run")
-def test_accuracy_sweep_default_resolution():
+def test_accuracy_sweep_default_resolution(phantoms):
     """MAE / bias over kVp x seeds x (standard dose, low dose, standard dose with beam-hardening
     cupping 0-0.5), each with a random scanner scale (0.9-1.1) and offset (-30..30 HU), on the
     phantom's default 0.7 x 0.7 x 1 mm grid."""
@@ -145,8 +145,8 @@ def test_accuracy_sweep_default_resolution():
             for seed in (1, 2, 3):
                 a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
                 bh = float(rng.uniform(0.0, 0.5)) if case == "cupping" else 0.0
-                ph = make_phantom(PhantomParams(seed=100 * seed + kvp, kvp=kvp, dose=dose, levels="T12-L2",
-                                                hu_scale=a, hu_offset=b, beam_hardening=bh))
+                ph = phantoms(seed=100 * seed + kvp, kvp=kvp, dose=dose, levels="T12-L2",
+                              hu_scale=a, hu_offset=b, beam_hardening=bh)
                 err, _, cal = _errors(ph)
                 rows.append((case, kvp, seed, a, b, cal.method, list(err.values())))
     print("\ncase      kVp seed  scale  offset method    MAE   bias  (mg/cm3)")
@@ -168,13 +168,13 @@ def test_accuracy_sweep_default_resolution():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("OSTEOAI_SLOW"), reason="invariance sweep: set OSTEOAI_SLOW=1 to run")
-def test_invariance_sweep_default_resolution():
+def test_invariance_sweep_default_resolution(phantoms):
     """vBMD change under HU' = a HU + b over a grid of a and b, at two kVp and with cupping; then with
     the scanner clipping at -1024 HU (outside air lost when a HU + b < -1024)."""
     worst, worst_clipped = 0.0, 0.0
     print()
     for kvp, seed, bh in ((80, 1, 0.0), (140, 2, 0.0), (120, 3, 0.4)):
-        ph = make_phantom(PhantomParams(seed=seed, kvp=kvp, levels="T12-L2", beam_hardening=bh))
+        ph = phantoms(seed=seed, kvp=kvp, levels="T12-L2", beam_hardening=bh)
         _, base, _ = _errors(ph)
         for a in (0.9, 0.95, 1.05, 1.1):
             for b in (-30.0, 0.0, 30.0):

@@ -46,13 +46,13 @@ def _needles() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def screened(tmp_path_factory):
+def screened(phantoms, tmp_path_factory):
     pytest.importorskip("radiomics")
     pytest.importorskip("slicer")
-    from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
+    from OsteoAILib.phantom import write_phantom
 
     root = tmp_path_factory.mktemp("phi")
-    ph = make_phantom(PhantomParams(seed=11, matrix=192, spacing=(1.6, 1.6, 2.0), levels="T12-L2"))
+    ph = phantoms(seed=11, matrix=192, spacing=(1.6, 1.6, 2.0), levels="T12-L2")
     write_phantom(ph, root / "phantom", dicom=True)
     src = root / FOLDER / "dicom"
     src.mkdir(parents=True)

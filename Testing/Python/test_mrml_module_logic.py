@@ -345,10 +345,9 @@ class _Process:
 
 
 @pytest.fixture(scope="module")
-def small_phantom():
-    from OsteoAILib.phantom import PhantomParams, make_phantom
+def small_phantom(phantoms):
 
-    return make_phantom(PhantomParams(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5)))
+    return phantoms(levels="T12-L2", matrix=96, spacing=(2.5, 2.5, 2.5))
 
 
 @pytest.fixture

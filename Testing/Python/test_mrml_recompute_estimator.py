@@ -6,13 +6,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
 
 @pytest.fixture(scope="module")
-def ai_run():
-    ph = make_phantom(PhantomParams(seed=11, matrix=192, spacing=(1.5, 1.5, 2.0), levels="T12-L2"))
+def ai_run(phantoms):
+    ph = phantoms(seed=11, matrix=192, spacing=(1.5, 1.5, 2.0), levels="T12-L2")
     out = run_pipeline(ph.volume, PipelineOptions(segmenter="classical", vbmd_method="auto"))
     if not any(lv.vbmd_method != "calibrated-hu" and lv.vbmd_mg_cm3 is not None for lv in out.results.levels):
         pytest.fail("the AI estimator took no level of its own training phantom")

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from OsteoAILib.outputs import write_outputs
-from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 from OsteoAISegmentLib import api
 
@@ -14,8 +13,8 @@ SMALL = dict(seed=5, matrix=160, spacing=(1.6, 1.6, 2.0), levels="T12-L2")
 
 
 @pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(PhantomParams(**SMALL))
+def phantom(phantoms):
+    return phantoms(**SMALL)
 
 
 def _card():

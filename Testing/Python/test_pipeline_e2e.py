@@ -10,7 +10,6 @@ import SimpleITK as sitk
 from OsteoAIBaseLib.errors import InputError
 from OsteoAIBaseLib.imageio import volume_from_sitk, volume_to_sitk
 from OsteoAILib.outputs import write_outputs
-from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 from OsteoAILib.results import acr_category
 
@@ -18,8 +17,8 @@ SMALL = dict(matrix=256, spacing=(1.2, 1.2, 1.5), levels="T11-L2")
 
 
 @pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(PhantomParams(seed=7, **SMALL))
+def phantom(phantoms):
+    return phantoms(seed=7, **SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from OsteoAIBaseLib.volume import Volume
 from OsteoAILib import calibration, qc
-from OsteoAILib.phantom import PhantomParams, make_phantom
 from OsteoAILib.results import Calibration
 
 COARSE = dict(levels="T11-L2", matrix=256, spacing=(1.4, 1.4, 2.0))
@@ -22,8 +21,8 @@ def _seg(ph):
 
 
 @pytest.fixture(scope="module")
-def fractured():
-    return make_phantom(PhantomParams(seed=3, fracture={"L1": 0.45}, **COARSE))
+def fractured(phantoms):
+    return phantoms(seed=3, fracture={"L1": 0.45}, **COARSE)
 
 
 def test_flag_table():
@@ -103,9 +102,9 @@ def test_metal_near_a_vertebra(fractured):
     assert qc.metal_flags(vol.with_array(arr), seg.vertebrae == 18, 18) == []  # T11 is far away
 
 
-def test_dense_cortex_and_contrast_at_80_kvp_are_not_metal():
+def test_dense_cortex_and_contrast_at_80_kvp_are_not_metal(phantoms):
     # cortical bone reads ~2500 HU at 80 kVp and an enhanced aorta is bright: neither is metal
-    ph = make_phantom(PhantomParams(seed=5, kvp=80.0, contrast=True, hu_scale=1.04, **COARSE))
+    ph = phantoms(seed=5, kvp=80.0, contrast=True, hu_scale=1.04, **COARSE)
     assert ph.volume.array.max() > 2500  # the case the old 2500 HU threshold flagged
     seg = _seg(ph)
     for lab in np.unique(seg.vertebrae)[1:]:
@@ -137,8 +136,8 @@ def test_fov_cut():
     assert qc.fov_flags(m, 19) == ["fov_cut: T12 touches the top edge of the scan"]
 
 
-def test_partial_phantom_level_is_cut_by_the_fov():
-    ph = make_phantom(PhantomParams(seed=4, **COARSE))
+def test_partial_phantom_level_is_cut_by_the_fov(phantoms):
+    ph = phantoms(seed=4, **COARSE)
     partial = [lv["label"] for lv in ph.truth["levels"] if lv["partial"]]
     assert partial
     for lab in partial:
@@ -156,8 +155,8 @@ def test_roi_small():
 
 
 @pytest.mark.parametrize("dose", ["standard", "ultralow"])
-def test_noise_estimate_matches_phantom(dose):
-    ph = make_phantom(PhantomParams(seed=5, dose=dose, levels="T12-L1", matrix=256, spacing=(1.4, 1.4, 2.0)))
+def test_noise_estimate_matches_phantom(phantoms, dose):
+    ph = phantoms(seed=5, dose=dose, levels="T12-L1", matrix=256, spacing=(1.4, 1.4, 2.0))
     refs = calibration.calibrate(ph.volume, _seg(ph)).references
     sigma = qc.estimate_noise_sigma(ph.volume, refs)
     assert sigma == pytest.approx(ph.truth["noise_sigma_hu"], rel=0.3)
@@ -182,17 +181,17 @@ def test_calibration_and_implausible_flags():
     assert qc.implausible_flags(400.0)
 
 
-def test_contrast_flags_on_phantom():
+def test_contrast_flags_on_phantom(phantoms):
     for contrast in (False, True):
-        ph = make_phantom(PhantomParams(seed=6, contrast=contrast, levels="T12-L1", matrix=256,
-                                        spacing=(1.4, 1.4, 2.0)))
+        ph = phantoms(seed=6, contrast=contrast, levels="T12-L1", matrix=256,
+                      spacing=(1.4, 1.4, 2.0))
         refs = calibration.calibrate(ph.volume, _seg(ph)).references
         flags = qc.contrast_flags(refs, ph.volume.meta["kvp"])
         assert bool(flags) == contrast
         assert all(f.startswith("contrast:") for f in flags)
 
 
-def test_scan_flags_report_high_noise():
-    ph = make_phantom(PhantomParams(seed=7, dose="ultralow", levels="T12-L1", matrix=512, spacing=(0.7, 0.7, 1.0)))
+def test_scan_flags_report_high_noise(phantoms):
+    ph = phantoms(seed=7, dose="ultralow", levels="T12-L1", matrix=512, spacing=(0.7, 0.7, 1.0))
     cal = calibration.calibrate(ph.volume, _seg(ph))
     assert [qc.code(f) for f in qc.scan_flags(ph.volume, _seg(ph), cal)] == ["noise"]

@@ -16,10 +16,9 @@ TS_TO_VERSE = {27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18, 34: 17, 3
 
 
 @pytest.fixture(scope="module")
-def phantom():
-    from OsteoAILib.phantom import PhantomParams, make_phantom
+def phantom(phantoms):
 
-    return make_phantom(PhantomParams(seed=0, levels="T11-L2", matrix=192, spacing=(1.5, 1.5, 2.0)))
+    return phantoms(seed=0, levels="T11-L2", matrix=192, spacing=(1.5, 1.5, 2.0))
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +153,13 @@ def test_progress_and_cancel(phantom):
         segment_spine(phantom.volume, method="classical", cancel=lambda: True)
 
 
-def test_upper_thoracic_discs_split_each_body():
+def test_upper_thoracic_discs_split_each_body(phantoms):
     """Small, strongly kyphotic T1-T5 bodies with ~3 mm discs (blurred away on the 2 mm work grid):
     every complete body gets its own segment and an ROI inside it. (Labels are not checked: this
     field of view does not show where the ribs end, the default phantom's test covers them.)"""
-    from OsteoAILib.phantom import PhantomParams, make_phantom
     from OsteoAILib.roi import place_rois
 
-    ph = make_phantom(PhantomParams(seed=0, levels="T1-T5"))
+    ph = phantoms(seed=0, levels="T1-T5")
     seg = segment_spine(ph.volume, method="classical")
     rs = place_rois(ph.volume, seg)
     complete = [int(t["label"]) for t in ph.truth["levels"] if not t["partial"]]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from OsteoAIBaseLib import levels as lv
-from OsteoAILib.phantom import TISSUES, PhantomParams, make_phantom
+from OsteoAILib.phantom import TISSUES
 from OsteoAILib.roi import place_rois
 from OsteoAISegmentLib.api import segment_spine
 from support.seg_metrics import best_label, dice
@@ -40,8 +40,8 @@ def _check_labels_and_rois(ph, seg, rois):
 
 
 @pytest.fixture(scope="module")
-def coarse():
-    ph = make_phantom(PhantomParams(seed=11, **COARSE))
+def coarse(phantoms):
+    ph = phantoms(seed=11, **COARSE)
     seg = segment_spine(ph.volume, method="classical")
     return ph, seg, place_rois(ph.volume, seg)
 
@@ -69,9 +69,9 @@ def test_linear_hu_change_keeps_labels_and_rois(coarse, a, b):
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 3.0), (2.0, 2.0, 2.5)])
-def test_other_coarse_grids_label_right(spacing):
+def test_other_coarse_grids_label_right(phantoms, spacing):
     params = dict(COARSE, spacing=spacing, matrix=int(round(192 * 1.5 / spacing[0])), contrast=False, kvp=120.0)
-    ph = make_phantom(PhantomParams(seed=4, **params))
+    ph = phantoms(seed=4, **params)
     seg = segment_spine(ph.volume, method="classical")
     _check_labels_and_rois(ph, seg, place_rois(ph.volume, seg))
 

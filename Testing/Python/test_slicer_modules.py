@@ -20,13 +20,6 @@ from support import slicer_harness  # noqa: E402
 REPO = slicer_harness.REPO
 
 
-@pytest.fixture(scope="module")
-def phantom():
-    from OsteoAILib.phantom import PhantomParams, make_phantom
-
-    return make_phantom(PhantomParams(levels="T12-L2", matrix=128, spacing=(2, 2, 2)))
-
-
 @pytest.fixture
 def h(tmp_path, monkeypatch):
     if not (slicer_harness.SLICER_PYTHON / "slicer" / "ScriptedLoadableModule.py").is_file():
@@ -64,13 +57,13 @@ def _apply_and_wait(h, w, timeout=120):
     return progress
 
 
-def test_segment_panel(h, phantom, tmp_path):
+def test_segment_panel(h, small_phantom, tmp_path):
     import OsteoAILib.mrml as coremrml
 
     w = h.widget("OsteoAISegment")
     scene = h.hs.scene
     assert not w.ui.applyButton.enabled  # no volume yet
-    vol = coremrml.add_volume_node(scene, phantom.volume, "phantom")
+    vol = coremrml.add_volume_node(scene, small_phantom.volume, "phantom")
     w.ui.inputVolumeSelector.setCurrentNode(vol)  # the GUI drives the parameter node (real connectors)
     p = w._parameterNode
     assert p.inputVolume is vol and w.ui.applyButton.enabled
@@ -96,13 +89,13 @@ def test_segment_panel(h, phantom, tmp_path):
     assert _work_dirs(tmp_path) == []
 
 
-def test_osteoai_panel_apply_recompute_learn(h, phantom, tmp_path):
+def test_osteoai_panel_apply_recompute_learn(h, small_phantom, tmp_path):
     import numpy as np
     import OsteoAILib.mrml as coremrml
 
     w = h.widget("OsteoAI")
     scene = h.hs.scene
-    vol = coremrml.add_volume_node(scene, phantom.volume, "phantom")
+    vol = coremrml.add_volume_node(scene, small_phantom.volume, "phantom")
     w.ui.inputVolumeSelector.setCurrentNode(vol)
     _select(w.ui.segmenterComboBox, "classical")
     w.ui.nKeyImagesSpinBox.value = 2
@@ -114,7 +107,7 @@ def test_osteoai_panel_apply_recompute_learn(h, phantom, tmp_path):
     assert w.ui.statusLabel.text.startswith("Done. vBMD"), w.ui.statusLabel.text
     assert "mg/cm&sup3;" in w.ui.diagnosisLabel.text
     rows = coremrml.table_to_rows(p.resultsTable)
-    assert [r["Level"] for r in rows] == [t["level"] for t in phantom.truth["levels"]]
+    assert [r["Level"] for r in rows] == [t["level"] for t in small_phantom.truth["levels"]]
     assert w.ui.keyImageList.count == 2 and w.ui.recomputeButton.enabled
 
     # Learn: key image, cortical vs trabecular, calibration fit (twice: replaced, not duplicated)
@@ -155,12 +148,12 @@ def test_osteoai_panel_apply_recompute_learn(h, phantom, tmp_path):
     assert _work_dirs(tmp_path) == []
 
 
-def test_cancel_stops_the_whole_process_tree(h, phantom, tmp_path):
+def test_cancel_stops_the_whole_process_tree(h, small_phantom, tmp_path):
     """PythonSlicer is a launcher: Cancel must end the interpreter it started, and leave nothing behind."""
     import OsteoAILib.mrml as coremrml
 
     w = h.widget("OsteoAI")
-    vol = coremrml.add_volume_node(h.hs.scene, phantom.volume, "phantom")
+    vol = coremrml.add_volume_node(h.hs.scene, small_phantom.volume, "phantom")
     w.ui.inputVolumeSelector.setCurrentNode(vol)
     _select(w.ui.segmenterComboBox, "classical")
     w.ui.applyButton.click()
@@ -197,11 +190,11 @@ def _cli(*args, env=None, cwd=None):
                           env={**os.environ, "PYTHONPATH": pp, **(env or {})})  # fmt: skip
 
 
-def test_cli_cancel_file_stops_at_the_next_stage(phantom, tmp_path):
+def test_cli_cancel_file_stops_at_the_next_stage(small_phantom, tmp_path):
     from OsteoAIBaseLib.imageio import write_volume
 
     inp = tmp_path / "in.nrrd"
-    write_volume(phantom.volume, inp)
+    write_volume(small_phantom.volume, inp)
     cancel = tmp_path / "cancel"
     cancel.touch()
     out = tmp_path / "out"
@@ -212,11 +205,11 @@ def test_cli_cancel_file_stops_at_the_next_stage(phantom, tmp_path):
     assert not out.exists()
 
 
-def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
+def test_cli_radiomics_without_pyradiomics_fails_before_work(small_phantom, tmp_path):
     from OsteoAIBaseLib.imageio import write_volume
 
     inp = tmp_path / "in.nrrd"
-    write_volume(phantom.volume, inp)
+    write_volume(small_phantom.volume, inp)
     hide = tmp_path / "hide"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text("import sys\nsys.modules['radiomics'] = None  # as if not installed\n")
@@ -233,7 +226,7 @@ def test_cli_radiomics_without_pyradiomics_fails_before_work(phantom, tmp_path):
     assert time.monotonic() - t0 < 30
 
 
-def test_dependencies_the_slicer_way(h, monkeypatch):
+def test_dependencies_the_slicer_way(h, phantoms, monkeypatch):
     """Resources/requirements.txt: ranges (Slicer keeps its own packages), numpy/SimpleITK never listed,
     satisfied by the exact pins of the command line's requirements.txt; pyradiomics optional."""
     from OsteoAILib.slicer_ui import dependencies as deps
@@ -265,9 +258,8 @@ def test_dependencies_the_slicer_way(h, monkeypatch):
     w.updateDependencyStatus()
     assert "Optional, for Radiomics: pyradiomics" in w.ui.dependencyStatusLabel.text
     import OsteoAILib.mrml as coremrml
-    from OsteoAILib.phantom import PhantomParams, make_phantom
 
-    vol = coremrml.add_volume_node(h.hs.scene, make_phantom(PhantomParams(levels="L1", matrix=64)).volume, "v")
+    vol = coremrml.add_volume_node(h.hs.scene, phantoms(levels="L1", matrix=64).volume, "v")
     w.ui.inputVolumeSelector.setCurrentNode(vol)
     w.ui.radiomicsCheckBox.checked = True
     assert w._parameterNode.radiomics is True

@@ -77,16 +77,12 @@ def test_wheel_holds_the_pinned_weights(wheel):
                 assert hashlib.sha256(z.read(member)).hexdigest() == digest, member
 
 
-def test_installed_wheel_uses_the_shipped_models_without_env_vars(wheel, tmp_path):
+def test_installed_wheel_uses_the_shipped_models_without_env_vars(wheel, small_phantom_nrrd, tmp_path):
     """The wheel unpacked as site-packages (no repository next to it): auto picks the AI vBMD model."""
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
-    from OsteoAIBaseLib.imageio import write_volume
-    from OsteoAILib.phantom import PhantomParams, make_phantom
-
-    inp = tmp_path / "in.nrrd"
-    write_volume(make_phantom(PhantomParams(levels="T12-L2", matrix=128, spacing=(2, 2, 2))).volume, inp)
+    inp = small_phantom_nrrd
     env = {k: v for k, v in os.environ.items() if k not in ("OSTEOAI_MODELS", "OSTEOAI_VBMD_MODEL")}
     env["PYTHONPATH"] = str(site)
     code = ("import OsteoAILib, sys; from OsteoAILib.vbmd_model import infer; "
