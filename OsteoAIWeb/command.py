@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from OsteoAIBaseLib.errors import InputError
+from OsteoAILib import options as run_options
+
+UPLOAD_OPTIONS = ("segmenter", "vbmd_method", "calibration", "kvp", "device")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,8 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                       "nobody can log in to the review app")
     p.add_argument("--retention-days", type=float, default=7.0, help="delete uploads and results after (default 7)")
     p.add_argument("--max-upload-mb", type=int, default=1024, help="largest upload accepted (default 1024)")
-    p.add_argument("--segmenter", default="auto", choices=["auto", "model", "classical"],
-                   help="segmenter for uploads (default auto)")
+    # how uploads are screened: the run options of osteoai run, from the one table they are defined in
+    run_options.add_arguments(p, names=UPLOAD_OPTIONS)
     p.add_argument("--demo-reviewer", action="store_true",
                    help="add a reviewer 'demo' with a random password printed at start (127.0.0.1 only; make web)")
     p.add_argument("--hash-password", action="store_true",
@@ -70,7 +73,9 @@ def serve(data: Path, area: Path, sessions, args) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("osteoai.web").setLevel(logging.INFO)  # upload ids and reviewer actions, no identity
     area.mkdir(parents=True, exist_ok=True)
-    queue = ScreeningQueue(area, {"segmenter": args.segmenter})
+    import dataclasses
+
+    queue = ScreeningQueue(area, dataclasses.asdict(run_options.options_from_args(args)))
     site = Site(SiteConfig(area, args.max_upload_mb, 4 * args.max_upload_mb, args.retention_days, sessions), queue)
     server = get_server("osteoai-web", client_type="vue3")
     ReviewApp(server, data, site)

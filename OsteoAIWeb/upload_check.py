@@ -172,3 +172,5 @@ def check_ct(path: Path) -> None:
         validate(read_volume(path))
     except OsteoAIError as e:
         raise UploadRejected(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a reader's own error on a broken file: still one line for the uploader
+        raise UploadRejected(f"the scan cannot be read ({type(e).__name__})") from None

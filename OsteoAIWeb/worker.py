@@ -27,6 +27,7 @@ def screen_upload(upload_dir: str, options: dict) -> dict:
     """In the worker process: screen one upload into ``result/`` (with the scene for the review app and
     ``summary.pdf``), then delete its input. Raises OsteoAIError with the user's message."""
     from OsteoAIBaseLib.imageio import read_volume
+    from OsteoAILib.options import validate
     from OsteoAILib.outputs import write_outputs
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
@@ -43,7 +44,7 @@ def screen_upload(upload_dir: str, options: dict) -> dict:
 
     uploads.update_status(d, state="running", progress=0.02, message="reading the scan", started=time.time())
     vol = read_volume(d / status["input"])
-    out = run_pipeline(vol, PipelineOptions(**options), progress=progress)
+    out = run_pipeline(vol, validate(PipelineOptions(**options)), progress=progress)
     uploads.update_status(d, progress=0.92, message="writing the results")
     from OsteoAILib.mrml import write_scene  # the MRML bridge writes scene.mrml (the review app opens it)
 

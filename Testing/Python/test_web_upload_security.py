@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import io
 import os
+import shutil
 import socket
 import zipfile
 from pathlib import Path
@@ -241,3 +242,20 @@ def test_no_file_field(tmp_path):
     status, text = asyncio.run(post())
     assert status == 400 and "no file in the upload" in text
     assert list(h.area.iterdir()) == []
+
+
+def test_truncated_nrrd(tmp_path, ct_nifti):
+    import SimpleITK as sitk
+
+    (tmp_path / "ct.nii.gz").write_bytes(ct_nifti)
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "ct.nii.gz")), str(tmp_path / "ct.nrrd"), useCompression=True)
+    data = (tmp_path / "ct.nrrd").read_bytes()
+    (tmp_path / "ct.nii.gz").unlink()
+    (tmp_path / "ct.nrrd").unlink()
+    h = Harness(tmp_path)
+    status, _, location = h.upload(data)
+    assert status == 303 and location.startswith("/r/")  # the whole NRRD is a CT
+    for p in list(h.area.iterdir()):
+        shutil.rmtree(p)
+    h.queue.ids.clear()
+    h.rejected(data[: len(data) * 2 // 3], "cannot read the NRRD input")
