@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 BODY_HU = 100.0
+ENERGY_WEIGHT = 2.0  # against the two dark-band terms (each scaled to ~1)
 
 
 def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> dict:
@@ -208,7 +209,7 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     # a disc is a narrow dark band with a bright endplate within ~8 mm on BOTH sides; the dark
     # mid-body is wide, its nearest endplates are farther away
     # (two reaches: thin thoracic discs / short bodies, and thick lumbar discs)
-    score = np.zeros(len(pts))
+    dark = np.zeros(len(pts))
     for f in feats:
         f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
         for reach_mm in (6.0, 8.0):
@@ -216,13 +217,26 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
             up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
             dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
             br = np.minimum(up, dn) - f
-            score += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
+            dark += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
+    # the narrow band's contrast whatever its sign: a thin disc between sclerotic endplates can read
+    # dark, or, on a slice thicker than the disc, blur with them into one band brighter than the body
+    en = _unit(_band_energy(prof, ws))
     depth = np.asarray(depth_mm, float)
     # thoracic bodies are deeper than tall (pitch ~0.85 depth), lumbar ones not (~1.1 depth)
     # a depth misread at one body (osteoporotic, or a vessel in front) must not bend the pitch
     # locally: only its trend along the spine counts
     depth = ndi.gaussian_filter1d(depth, 40.0 / ws, mode="nearest") if len(depth) > 3 else depth
-    pitch = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
+    pitch0 = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
+    peaks, pitch, _obj = _chain(dark + ENERGY_WEIGHT * en, pitch0, ws)
+    return peaks, dark + ENERGY_WEIGHT * en, pitch
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / max(np.percentile(x, 95) - np.percentile(x, 5), 1e-3)
+
+
+def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], np.ndarray, float]:
+    """Discs as the most regular chain of the score's peaks: indices, local pitch, chain objective."""
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
@@ -233,15 +247,32 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     # body proportions vary (and depth can be misread): the period of the profile's own peaks,
     # where it shows one, rescales the depth-based pitch
     pitch = pitch * _comb_ratio(cand, value, pitch, len(score))
-    chosen = _best_chain(cand, value, pitch)
+    chosen, obj = _best_chain(cand, value, pitch)
     for _ in range(2):  # let the chosen discs correct the pitch (bounded)
         if len(chosen) < 3:
             break
         ratio = np.median(np.diff(chosen) / pitch[(np.array(chosen[:-1]) + np.array(chosen[1:])) // 2])
         pitch = pitch * float(np.clip(ratio, 0.8, 1.25))
-        chosen = _best_chain(cand, value, pitch)
-    peaks = _fill_gaps(chosen, score, pitch)
-    return peaks, score, pitch
+        chosen, obj = _best_chain(cand, value, pitch)
+    return _fill_gaps(chosen, score, pitch), pitch, obj
+
+
+def _bright_band(f: np.ndarray, ws: float) -> np.ndarray:
+    """A narrow band brighter than the profile on both sides within an endplate's reach."""
+    out = np.zeros(len(f))
+    f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
+    for reach_mm in (6.0, 8.0):
+        a = max(2, int(round(reach_mm / ws)))
+        up = ndi.minimum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
+        dn = ndi.minimum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
+        out += np.maximum(f - np.maximum(up, dn), 0)
+    return ndi.gaussian_filter1d(out, 2.0 / ws, mode="nearest")
+
+
+def _band_energy(f: np.ndarray, ws: float, hp_mm: float = 4.0) -> np.ndarray:
+    """Local contrast of narrow bands along the profile, either polarity."""
+    h = f - ndi.gaussian_filter1d(f, hp_mm / ws, mode="nearest")
+    return np.sqrt(ndi.gaussian_filter1d(h * h, 2.0 / ws, mode="nearest"))
 
 
 def _comb_ratio(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, n: int, cost: float = 0.3) -> float:
@@ -301,11 +332,11 @@ def _local_maxima(x: np.ndarray, floor: float) -> np.ndarray:
     return np.nonzero(m)[0] + 1
 
 
-def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> list[int]:
+def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> tuple[list[int], float]:
     """Subset of candidate minima maximising their strength minus a penalty on irregular spacing."""
     n = len(cand)
     if n == 0:
-        return []
+        return [], 0.0
     best = value.astype(float).copy()
     prev = -np.ones(n, int)
     for b in range(n):
@@ -323,11 +354,12 @@ def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: flo
             if v > best[b]:
                 best[b], prev[b] = v, a
     b = int(np.argmax(best))
+    total = float(best[b])
     out = []
     while b >= 0:
         out.append(int(cand[b]))
         b = prev[b]
-    return out[::-1]
+    return out[::-1], total
 
 
 def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[int]:

@@ -22,6 +22,8 @@ STRIP_MM = (44.0, 58.0)
 REACH_MM = 80.0
 CAUDAL_ROOM_MM = 16.0
 REACH_CUT_MM = 60.0  # transverse processes end ~50 mm from the midline
+FIRST_RIB_REACH_MM = 62.0
+FORWARD_MM = 60.0  # the window's front edge is 70 mm in front of the canal
 RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
 
 
@@ -62,7 +64,8 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
             dm = np.where(m, np.broadcast_to(d, lab.shape)[sl], -1)
             # a rib running out of the scan (top or bottom slice) is seen only in part
             cut = sl[0].start == 0 or sl[0].stop == nk
-            if dm.max() < (REACH_CUT_MM if cut else REACH_MM):
+            if dm.max() < (REACH_CUT_MM if cut else REACH_MM) and not _runs_forward(
+                    m, dm, np.broadcast_to(dj, lab.shape)[sl]):
                 continue
             s_in = m & np.broadcast_to(strip, lab.shape)[sl]
             if s_in.sum() < 2:
@@ -76,6 +79,12 @@ def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
                          "crossing_kji": [float(x) for x in centre],
                          "volume_cm3": round(float(vol_cm3), 1)})
     return ribs, assess
+
+
+def _runs_forward(m, dm, djm) -> bool:
+    """A short rib that curves forward: the first rib reaches only ~65-75 mm from the canal but runs
+    on to the manubrium, far in front of the canal, where no transverse process goes."""
+    return bool(dm.max() >= FIRST_RIB_REACH_MM and djm[m].min() <= -FORWARD_MM)
 
 
 def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0, ws) -> dict[int, bool]:
@@ -111,9 +120,12 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None, pl
     k_ranges = {i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None
                 for i in segs}
     can = _assessable(work, k_ranges, canal_ji, k0, ws)
-    ribs = sorted(ribs, key=lambda r: -r["crossing_kji"][0])
-    rib_ev = [naming.RibEvidence(rb["side"], slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []))
-              for rb in ribs]
+    rib_t = [slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []) for rb in ribs]
+    # ribs are counted in their order along the spine, not by height: in a kyphotic upper thorax
+    # the first rib can cross the strip below the second one in scanner z
+    order = sorted(range(len(ribs)), key=lambda q: _spine_order(rib_t[q]))
+    ribs = [ribs[q] for q in order]
+    rib_ev = [naming.RibEvidence(rb["side"], rib_t[q]) for rb, q in zip(ribs, order, strict=True)]
     evidence = []
     for s in seg_info:
         kr = k_ranges[s["index"]]
@@ -142,6 +154,18 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None, pl
                                      "volume_cm3": None if e.volume_cm3 is None else round(e.volume_cm3, 1)}
                                     for e in evidence]},
             "ribs": ribs}
+
+
+def _spine_order(t: np.ndarray) -> float:
+    """Position along the spine (segments cranial -> caudal, 0 at the top of the first) from the
+    heights of a point in each segment's slab."""
+    inside = np.nonzero((t >= 0) & (t < 1))[0]
+    if len(inside):
+        i = int(inside[0])
+        return i + 1.0 - float(t[i])
+    if len(t) == 0:
+        return 0.0
+    return 1.0 - float(t[0]) if t[0] >= 1 else len(t) - float(t[-1])
 
 
 def slab_positions(p: np.ndarray, segs: list[int], planes: list) -> np.ndarray:
