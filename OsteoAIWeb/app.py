@@ -32,6 +32,18 @@ def _offscreen() -> None:
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
+def _warm_up() -> None:
+    """Imports the first study view and the first Recompute would pay for (matplotlib, the re-measure and the
+    AI vBMD estimator): ~1.5 s each here, paid at start instead."""
+    import matplotlib.figure  # noqa: F401
+    from OsteoAILib import bmd, remeasure  # noqa: F401
+
+    try:
+        from OsteoAILib.vbmd_model import infer  # noqa: F401
+    except ImportError:  # without torch the estimator falls back to calibrated HU, as in the pipeline
+        pass
+
+
 def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -77,6 +89,7 @@ class ReviewApp:
             self.ctrl[name] = getattr(self, name)
         self._build_ui()
         self.refresh()
+        _warm_up()
 
     def _init_state(self):
         s = self.state
@@ -116,6 +129,7 @@ class ReviewApp:
 
             self._jump_to(mrml._matrix_to_numpy(ses.boxes[s.edit_level].GetObjectToWorldMatrix())[:3, 3])
         s.study_id = study_id
+        s.tab = "results"
         s.qc_flags = list(ses.auto.qc)
         s.key_images = [{"src": _data_url((study.dir / k["file"]).read_bytes()), "title": k.get("title", "")}
                         for k in ses.auto.key_images if (study.dir / k.get("file", "")).is_file()]
@@ -147,7 +161,7 @@ class ReviewApp:
         if self.session is not None:
             self.session.close()
             self.session = None
-        self.state.study_id = ""
+        self.state.update({"study_id": "", "levels": [], "open_seconds": None, "reviewed_diagnosis": ""})
 
     def _edit(self, fn, *args):
         if self.session is None or not self.state.edit_level:

@@ -156,7 +156,7 @@ def test_reviewer_moves_a_box_recomputes_and_accepts(uploaded, server, browser):
     page.wait_for_selector(".study-row", timeout=60_000)
     _shot(page, "web_study_list.png", server["root"])
     page.click(".study-row")
-    page.wait_for_selector("#bmd-table td.vbmd", timeout=60_000)
+    page.wait_for_selector("#bmd-table tbody tr", timeout=60_000)
     auto = {lv["level"]: lv["vbmd_mg_cm3"] for lv in uploaded["results"]["levels"]}
     for row in page.query_selector_all("#bmd-table tbody tr"):
         level, vbmd = row.query_selector("td").inner_text(), row.query_selector("td.vbmd").inner_text()

@@ -77,7 +77,7 @@ def open_study(page) -> tuple[float, float]:
     page.wait_for_selector(".study-row")
     t0 = time.perf_counter()
     page.click(".study-row >> nth=0")  # the demo study: uploads come later under uploads/, sorted after it
-    page.wait_for_selector("#bmd-table td.vbmd", timeout=120_000)
+    page.wait_for_selector("#bmd-table tbody tr", timeout=120_000)
     page.wait_for_function("document.querySelector('#open-seconds').innerText.match(/[0-9]/)")
     wall = time.perf_counter() - t0
     server = float(page.inner_text("#open-seconds").split()[2])
