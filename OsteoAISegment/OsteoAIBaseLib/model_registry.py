@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 PINNED: dict[tuple[str, str], dict[str, str]] = {
-    ("vbmd-mlp", "2.0"): {"weights.npz": "f180cb6ee38e0122c22c1c9ab34fd9c6cace439cd2dcb03d696ca98e8fe8f06a"},
+    ("vbmd-mlp", "3.0"): {"weights.npz": "5c55f1e06c2eae420a3e2d318ea4c898ae87936e6c2dff746a751d9201d311b5"},
     ("vertebra-seg", "1.0"): {"model.pt": "44fa796adad749db14db310efd6bcc74d300e03246a3ef0b55891a86aad2a0ce"},
 }
 

@@ -5,6 +5,7 @@ and under ``--vbmd auto`` a refused model is a QC flag, never a silent fallback.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def test_every_shipped_model_matches_its_pin():
 
 def test_shipped_vbmd_model_loads_pinned_and_describes_its_files():
     m = infer.load_model(VBMD)
-    assert m.pinned and m.describe() == {"files": {"weights.npz": model_registry.PINNED[("vbmd-mlp", "2.0")][
-        "weights.npz"]}, "pinned": True}
+    pinned = model_registry.PINNED[("vbmd-mlp", infer.MODEL_VERSION)]["weights.npz"]
+    assert m.pinned and m.describe() == {"files": {"weights.npz": pinned}, "pinned": True}
 
 
 def test_swapped_weights_with_a_rewritten_card_are_refused(tmp_path):
@@ -54,7 +55,7 @@ def test_swapped_weights_with_a_rewritten_card_are_refused(tmp_path):
         w = {k: z[k] * 1.01 for k in z.files}
     np.savez(d / "weights.npz", **w)
     _card(d, weights_sha256=model_registry.sha256_file(d / "weights.npz"))  # the attacker rewrites the card too
-    with pytest.raises(infer.ModelError, match=r"is not the shipped vbmd-mlp@2\.0"):
+    with pytest.raises(infer.ModelError, match=rf"is not the shipped vbmd-mlp@{re.escape(infer.MODEL_VERSION)}"):
         infer.load_model(d)
 
 

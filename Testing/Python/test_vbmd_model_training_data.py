@@ -54,7 +54,7 @@ def test_training_phantoms_cycle_kvp_and_dose():
 
 
 def test_training_grids_span_the_asked_range_and_keep_the_field_of_view():
-    ps = [dataset.training_params(100000 + i) for i in range(300)]
+    ps = [dataset.training_params(100000 + i, "varied") for i in range(300)]
     px = np.array([p["spacing"][0] for p in ps])
     sl = np.array([p["spacing"][2] for p in ps])
     lo, hi = dataset.GRID_RANGES["pixel_mm"]
@@ -64,7 +64,7 @@ def test_training_grids_span_the_asked_range_and_keep_the_field_of_view():
     fov = np.array([p["matrix"] * p["spacing"][0] for p in ps])
     assert np.all(np.abs(fov - dataset.GRID_RANGES["fov_mm"]) < 3.0)
     assert all(p["spacing"][0] == p["spacing"][1] for p in ps)
-    assert dataset.training_params(100007) == dataset.training_params(100007)
+    assert dataset.training_params(100007, "varied") == dataset.training_params(100007, "varied")
 
 
 def test_training_draws_leave_the_benchmark_phantoms_unchanged():

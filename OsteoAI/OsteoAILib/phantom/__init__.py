@@ -20,9 +20,9 @@ from scipy import ndimage
 from .. import physics
 from . import acquisition as acq
 from .anatomy import SEQ, build_anatomy
-from .params import DOSES, TISSUES, Phantom, PhantomParams
+from .params import DOSES, KERNELS, TISSUES, Phantom, PhantomParams
 
-__all__ = ["DOSES", "TISSUES", "Phantom", "PhantomParams", "make_phantom", "write_phantom", "default_vbmd"]
+__all__ = ["DOSES", "KERNELS", "TISSUES", "Phantom", "PhantomParams", "make_phantom", "write_phantom", "default_vbmd"]
 
 MANUFACTURER = "OsteoAI phantom"
 CORE_MARGIN_MM = 2.5  # the noise-free truth HU is the mean of the trabecular core this far from bone edges
@@ -43,6 +43,13 @@ def _check(params: PhantomParams) -> None:
         raise InputError("spacing must be (si, sj, sk) in mm")
     if params.hu_scale <= 0:
         raise InputError("hu_scale must be positive")
+    if params.kernel is not None and params.kernel not in KERNELS:
+        raise InputError(f"kernel must be one of {', '.join(KERNELS)}, got {params.kernel!r}")
+    bad = set(params.tissue_offsets_hu or {}) - {"fat", "muscle", "blood"}
+    if bad:
+        raise InputError(f"tissue_offsets_hu takes fat, muscle and blood, not {', '.join(sorted(bad))}")
+    if params.body_scale is not None and not 0.5 <= params.body_scale <= 2.0:
+        raise InputError(f"body_scale must be within 0.5-2, got {params.body_scale}")
 
 
 def make_phantom(params: PhantomParams | None = None) -> Phantom:
@@ -64,7 +71,7 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         if not 0 <= v <= 400:
             raise InputError(f"vBMD for {k} must be within 0-400 mg/cm3, got {v}")
 
-    lut = acq.tissue_hu(kvp, params.contrast, fat0)
+    lut = acq.tissue_hu(kvp, params.contrast, fat0, params.tissue_offsets_hu)
     bone_lut = {TISSUES["trabecular"]: np.zeros(64, np.float32), TISSUES["arch"]: np.zeros(64, np.float32)}
     marrow_delta = acq.contrast_delta(acq.CONTRAST_IODINE_MG_ML["marrow"], kvp) if params.contrast else 0.0
     per_level = {}
@@ -80,6 +87,15 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         bone_lut[TISSUES["arch"]][g.label] = hu_arch
 
     texture = acq.TrabecularTexture(rng, grid)
+    micro = None
+    if params.texture_hu:
+        # its own stream: the draws above (and so the legacy phantoms) are unchanged
+        micro = acq.Microstructure(np.random.default_rng([int(params.seed), 11]), grid, float(params.texture_hu),
+                                   float(params.texture_mm))
+        for g in an.levels:
+            core = _core(an.bodies, tis, g, grid.spacing) if g.box is not None else None
+            if core is not None:
+                micro.centre(g.label, core)
 
     def hu_block(sl) -> np.ndarray:
         """Noise-free HU of a block of the grid (float32): physics plus the trabecular texture."""
@@ -90,11 +106,15 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
             m = t == tid
             out[m] = blut[v[m]]
             if tid == TISSUES["trabecular"]:
-                texture.add(out, m, sl)
+                if micro is not None:
+                    micro.add(out, m, sl, v)
+                else:
+                    texture.add(out, m, sl)
         return out
 
     dose = DOSES[params.dose]
-    sigmas = acq._sigmas_vox(grid.spacing, dose["psf_fwhm_mm"])
+    kern = acq.kernel_settings(params)
+    sigmas = acq._sigmas_vox(grid.spacing, kern["psf_fwhm_mm"])
     sigma = acq.noise_sigma(params)
     level_truth = []
     for g in an.levels:
@@ -136,7 +156,7 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
     spacing = grid.spacing
     meta = {
         "modality": "CT", "manufacturer": MANUFACTURER, "kvp": kvp, "dose": params.dose,
-        "ctdivol": dose["ctdivol"], "kernel": dose["kernel"], "slice_thickness": spacing[2],
+        "ctdivol": dose["ctdivol"], "kernel": kern["tag"], "slice_thickness": spacing[2],
         "age": params.age, "sex": params.sex, "noise_sigma_hu": round(sigma, 3), "contrast": params.contrast,
         "source": "osteoai-phantom",
     }
@@ -163,7 +183,7 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         "grid": {"shape_kji": list(arr.shape), "spacing": list(spacing), "origin": list(grid.origin),
                  "direction": np.eye(3).ravel().tolist()},
         "acquisition": {k: meta[k] for k in ("kvp", "dose", "ctdivol", "kernel", "slice_thickness")}
-        | {"psf_fwhm_mm": dose["psf_fwhm_mm"], "hu_scale": params.hu_scale, "hu_offset": params.hu_offset,
+        | {"psf_fwhm_mm": kern["psf_fwhm_mm"], "hu_scale": params.hu_scale, "hu_offset": params.hu_offset,
            "beam_hardening": params.beam_hardening, "cupping_centre_hu": 40.0 * params.beam_hardening},
     }
     return Phantom(volume=vol, vertebrae=an.vertebrae, bodies=an.bodies, tissues=tis, truth=truth)

@@ -195,7 +195,11 @@ def build_anatomy(params: PhantomParams, rng: np.random.Generator) -> Anatomy:
 
     fov = min(ni * si, nj * sj)
     body_scale = float(np.clip(0.94 * fov / (2 * max(_AX)), 0.8, 1.0))
+    if params.body_scale is not None:
+        body_scale = float(params.body_scale)  # habitus asked for: the caller sizes the field of view
     fat_mm = float(rng.uniform(10.0, 22.0))
+    if params.fat_mm is not None:
+        fat_mm = float(params.fat_mm)
     fractures = {k.strip().upper(): float(v) for k, v in (params.fracture or {}).items()}
     for name, ratio in fractures.items():
         if name not in SEQ[1:]:

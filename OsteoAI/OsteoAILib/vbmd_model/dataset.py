@@ -33,6 +33,30 @@ SMALL_GRID = {"matrix": 192, "spacing": (1.5, 1.5, 2.0), "levels": "T11-L2"}
 # small grid's field of view, so the model is not tied to one voxel size (partial volume, noise per
 # voxel and ROI voxel counts all change with it).
 GRID_RANGES = {"pixel_mm": (1.0, 2.0), "slice_mm": (1.0, 3.0), "fov_mm": 288.0}
+# What real CT shows and the legacy phantom did not (Testing/benchmarks/phantom_realism.py measures
+# both on ../shared/data): trabecular ROI SD 30-100 HU from a fine microstructure, soft to lung
+# kernels, 0.7-3 mm pixels and 1-5 mm slices, bodies 240-330 mm across, reference tissues that miss
+# the table by up to ~7 HU, streaks at low dose. grids="realistic" draws these per phantom.
+REALISM = {
+    "kernel": {"soft": 0.35, "standard": 0.45, "lung": 0.20},
+    "texture_hu": (35.0, 110.0),  # microstructure SD before blur (phantom.acquisition.Microstructure)
+    "texture_mm": (1.0, 2.5),  # shortest wavelength; the longest is 4x (longer ones move ROI means)
+    # Real noise, scaled to the phantom's reference voxel (0.7 x 0.7 x 1 mm), is 22-87 HU with soft or
+    # standard kernels and ~130 with a lung kernel, where the dose classes give 10-40: patients larger
+    # than the phantom, dose modulation, and fat and muscle that are not homogeneous all add to what
+    # the reference-tissue SD measures. The dose x kernel x habitus noise is multiplied by a
+    # log-uniform factor, and the result kept within the real range (beyond it, air clipped at
+    # -1024 HU and failing reference ROIs break the calibration, which no real scan here shows).
+    "noise_scale": (1.0, 3.5),
+    "reference_noise_hu": (15.0, 140.0),
+    "streaks_probability": {"standard": 0.1, "low": 0.4, "ultralow": 0.7},
+    "streaks_hu": (5.0, 30.0),
+    "body_scale": (0.85, 1.3),  # 1 = the small adult; noise grows with the path through the body
+    "fat_mm": (5.0, 40.0),
+    "tissue_offsets_sd_hu": {"fat": 4.0, "muscle": 3.0, "blood": 3.0},
+    "pixel_mm": ((0.6, 1.0), (1.0, 2.4)),  # half the phantoms in each: real scans are mostly < 1 mm
+    "slice_mm": (0.6, 5.0),
+}
 LEVELS = ("T11", "T12", "L1", "L2")
 CACHE_VERSION = 2
 
@@ -70,18 +94,64 @@ def sample_grid(seed: int) -> dict:
     return {"matrix": matrix, "spacing": (round(px, 2), round(px, 2), round(sl, 2)), "levels": SMALL_GRID["levels"]}
 
 
-def training_params(seed: int, grids: str = "varied") -> dict:
+def sample_realism(seed: int) -> dict:
+    """PhantomParams keywords of the realistic training phantoms (kernel, microstructure, streaks,
+    habitus, tissue composition, grid): their own stream, so :func:`sample_params` is unchanged."""
+    rng = np.random.default_rng([CACHE_VERSION, int(seed), 2])
+    r = REALISM
+    kernels = list(r["kernel"])
+    body = round(float(rng.uniform(*r["body_scale"])), 3)
+    lo, hi = r["pixel_mm"][int(rng.random() < 0.5)]
+    px = round(float(rng.uniform(lo, hi)) / 0.02) * 0.02
+    sl = round(float(rng.uniform(*r["slice_mm"])) / 0.05) * 0.05
+    fov = 2 * 151.0 * body / 0.94 + 10.0  # the widest outline (anatomy._AX) plus a margin
+    out = {
+        "kernel": str(rng.choice(kernels, p=[r["kernel"][k] for k in kernels])),
+        "texture_hu": round(float(rng.uniform(*r["texture_hu"])), 1),
+        "texture_mm": round(float(rng.uniform(*r["texture_mm"])), 2),
+        "body_scale": body,
+        "_noise_u": float(np.exp(rng.uniform(*np.log(r["noise_scale"])))),
+        "fat_mm": round(float(rng.uniform(*r["fat_mm"])), 1),
+        "tissue_offsets_hu": {k: round(float(rng.normal(0.0, sd)), 2) for k, sd in r["tissue_offsets_sd_hu"].items()},
+        "matrix": 2 * int(round(fov / px / 2)),
+        "spacing": (round(px, 2), round(px, 2), round(sl, 2)),
+        "levels": SMALL_GRID["levels"],
+        "_streaks_u": float(rng.random()),
+        "_streaks_hu": round(float(rng.uniform(*r["streaks_hu"])), 1),
+    }
+    return out
+
+
+def _with_realism(p: dict, seed: int) -> dict:
+    from ..phantom import PhantomParams
+    from ..phantom.acquisition import noise_sigma
+
+    real = sample_realism(seed)
+    u, amp = real.pop("_streaks_u"), real.pop("_streaks_hu")
+    real["streaks_hu"] = amp if u < REALISM["streaks_probability"][p["dose"]] else 0.0
+    # noise at the reference voxel before the extra factor: dose x kernel x habitus
+    ref = PhantomParams(dose=p["dose"], kernel=real["kernel"], body_scale=real["body_scale"], spacing=(0.7, 0.7, 1.0))
+    base = noise_sigma(ref)
+    want = float(np.clip(base * real.pop("_noise_u"), *REALISM["reference_noise_hu"]))
+    real["noise_scale"] = round(want / base, 3)
+    return {**p, **real}
+
+
+def training_params(seed: int, grids: str = "realistic") -> dict:
     """Parameters of training phantom ``seed``: :func:`sample_params` with kVp and dose cycled over
     the seeds (every kVp x dose cell equally often, instead of by chance) and, for
-    ``grids="varied"``, the grid of :func:`sample_grid`."""
+    ``grids="varied"``, the grid of :func:`sample_grid`; for ``grids="realistic"`` (the default) the
+    kernel, microstructure, streaks, habitus, tissue composition and grid of :func:`sample_realism`."""
     p = sample_params(seed)
     kvps, doses = RANGES["kvp"], RANGES["dose"]
     p["kvp"] = float(kvps[int(seed) % len(kvps)])
     p["dose"] = str(doses[(int(seed) // len(kvps)) % len(doses)])
     if grids == "varied":
         p.update(sample_grid(seed))
+    elif grids == "realistic":
+        p = _with_realism(p, seed)
     elif grids != "fixed":
-        raise ValueError(f"grids must be 'fixed' or 'varied', not {grids!r}")
+        raise ValueError(f"grids must be 'fixed', 'varied' or 'realistic', not {grids!r}")
     return p
 
 
@@ -232,6 +302,45 @@ def _cache_key(params: dict, masks: str, fingerprint: str | None = None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _build_one(job) -> tuple[int, list[dict] | None, str]:
+    """(seed, rows or None, error) of one phantom: the unit of work of a parallel build."""
+    seed, params, masks = job
+    try:
+        rows = phantom_rows(params, masks)
+    except Exception as e:  # noqa: BLE001 - one bad phantom must not stop a long run
+        return seed, None, f"{type(e).__name__}: {e}"
+    for r in rows:
+        r["features"] = [float(v) for v in r["features"]]
+    return seed, rows, ""
+
+
+def prebuild(seeds, cache_dir: str | Path, masks: str = "pipeline", grids: str | None = None, workers: int = 2,
+             log=print) -> int:
+    """Build the phantoms of ``seeds`` not yet in ``cache_dir`` with ``workers`` processes; returns how
+    many were built. :func:`build_table` then reads them from the cache."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for s in seeds:
+        params = sample_params(s) if grids is None else training_params(s, grids)
+        if not (cache / f"{s}-{_cache_key(params, masks)}.json").is_file():
+            jobs.append((s, params, masks))
+    done = 0
+    with ProcessPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        for seed, rows, err in pool.map(_build_one, jobs, chunksize=4):
+            if rows is None:
+                log(f"  phantom {seed}: skipped ({err})")
+                continue
+            params = next(j[1] for j in jobs if j[0] == seed)
+            (cache / f"{seed}-{_cache_key(params, masks)}.json").write_text(json.dumps(rows))
+            done += 1
+            if done % 50 == 0:
+                log(f"  built {done}/{len(jobs)} phantoms")
+    return done
+
+
 def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", log=print,
                 fingerprint: str | None = None, grids: str | None = None) -> dict:
     """Rows of many phantoms as arrays {X, y, seed, kvp, dose, label}; per-phantom cache in ``cache_dir``.
@@ -239,8 +348,8 @@ def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", lo
     A phantom the stages fail on (e.g. segmentation finds no spine) is logged and skipped.
     ``fingerprint``: read only rows cached by that stage code (see :func:`stage_fingerprint`); a
     phantom not in that cache is skipped, never recomputed with other code.
-    ``grids``: None = :func:`sample_params` as drawn (one grid, kVp and dose by chance); "fixed" or
-    "varied" = :func:`training_params`.
+    ``grids``: None = :func:`sample_params` as drawn (one grid, kVp and dose by chance); "fixed",
+    "varied" or "realistic" = :func:`training_params`.
     """
     cache = Path(cache_dir) if cache_dir else None
     if cache:

@@ -18,7 +18,7 @@ from . import model as mlp
 from .features import FEATURE_NAMES, LevelInput, level_features, reference_noise_sd
 
 MODEL_NAME = "vbmd-mlp"
-MODEL_VERSION = "2.0"  # 2.0: 31 features (blood enhancement), trained on varied grids
+MODEL_VERSION = "3.0"  # 3.0: trained on realistic phantoms (kernels, microstructure, habitus, 0.6-5 mm slices)
 MODEL_FORMAT = "osteoai/vbmd-mlp/v1"
 ENV_VAR = "OSTEOAI_VBMD_MODEL"
 DEFAULT_DIR = model_registry.shipped_dir(MODEL_NAME)  # repository models/, else the installed package's
@@ -73,13 +73,20 @@ class VbmdModel:
         return mean, lo, hi
 
     def in_domain(self, features: np.ndarray) -> str | None:
-        """None when the features lie inside the training ranges (with a margin), else why not."""
+        """None when the features lie inside the training ranges (with a margin), else why not
+        (every feature outside, joined by '; ')."""
+        out = self.domain_failures(features)
+        return "; ".join(out) if out else None
+
+    def domain_failures(self, features: np.ndarray) -> list[str]:
+        """One 'name value outside the model's range lo-hi' per feature outside its training range."""
         x = np.asarray(features, dtype=np.float64)
+        out = []
         for name, (lo, hi) in self.meta["domain"].items():
             v = x[FEATURE_NAMES.index(name)]
             if not lo <= v <= hi:
-                return f"{name} {v:.3g} outside the model's range {lo:.3g}-{hi:.3g}"
-        return None
+                out.append(f"{name} {v:.3g} outside the model's range {lo:.3g}-{hi:.3g}")
+        return out
 
 
 # Card fields the model cannot be used without, and their types.
@@ -199,18 +206,26 @@ def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | No
     methods = set(model.meta.get("calibration_methods", []))
 
     def estimate(label, values, level_cal):
+        why = estimate.why
         if methods and level_cal.method not in methods:
+            why[label] = f"calibration {level_cal.method!r} is not one the model was trained on ({', '.join(methods)})"
             return None
         vals = np.asarray(values)
         if vals.size < 2:
+            why[label] = "ROI too small for the model"
             return None
         try:
             f = level_features(LevelInput(vals, level_cal, canonical.spacing, noise, age))
-        except ValueError:  # e.g. a kVp the physics tables do not cover
+        except ValueError as e:  # e.g. a kVp the physics tables do not cover
+            why[label] = f"features not computable: {e}"
             return None
-        if model.in_domain(f) is not None:
+        out = model.in_domain(f)
+        if out is not None:
+            why[label] = f"outside the model's domain: {out}"
             return None
+        why[label] = f"in the model's domain ({model.tag})"
         v, lo, hi = model.predict(f)
         return v, (lo, hi), f"ai:{model.tag}"
 
+    estimate.why = {}  # label -> why this level got (or did not get) the AI estimate; bmd copies it
     return estimate, model.tag
