@@ -84,11 +84,14 @@ def measure_levels(
         lr.roi_mean_hu, lr.roi_median_hu, lr.roi_sd_hu = st["mean"], st["median"], st["sd"]
         lr.vbmd_mg_cm3, lr.vbmd_ci95 = calibrated_vbmd(st["mean"], st["sd"], st["n"], cal)
         lr.vbmd_method = f"calibrated-hu ({cal.method})"
+        lr.vbmd_reason = "no AI estimator in this run (software.vbmd_choice says why)"
         if estimator is not None:
             est = estimator(lab, values, cal)
             if est is not None:
                 lr.extra["vbmd_calibrated_hu"] = lr.vbmd_mg_cm3
                 lr.vbmd_mg_cm3, lr.vbmd_ci95, lr.vbmd_method = est
+            # the AI estimator says per level why it did or did not judge it (vbmd_model.infer)
+            lr.vbmd_reason = (getattr(estimator, "why", None) or {}).get(lab, "")
         lr.qc += implausible_flags(lr.vbmd_mg_cm3, lab)
         out.append(lr)
     return out

@@ -23,7 +23,7 @@ from .segfile import write_seg_nrrd
 
 CSV_COLUMNS = [
     "level", "label", "roi_volume_mm3", "roi_mean_hu", "roi_median_hu", "roi_sd_hu", "vbmd_mg_cm3",
-    "vbmd_ci95_low", "vbmd_ci95_high", "vbmd_method", "used_for_diagnosis", "qc",
+    "vbmd_ci95_low", "vbmd_ci95_high", "vbmd_method", "vbmd_reason", "used_for_diagnosis", "qc",
 ]  # fmt: skip
 
 
@@ -34,7 +34,7 @@ def results_csv(out: PipelineOutput) -> str:
     for lv in out.results.levels:
         lo, hi = lv.vbmd_ci95 if lv.vbmd_ci95 else (None, None)
         w.writerow([lv.level, lv.label, _r(lv.roi_volume_mm3, 0), _r(lv.roi_mean_hu), _r(lv.roi_median_hu),
-                    _r(lv.roi_sd_hu), _r(lv.vbmd_mg_cm3), _r(lo), _r(hi), lv.vbmd_method,
+                    _r(lv.roi_sd_hu), _r(lv.vbmd_mg_cm3), _r(lo), _r(hi), lv.vbmd_method, lv.vbmd_reason,
                     int(lv.used_for_diagnosis), " | ".join(lv.qc)])
     return buf.getvalue()
 

@@ -46,6 +46,7 @@ class LevelResult:
     vbmd_mg_cm3: float | None = None
     vbmd_ci95: tuple[float, float] | None = None
     vbmd_method: str = ""  # "calibrated-hu" or "ai:<model>@<version>"
+    vbmd_reason: str = ""  # why that estimator: "in the model's domain", or which feature is out of it
     qc: list[str] = field(default_factory=list)
     used_for_diagnosis: bool = False
     extra: dict = field(default_factory=dict)  # heights, fracture grade, ROI box...

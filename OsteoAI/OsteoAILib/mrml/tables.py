@@ -40,13 +40,15 @@ COLUMNS: list[tuple[str, str, str, Callable]] = [
     ("Category", "", "ACR category of this level alone (>120 normal, 80-120 osteopenia, <80 osteoporosis)",
      lambda r: acr_category(r.vbmd_mg_cm3) if r.vbmd_mg_cm3 is not None else ""),
     ("Method", "", "How vBMD was obtained", lambda r: r.vbmd_method),
+    ("Why", "", "Why that estimator: inside the AI model's domain, or which feature is out of it",
+     lambda r: getattr(r, "vbmd_reason", "")),
     ("QC", "", "Quality-control flags (code: explanation)", lambda r: "; ".join(r.qc)),
     ("Used for diagnosis", "", "1 when this level enters the mean used for the diagnosis",
      lambda r: 1 if r.used_for_diagnosis else 0),
 ]  # fmt: skip
 
 
-STRING_COLUMNS = {"Level", "Category", "Method", "QC"}
+STRING_COLUMNS = {"Level", "Category", "Method", "Why", "QC"}
 
 
 INT_COLUMNS = {"Used for diagnosis"}
