@@ -318,3 +318,17 @@ def test_a_registered_segmenter_appears_in_both_panels(tmp_path, monkeypatch):
             assert args.segmenter == "truth"
     finally:
         SEGMENTERS.unregister("truth")
+
+
+def test_reload_rereads_the_panels_and_logic_of_the_lib(h, monkeypatch):
+    """Slicer's Reload button re-reads only the module file; the widget reloads its Lib files first."""
+    import sys
+
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+
+    reloaded = []
+    monkeypatch.setattr(ScriptedLoadableModuleWidget, "onReload", lambda self: reloaded.append(self.moduleName))
+    background = sys.modules["OsteoAILib.slicer_ui.background"]
+    background.CANCEL_FILE = "edited"  # what a developer's edit would change
+    h.widget("OsteoAISegment").onReload()
+    assert background.CANCEL_FILE == "cancel" and reloaded == ["OsteoAISegment"]

@@ -50,7 +50,7 @@ def writeInput(volumeNode, path):
     write_volume(coremrml.volume_from_node(volumeNode), path)
 
 
-def cliArguments(command, *args):
+def osteoaiCommand(command, *args):
     """``PythonSlicer`` arguments that run ``osteoai <command> <args>``."""
     return ["-m", "OsteoAILib.cli", command, *[str(a) for a in args]]
 

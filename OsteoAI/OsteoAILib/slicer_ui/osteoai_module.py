@@ -14,7 +14,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from ..options import Settings, options_from_settings
 from ..options import cli_arguments as options_cli_arguments
-from .background import BackgroundRun, cliArguments, writeInput
+from .background import BackgroundRun, osteoaiCommand, writeInput
 from .dependencies import installDependencies, missingDependencies
 from .panel import ParameterNodePanel, parameterNodeClass
 from .parameters import osteoaiParameters
@@ -209,7 +209,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
         by the core's own parser); the DICOM tube voltage when the panel leaves kVp unset."""
         opts = options_from_settings(OsteoAILogic.settings(p))  # raises InputError on a typo
         opts.kvp = opts.kvp or OsteoAILogic.dicomKvp(p.inputVolume)
-        return cliArguments("run", inputPath, "--out", outDir, *options_cli_arguments(opts))
+        return osteoaiCommand("run", inputPath, "--out", outDir, *options_cli_arguments(opts))
 
     @staticmethod
     def dicomKvp(volumeNode):

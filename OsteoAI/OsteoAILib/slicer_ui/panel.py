@@ -32,6 +32,11 @@ def parameterNodeClass(name, settings, nodes):
     return parameterNodeWrapper(type(name, (), body))
 
 
+# The Slicer layer's files, each after those it imports (for Reload)
+RELOAD_ORDER = ("background", "dependencies", "parameters", "panel", "sample_data", "segment_module",
+                "osteoai_module")
+
+
 class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Parameter-node lifecycle shared by the OsteoAI panels.
 
@@ -93,6 +98,18 @@ class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateGui(self, caller=None, event=None):
         raise NotImplementedError
+
+    def onReload(self):
+        """Slicer's Reload re-reads the module file only: the panels and logic it imports from here are
+        reloaded first, so a developer's edit to them takes effect too."""
+        import importlib
+        import sys
+
+        for name in RELOAD_ORDER:
+            module = sys.modules.get(f"{__package__}.{name}")
+            if module is not None:
+                importlib.reload(module)
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onProgress(self, fraction, message):
         self.ui.progressBar.value = int(round(100 * fraction))

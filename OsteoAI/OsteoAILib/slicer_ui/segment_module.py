@@ -11,7 +11,7 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 
-from .background import BackgroundRun, cliArguments, writeInput
+from .background import BackgroundRun, osteoaiCommand, writeInput
 from .dependencies import installDependencies, missingDependencies
 from .panel import ParameterNodePanel, parameterNodeClass
 from .parameters import segmentParameters
@@ -104,7 +104,7 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def cliArguments(p, inputPath, outDir, workDir):
         """``osteoai segment`` arguments for the panel's settings."""
-        return cliArguments("segment", inputPath, "--out", outDir, "--segmenter", p.segmenter, "--device", p.device,
+        return osteoaiCommand("segment", inputPath, "--out", outDir, "--segmenter", p.segmenter, "--device", p.device,
                             "--cancel-file", BackgroundRun.cancelFile(workDir))
 
     def start(self, parameterNode, onProgress=None, onFinished=None):
