@@ -30,6 +30,9 @@ from .results import Calibration, Diagnosis, LevelResult, Results
 MEASURED_LEVEL_CODES = ("no_roi", "implausible")
 # Scan flags that follow from the numbers or the estimator: re-derived by every re-measure.
 DERIVED_SCAN_PREFIXES = ("edited:", "near_threshold", "vbmd_model_")
+# Per-level measurements measure_levels adds to ``extra`` (the calibrated-HU estimate beside an AI one): a
+# re-measure drops the old ones, so a level the AI no longer judges does not keep a stale number.
+MEASURED_EXTRA_PREFIX = "vbmd_calibrated_hu"
 
 
 @dataclass
@@ -108,7 +111,8 @@ def remeasure_results(
     """
     old = {r.label: r for r in results.levels}
     level_qc = {lab: [f for f in r.qc if f.split(":")[0] not in MEASURED_LEVEL_CODES] for lab, r in old.items()}
-    extra = {lab: dict(r.extra) for lab, r in old.items()}
+    extra = {lab: {k: v for k, v in r.extra.items() if not k.startswith(MEASURED_EXTRA_PREFIX)}
+             for lab, r in old.items()}
     labels = {int(x) for x in np.unique(rois) if x != 0} | set(old)
     canonical = None
     if measure is None and run_vbmd_method(results) != "calibrated-hu":

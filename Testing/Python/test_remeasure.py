@@ -60,11 +60,12 @@ def test_calibrated_hu_run_stays_calibrated_hu(ai_run):
     res = copy.deepcopy(ai_run.results)
     res.software["vbmd_model"] = None
     assert run_vbmd_method(res) == "calibrated-hu"
+    before = {lv.level: lv.extra.get("vbmd_calibrated_hu", lv.vbmd_mg_cm3) for lv in res.levels}  # calibrated HU
     again = remeasure_results(ai_run.volume, ai_run.rois, res)
-    assert all(lv.vbmd_method.startswith("calibrated-hu") for lv in again.levels if lv.vbmd_mg_cm3 is not None)
-    for lv in again.levels:
-        if lv.vbmd_mg_cm3 is not None:
-            assert lv.vbmd_mg_cm3 == pytest.approx(lv.extra.get("vbmd_calibrated_hu", lv.vbmd_mg_cm3))
+    measured = [lv for lv in again.levels if lv.vbmd_mg_cm3 is not None]
+    assert measured and all(lv.vbmd_method.startswith("calibrated-hu") for lv in measured)
+    for lv in measured:  # the run's own calibrated-HU numbers, and no stale AI-side copy of them left in extra
+        assert lv.vbmd_mg_cm3 == pytest.approx(before[lv.level]) and "vbmd_calibrated_hu" not in lv.extra
 
 
 def test_estimator_names_come_from_the_registry(ai_run):
