@@ -48,9 +48,10 @@ def wheel(tmp_path_factory):
     for f in ("pyproject.toml", "README.md", "LICENSE.txt"):
         shutil.copy2(REPO / f, src / f)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "OsteoAI" / "OsteoAILib", src / "OsteoAI" / "OsteoAILib", ignore=skip)
-    for lib in ("OsteoAISegmentLib", "OsteoAIBaseLib"):
-        shutil.copytree(REPO / "OsteoAISegment" / lib, src / "OsteoAISegment" / lib, ignore=skip)
+    # every package folder pyproject.toml maps (the models folder is copied below, only the shipped files)
+    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for folder in {d for d in package_dirs.values() if d != "models"}:
+        shutil.copytree(REPO / folder, src / folder, ignore=skip)
     for f in _cmake_models():
         (src / "models" / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / "models" / f, src / "models" / f)
