@@ -117,6 +117,8 @@ def uploaded(server, browser, phantom):
 
 def test_upload_result_page_shows_the_numbers_of_results_json(uploaded, server):
     page, results = uploaded["page"], uploaded["results"]
+    page.wait_for_load_state("networkidle")  # the plot and the key images
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     _shot(page, "web_upload_result.png", server["root"])
     d = results["diagnosis"]
     assert page.inner_text("#diagnosis-vbmd") == f"{d['vbmd_mg_cm3']:.1f}"
@@ -161,7 +163,9 @@ def test_reviewer_moves_a_box_recomputes_and_accepts(uploaded, server, browser):
     for row in page.query_selector_all("#bmd-table tbody tr"):
         level, vbmd = row.query_selector("td").inner_text(), row.query_selector("td.vbmd").inner_text()
         assert (vbmd == "" and auto[level] is None) or float(vbmd) == round(auto[level], 1), level
-    page.wait_for_timeout(2500)  # the views stream their first frames
+    page.click("#show-3d")
+    page.wait_for_selector("#message:has-text('3D surfaces built')", timeout=60_000)
+    page.wait_for_timeout(2500)  # the views stream their frames
     _shot(page, "web_study_view.png", server["root"])
 
     page.click("#tab-review")
