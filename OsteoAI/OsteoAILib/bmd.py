@@ -89,6 +89,7 @@ def measure_levels(
             est = estimator(lab, values, cal)
             if est is not None:
                 lr.extra["vbmd_calibrated_hu"] = lr.vbmd_mg_cm3
+                lr.extra["vbmd_calibrated_hu_ci95"] = list(lr.vbmd_ci95)
                 lr.vbmd_mg_cm3, lr.vbmd_ci95, lr.vbmd_method = est
             # the AI estimator says per level why it did or did not judge it (vbmd_model.infer)
             lr.vbmd_reason = (getattr(estimator, "why", None) or {}).get(lab, "")

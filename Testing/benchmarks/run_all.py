@@ -14,6 +14,8 @@ BENCHMARKS = [
     ["real_ct.py"],
     ["vbmd_accuracy.py", "--n", "144", "--masks", "pipeline", "--invariance-n", "36"],
     ["vbmd_accuracy.py", "--n", "36", "--masks", "truth"],
+    ["phantom_realism.py", "--n-phantoms", "40"],
+    ["vbmd_consistency.py"],
     ["segmenter_phantoms.py", "--n", "36"],
     ["precision.py"],
     ["segmenter_speed.py"],
