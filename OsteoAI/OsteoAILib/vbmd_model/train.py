@@ -318,6 +318,17 @@ def main(args) -> int:
     return 0
 
 
+def real_ct_section(real: dict | None) -> str:
+    """The card's 'On real CT' paragraph from ``model.json``'s ``real_ct`` block (measured after training by
+    ``Testing/benchmarks/phantom_realism.py`` and ``vbmd_consistency.py``; there is no truth on real CT)."""
+    if not real:
+        return ""
+    lines = [f"**On real CT** (../shared/data, measured {real['measured']}; no vBMD truth exists there):"]
+    lines += [f"- {item}" for item in real["findings"]]
+    lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in real['commands'])}.")
+    return "\n".join(lines) + "\n"
+
+
 def model_card(meta: dict) -> str:
     t, te = meta["training"], meta["metrics"]["test"]
     r = t["ranges"]
@@ -402,6 +413,7 @@ AI MAE by kVp (interval coverage): {kv_mae or 'not recorded'}.
 `Testing/benchmarks/vbmd_accuracy.py` measures it again on held-back seeds (>= 900000) and
 `Testing/benchmarks/precision.py` its repeatability; their last outputs are in `benchmark_results.txt`.
 
+{real_ct_section(meta.get("real_ct"))}
 **Limitations.** Trained only on synthetic phantoms: real anatomy, real marrow heterogeneity,
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
@@ -414,6 +426,8 @@ or with a calibration other than `internal`, the pipeline falls back to the plai
 estimate; the result says so per level (`vbmd_method` and `vbmd_reason`: which feature is out of range).
 Its correction is bounded by 1.5x the largest correction seen in training. Fractured levels were left out of training.
 
-**Reproduce.** `{t['command']}` (log: `training_log.txt`).
+**Reproduce.** `{t['command']}` (log: `training_log.txt`). With `--cache-fingerprint`, the phantoms'
+features were built first by the stage code of that fingerprint, e.g. on a many-core machine with the same
+command plus `--workers N --build-only` and without `--cache-fingerprint`.
 Software: {meta['software']}.
 """
