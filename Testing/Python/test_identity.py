@@ -77,8 +77,11 @@ def test_no_identifier_in_any_output(screened, tmp_path, capfd):
     assert "scene.mrml holds a copy of the whole CT volume" in printed.out
     import json
 
+    from OsteoAILib.vbmd_model.infer import MODEL_VERSION
+
     models = json.loads((out / "results.json").read_text())["software"]["models"]
-    assert models["vbmd-mlp@2.0"]["pinned"] and len(models["vbmd-mlp@2.0"]["files"]["weights.npz"]) == 64
+    tag = f"vbmd-mlp@{MODEL_VERSION}"
+    assert models[tag]["pinned"] and len(models[tag]["files"]["weights.npz"]) == 64
     contents = {p: (gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()).lower()
                 for p in files}  # a NIfTI's header (descrip, aux_file) is inside its gzip stream
     hits = []
