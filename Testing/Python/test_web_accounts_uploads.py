@@ -145,13 +145,12 @@ def test_queue_screens_uploads_in_order_and_reports_failures(tmp_path):
     assert [q.position(i) for i in ids] == [0, 1, 2, 3, 4]
     q.start()  # also finds the queued uploads on disk (a restart): each is still screened once
     deadline = time.time() + 120
-    while time.time() < deadline and any(uploads.read_status(tmp_path / i)["state"] in ("queued", "running")
-                                         for i in ids):
+    while time.time() < deadline and q.waiting:  # an upload leaves the waiting list once its status is final
         time.sleep(0.2)
+    assert q.q.qsize() == 0 and q.waiting == []
     q.stop()
     states = [uploads.read_status(tmp_path / i) for i in ids]
     assert [s["state"] for s in states] == ["done", "done", "failed", "done", "done"]
-    assert q.q.qsize() == 0 and q.waiting == []
     assert states[2]["message"] == "no vertebra found"
     assert not (tmp_path / ids[2] / "ct.nii.gz").exists()  # a failed upload keeps nothing of the scan
     finished = [s["finished"] for s in states]
