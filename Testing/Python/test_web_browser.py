@@ -185,6 +185,11 @@ def test_reviewer_moves_a_box_recomputes_and_accepts(uploaded, server, browser):
     page.wait_for_timeout(1500)
     _shot(page, "web_review.png", server["root"])
 
+    page.click("#tab-teaching")
+    page.click("#teach")
+    page.wait_for_selector("#teaching:has-text('trabecular ROI mean')")
+    assert "cortical shell median" in page.inner_text("#teaching")
+
     reviews = sorted(study_dir.glob("reviews/*/review.json"))
     assert len(reviews) == 1
     review = json.loads(reviews[0].read_text())
