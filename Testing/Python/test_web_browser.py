@@ -7,6 +7,7 @@ Starts the real server on a free port. Skips when chromium, Playwright or trame-
 
 from __future__ import annotations
 
+import ctypes.util
 import hashlib
 import json
 import os
@@ -23,9 +24,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("OSTEOAI_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
+# The review app's views render offscreen through EGL (Mesa's without a GPU).
+HAS_EGL = bool(os.environ.get("DISPLAY")) or ctypes.util.find_library("EGL") is not None
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(not HAS_EGL, reason="no display and no libEGL to render offscreen (apt-get install libegl1 "
+                                           "libegl-mesa0)"),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
