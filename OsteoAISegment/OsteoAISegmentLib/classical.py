@@ -72,14 +72,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebral bodies anterior to the canal")
     ks = np.arange(k0, k1 + 1).astype(float)
     pts = np.stack([ks, bc["body_j"], bc["body_i"]], 1)
-    if max(vol.spacing) <= FINE_MAX_SLICE_MM:
-        planes, pitch = _fine_discs(arr, vol.spacing, work, pts, bc, ref)
-    else:
-        disc_idx, _score, pitch = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"],
-                                                    bc["ant_wall_j"], bc["post_wall_j"])
-        tang, _u, _v = discs._frames(pts)
-        rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
-        planes = [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx]
+    planes, pitch, polarity = _disc_planes(arr, vol.spacing, work, pts, bc, ref)
 
     _step(progress, cancel, 0.45, "splitting vertebrae")
     lab_w, body_w, seg_info = _split(work, canal_ji, k0, k1, bc, planes)
@@ -88,7 +81,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         raise InputError("no spine found: no vertebra could be separated")
 
     _step(progress, cancel, 0.6, "labelling from the ribs")
-    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, bc, body_w, planes)
+    lab_res = labelling.label_vertebrae(work, lab_w, seg_info, canal_ji, k0, WS, body_w, planes)
     mapping = lab_res["mapping"]  # segment index -> VerSe id (0 = drop)
 
     _step(progress, cancel, 0.75, "refining masks at full resolution")
@@ -112,6 +105,7 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         "label_anchor": lab_res["anchor"],
         "naming": lab_res["naming"],
         "pitch_mm": float(np.median(pitch) * WS),
+        "disc_polarity": polarity,
         "work_spacing_mm": WS,
         "hu_reference": ref.as_dict(),
     }
@@ -119,6 +113,18 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
     return SpineSegmentation(vertebrae=vert_full.astype(np.int16), bodies=body_full.astype(np.int16),
                              levels=_cranial_first(present), qc=qc, info=info,
                              segmenter=f"classical@{VERSION}")
+
+
+def _disc_planes(arr, spacing, work, pts, bc, ref):
+    """Disc planes (work-grid point, normal) caudal -> cranial, the local pitch (work voxels) and
+    how the discs read ("dark" or "bright", discs.find_discs)."""
+    if max(spacing) <= FINE_MAX_SLICE_MM:
+        return _fine_discs(arr, spacing, work, pts, bc, ref)
+    disc_idx, _score, pitch, polarity = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"],
+                                                          bc["post_wall_j"])
+    tang, _u, _v = discs._frames(pts)
+    rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
+    return [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx], pitch, polarity
 
 
 def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict,
@@ -144,7 +150,7 @@ def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc:
     ant = np.interp(kw, pts[:, 0], bc["ant_wall_j"]) * r - shift[1]
     post = np.interp(kw, pts[:, 0], bc["post_wall_j"]) * r - shift[1]
     depth = np.interp(kw, pts[:, 0], bc["depth_mm"])
-    idx, _score, pitch = discs.find_discs(fine, pf, FS, 8.0, depth, ant, post)
+    idx, _score, pitch, polarity = discs.find_discs(fine, pf, FS, 8.0, depth, ant, post)
     tw, _u, _v = discs._frames(pts)
     tf, _u, _v = discs._frames(pf)
     rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
@@ -165,7 +171,7 @@ def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc:
         cand = pf[d][None, :] + shifts[:, None] * n[None, :]
         best = cand[int(np.argmin(discs.disk_means(fine, cand, np.repeat(n[None, :], len(cand), 0), rad * r)))]
         planes.append(((best + shift) / r, n))
-    return planes, pitch / r
+    return planes, pitch / r, polarity
 
 
 def _cranial_first(ids: list[int]) -> list[int]:

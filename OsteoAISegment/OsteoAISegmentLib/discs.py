@@ -12,7 +12,11 @@ import numpy as np
 from scipy import ndimage as ndi
 
 BODY_HU = 100.0
-ENERGY_WEIGHT = 2.0  # against the two dark-band terms (each scaled to ~1)
+ENERGY_WEIGHT = 2.0  # against the four dark-band terms (each scaled to ~1)
+BRIGHT_WEIGHT = 4.0
+THICK_DISC_PITCH_MM = 30.0  # vertebral pitch from which discs are thick enough to read dark
+POLARITIES = ("dark", "bright")
+POLARITY_MARGIN = 0.15  # how much stronger the bands under "bright" must be
 
 
 def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> dict:
@@ -186,11 +190,17 @@ def ap_line_p90(work: np.ndarray, pts: np.ndarray, t: np.ndarray, ant_j: np.ndar
 
 def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
                depth_mm: np.ndarray, ant_j: np.ndarray | None = None,
-               post_j: np.ndarray | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch.
+               post_j: np.ndarray | None = None,
+               polarity: str = "auto") -> tuple[list[int], np.ndarray, np.ndarray, str]:
+    """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch
+    and the polarity used.
 
-    A disc is dark in the body centre and has no cortical wall across it; discs are kept about
-    one vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm, L3 ~36 mm).
+    ``polarity`` says how the discs read. "dark": a disc is dark in the body centre and has no
+    cortical wall across it (resolved discs: thin slices, thick lumbar discs). "bright": a thin
+    disc averaged with its two sclerotic endplates into one band brighter than the body (slices as
+    thick as the disc). "auto": whichever leaves the bodies densest at their ends. Either way the
+    narrow band's contrast counts too. Discs are kept about one
+    vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm, L3 ~36 mm).
     """
     t, _u, _v = _frames(pts)
     # sample the anterior half of the body: the basivertebral vein darkens the posterior centre
@@ -227,8 +237,29 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     # locally: only its trend along the spine counts
     depth = ndi.gaussian_filter1d(depth, 40.0 / ws, mode="nearest") if len(depth) > 3 else depth
     pitch0 = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
-    peaks, pitch, _obj = _chain(dark + ENERGY_WEIGHT * en, pitch0, ws)
-    return peaks, dark + ENERGY_WEIGHT * en, pitch
+    # only a thin (thoracic) disc can hide in a slice: lumbar discs (~10 mm) stay dark
+    thin = np.clip((THICK_DISC_PITCH_MM - pitch0 * ws) / 6.0, 0.0, 1.0)
+    scores = {"dark": dark + ENERGY_WEIGHT * en,
+              "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en}
+    chains = {p: _chain(scores[p], pitch0, ws) for p in (POLARITIES if polarity == "auto" else (polarity,))}
+    # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
+    # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
+    strength = {p: float(np.median(en[c[0]])) if len(c[0]) else 0.0 for p, c in chains.items()}
+    pick = "bright" if strength.get("bright", -1.0) > (1 + POLARITY_MARGIN) * strength.get("dark", 0.0) else "dark"
+    pick = pick if pick in chains else polarity
+    return chains[pick][0], scores[pick], chains[pick][1], pick
+
+
+def _bright_band(f: np.ndarray, ws: float) -> np.ndarray:
+    """A narrow band brighter than the profile on both sides within an endplate's reach."""
+    out = np.zeros(len(f))
+    f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
+    for reach_mm in (6.0, 8.0):
+        a = max(2, int(round(reach_mm / ws)))
+        up = ndi.minimum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
+        dn = ndi.minimum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
+        out += np.maximum(f - np.maximum(up, dn), 0)
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -255,18 +286,6 @@ def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], 
         pitch = pitch * float(np.clip(ratio, 0.8, 1.25))
         chosen, obj = _best_chain(cand, value, pitch)
     return _fill_gaps(chosen, score, pitch), pitch, obj
-
-
-def _bright_band(f: np.ndarray, ws: float) -> np.ndarray:
-    """A narrow band brighter than the profile on both sides within an endplate's reach."""
-    out = np.zeros(len(f))
-    f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
-    for reach_mm in (6.0, 8.0):
-        a = max(2, int(round(reach_mm / ws)))
-        up = ndi.minimum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
-        dn = ndi.minimum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
-        out += np.maximum(f - np.maximum(up, dn), 0)
-    return ndi.gaussian_filter1d(out, 2.0 / ws, mode="nearest")
 
 
 def _band_energy(f: np.ndarray, ws: float, hp_mm: float = 4.0) -> np.ndarray:

@@ -27,7 +27,7 @@ FORWARD_MM = 60.0  # the window's front edge is 70 mm in front of the canal
 RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
 
 
-def find_ribs(work, lab_w, canal_ji, k0, ws, bc) -> tuple[list[dict], dict]:
+def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
     """Rib crossings as dicts (side, segment, k_top) and per-side whether ribs were assessable."""
     nk, nj, ni = work.shape
     r = np.clip(np.arange(nk) - k0, 0, len(canal_ji) - 1)
@@ -110,12 +110,12 @@ def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0,
     return out
 
 
-def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, bc, body_w=None, planes=None) -> dict:
+def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes=None) -> dict:
     """Map segment indices (1 = most caudal) to VerSe ids, with QC flags (see naming.py)."""
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
     segs = [s["index"] for s in seg_info]
     body = lab_w if body_w is None else body_w
-    ribs, _sides = find_ribs(work, lab_w, canal_ji, k0, ws, bc)
+    ribs, _sides = find_ribs(work, canal_ji, k0, ws)
     boxes = ndi.find_objects(np.asarray(body, np.int32))
     k_ranges = {i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None
                 for i in segs}
