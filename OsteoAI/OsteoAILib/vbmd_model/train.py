@@ -356,8 +356,8 @@ def model_card(meta: dict) -> str:
                       "calibration keeps only two references (air clipped or blood enhanced) that shifts its slope "
                       "with no residual to show it, which bounds the AI's error on these phantoms (the test MAE "
                       "above) well over the ~1.4 mg/cm3 the legacy phantoms allowed. Real scans here show fat "
-                      "residuals of +4.6 and muscle of -4.8 HU on average: a systematic table offset that the "
-                      "next phantoms should draw around, instead of around 0.")
+                      "residuals of about +4.6 and muscle of -2.7 to -4.8 HU (median): a systematic table offset "
+                      "that the next phantoms should draw around, instead of around 0.")
     elif t.get("grids") == "varied":
         grid = (f"one voxel grid per phantom, in-plane {g['pixel_mm'][0]:g}-{g['pixel_mm'][1]:g} mm and slices "
                 f"{g['slice_mm'][0]:g}-{g['slice_mm'][1]:g} mm, field of view {g['fov_mm']:g} mm")
