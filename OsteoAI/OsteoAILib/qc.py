@@ -209,6 +209,7 @@ def fracture_grade(heights: dict[str, float], neighbours: list[dict] | None = No
 
 
 SPLIT_MIRROR = 0.5  # a neighbour showing at least half the opposite deformity mirrors this one
+REVERSE_WEDGE = 0.1  # posterior height this much below the anterior one
 
 
 def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> str | None:
@@ -218,7 +219,13 @@ def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> 
     at the wrong tilt moves it from the front of one body to the front of the next: the neighbour
     shows the mirror image (taller, or wedged the other way). A fracture leaves its neighbours as
     they are. Against neighbours that disagree with each other there is no expected height at all.
+    And a body shortest at the back with its front preserved is no osteoporotic fracture pattern.
     """
+    a, m, p = (heights.get(k) for k in ("anterior", "middle", "posterior"))
+    if a and p and p <= min(a, m or a) and (a - p) >= REVERSE_WEDGE * a:
+        # an osteoporotic fracture keeps the posterior wall: shortest at the back with the front
+        # preserved is a tilted plane (or a lordotic level), not a fracture pattern
+        return "it is shortest at the back with the front preserved, which no osteoporotic fracture does"
     nbs = [n for n in neighbours if n and all(n.get(k) for k in ("anterior", "posterior"))]
     if how == "neighbours":
         tops = [max(v for v in n.values() if v) for n in nbs]
@@ -226,7 +233,6 @@ def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> 
             return "only one neighbour to compare with"
         if max(tops) > 1.2 * min(tops):
             return "the neighbours' heights disagree (one of them has taken this body's height)"
-    a, p = heights.get("anterior"), heights.get("posterior")
     if a and p:
         tilt = (p - a) / max(a, p)
         for n in nbs:

@@ -67,6 +67,12 @@ def test_split_error_is_not_a_fracture():
     mirrored = {"anterior": 27.0, "middle": 24.0, "posterior": 21.0}
     assert qc.fracture_flags(wedge, 20, [normal, normal])[0].startswith("fracture: L1")
     assert qc.fracture_flags(wedge, 20, [mirrored, normal])[0].startswith("seg_suspect: L1")
+    # shortest at the back with the front preserved: no osteoporotic fracture does that (the posterior
+    # wall holds), a plane tilted the wrong way does
+    assert qc.fracture_flags({"anterior": 25.0, "middle": 22.0, "posterior": 17.0}, 20,
+                             [normal, normal])[0].startswith("seg_suspect: L1")
+    crush = {"anterior": 17.6, "middle": 17.5, "posterior": 17.2}
+    assert qc.fracture_flags(crush, 20, [normal, normal])[0].startswith("fracture: L1")
 
 
 def test_heights_match_phantom_truth(fractured):
