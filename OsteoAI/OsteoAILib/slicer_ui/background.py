@@ -11,10 +11,12 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 import qt
 import slicer
 from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 PROGRESS_LINE = re.compile(r"^PROGRESS\s+([\d.]+)%\s+[\d.]+s\s?(.*)$")
 CANCEL_FILE = "cancel"  # in the run's work folder
@@ -132,3 +134,54 @@ class BackgroundRun:
         else:
             self.onFinished(False, self._lastError or _("failed (exit code {code})").format(
                 code=self.process.exitCode()))
+
+
+class BackgroundLogic(ScriptedLoadableModuleLogic):
+    """What both modules' logic share: one background run at a time on the parameter node's input volume.
+
+    Subclasses set ``parameterNodeClass`` and call :meth:`startRun`. ``runner``: the background-run class
+    (:class:`BackgroundRun`, or a stand-in with its methods in tests)."""
+
+    parameterNodeClass = None
+
+    def __init__(self, runner=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = runner or BackgroundRun
+        self.run = None
+
+    def getParameterNode(self):
+        return self.parameterNodeClass(super().getParameterNode())
+
+    def running(self):
+        return self.run is not None and self.run.running()
+
+    def cancel(self):
+        if self.run:
+            self.run.cancel()
+
+    def startRun(self, p, prefix, argvFor, loaded, failure, onProgress=None, onFinished=None):
+        """Write ``p.inputVolume`` to a fresh work folder and run ``argvFor(inputPath, outDir, workDir)`` there.
+
+        When it ends, ``loaded(outDir)`` turns the output folder into nodes and returns the message to show;
+        ``onFinished(ok, message)`` is told once, after the work folder is gone."""
+        workDir = tempfile.mkdtemp(prefix=prefix)
+        inputPath = os.path.join(workDir, "input.nrrd")
+        writeInput(p.inputVolume, inputPath)
+        outDir = os.path.join(workDir, "out")
+        argv = argvFor(inputPath, outDir, workDir)
+
+        def finished(ok, message):
+            try:
+                if ok:
+                    message = loaded(outDir)
+            except Exception as e:  # shown in the status line; the traceback goes to the log
+                logging.exception(failure)
+                ok, message = False, str(e)
+            finally:
+                shutil.rmtree(workDir, ignore_errors=True)
+            if onFinished:
+                onFinished(ok, message)
+
+        self.run = self.runner(onProgress or (lambda f, m: None), finished)
+        self.run.start(argv, workDir)
+        return self.run

@@ -3,18 +3,15 @@
 ``mrml.recompute``) and the Learn section."""
 
 import json
-import logging
 import os
 import shutil
-import tempfile
 
 import slicer
 from slicer.i18n import tr as _
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from ..options import Settings, options_from_settings
 from ..options import cli_arguments as options_cli_arguments
-from .background import BackgroundRun, osteoaiCommand, writeInput
+from .background import BackgroundLogic, BackgroundRun, osteoaiCommand
 from .dependencies import installDependencies, missingDependencies
 from .panel import ParameterNodePanel, parameterNodeClass
 from .parameters import osteoaiParameters
@@ -50,24 +47,12 @@ not apply to vBMD. A fractured vertebra reads falsely dense and is excluded from
 
 class OsteoAIWidget(ParameterNodePanel):
     def setup(self):
-        ParameterNodePanel.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAI.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        clicked = [(name, "clicked(bool)", slot) for name, slot in (
+            ("recomputeButton", self.onRecompute), ("editRoisButton", self.onEditRois),
+            ("showBoneButton", self.onShowBone), ("showCalibrationButton", self.onShowCalibration))]
+        self.setupPanel("UI/OsteoAI.ui", OsteoAILogic(),
+                        clicked + [("keyImageList", "currentRowChanged(int)", self.onKeyImage)])
         self.ui.teachingText.setHtml(teachingHtml())
-        self.logic = OsteoAILogic()
-        self.observeSceneClose()
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.recomputeButton.connect("clicked(bool)", self.onRecompute)
-        self.ui.editRoisButton.connect("clicked(bool)", self.onEditRois)
-        self.ui.installButton.connect("clicked(bool)", self.onInstall)
-        self.ui.showBoneButton.connect("clicked(bool)", self.onShowBone)
-        self.ui.showCalibrationButton.connect("clicked(bool)", self.onShowCalibration)
-        self.ui.keyImageList.connect("currentRowChanged(int)", self.onKeyImage)
-        self.initializeParameterNode()
-        self.updateDependencyStatus()
 
     def updateGui(self, caller=None, event=None):
         p = self._parameterNode
@@ -96,18 +81,13 @@ class OsteoAIWidget(ParameterNodePanel):
                 self.ui.keyImageList.addItem(k.get("title") or k.get("name"))
         self.ui.keyImageList.blockSignals(False)
 
-    def updateDependencyStatus(self):
-        missing = missingDependencies()
-        text = (
-            _("All dependencies are installed.")
-            if not missing
-            else _("Missing (Install, or Apply, asks before installing): {packages}").format(
-                packages=", ".join(missing))
-        )
+    def dependencyStatusText(self, missing):
+        text = _("Missing (Install, or Apply, asks before installing): {packages}").format(
+            packages=", ".join(missing)) if missing else _("All dependencies are installed.")
         if missingDependencies(radiomics=True)[len(missing):]:
             text += "<br>" + _("Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is "
                                "used).")
-        self.ui.dependencyStatusLabel.text = text
+        return text
 
     def onInstall(self):
         with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
@@ -116,24 +96,13 @@ class OsteoAIWidget(ParameterNodePanel):
 
     def onApply(self):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the screening."), waitCursor=True):
-            radiomics = bool(self._parameterNode and self._parameterNode.radiomics)
-            if missingDependencies(radiomics=radiomics):  # asks the user; one-line error if still missing
-                try:
-                    installDependencies(radiomics=radiomics)
-                finally:
-                    self.updateDependencyStatus()
-            self.ui.progressBar.visible = True
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Starting...")
+            self.installMissing(radiomics=bool(self._parameterNode and self._parameterNode.radiomics))
+            self.showStarting(_("Starting..."))
             self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
         self.updateGui()
 
-    def onCancel(self):
-        self.logic.cancel()
-
     def onFinished(self, ok, message):
-        self.ui.progressBar.visible = ok
-        self.ui.statusLabel.text = message
+        self.showEnd(ok, message)
         if ok:
             self.logic.showResults(self._parameterNode)
         self.updateGui()
@@ -179,25 +148,12 @@ class OsteoAIWidget(ParameterNodePanel):
                 self.ui.statusLabel.text = _("This result has no calibration references (method: none).")
 
 
-class OsteoAILogic(ScriptedLoadableModuleLogic):
+class OsteoAILogic(BackgroundLogic):
     """Runs the screening in a background ``osteoai run`` process and maps its results to the scene (through
     OsteoAILib.mrml). ``runner``: the background-run class (:class:`~OsteoAILib.slicer_ui.background.BackgroundRun`,
     or a stand-in with its methods in tests)."""
 
-    def __init__(self, runner=None):
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.runner = runner or BackgroundRun
-        self.run = None
-
-    def getParameterNode(self):
-        return OsteoAIParameterNode(super().getParameterNode())
-
-    def running(self):
-        return self.run is not None and self.run.running()
-
-    def cancel(self):
-        if self.run:
-            self.run.cancel()
+    parameterNodeClass = OsteoAIParameterNode
 
     @staticmethod
     def settings(p):
@@ -228,8 +184,7 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             return None
 
     def start(self, p, onProgress=None, onFinished=None):
-        volumeNode = p.inputVolume
-        if not volumeNode:
+        if not p.inputVolume:
             raise ValueError(_("Select an input CT."))
         if self.running():
             raise RuntimeError(_("A screening is already running."))
@@ -237,29 +192,16 @@ class OsteoAILogic(ScriptedLoadableModuleLogic):
             if "pyradiomics" in missingDependencies(radiomics=True):
                 raise RuntimeError(_("Radiomics needs pyradiomics, which is not installed: press Install in "
                                      "Dependencies, or untick Radiomics."))  # fmt: skip
-        workDir = tempfile.mkdtemp(prefix="osteoai-")
-        inputPath = os.path.join(workDir, "input.nrrd")
-        writeInput(volumeNode, inputPath)
-        outDir = os.path.join(workDir, "out")
-        # The CLI stops at its next stage boundary once this file exists (BackgroundRun.cancel writes it).
-        argv = self.cliArguments(p, inputPath, outDir) + ["--cancel-file", BackgroundRun.cancelFile(workDir)]
 
-        def finished(ok, message):
-            try:
-                if ok:
-                    self.loadResults(p, outDir)
-                    message = _("Done.") + " " + self.diagnosisText(p)
-            except Exception as e:  # reported in the status line; traceback in the log
-                logging.exception("loading the OsteoAI results failed")
-                ok, message = False, str(e)
-            finally:
-                shutil.rmtree(workDir, ignore_errors=True)
-            if onFinished:
-                onFinished(ok, message)
+        def argv(inputPath, outDir, workDir):
+            # The CLI stops at its next stage boundary once this file exists (BackgroundRun.cancel writes it).
+            return self.cliArguments(p, inputPath, outDir) + ["--cancel-file", BackgroundRun.cancelFile(workDir)]
 
-        self.run = self.runner(onProgress or (lambda f, m: None), finished)
-        self.run.start(argv, workDir)
-        return self.run
+        def loaded(outDir):
+            self.loadResults(p, outDir)
+            return _("Done.") + " " + self.diagnosisText(p)
+
+        return self.startRun(p, "osteoai-", argv, loaded, "loading the OsteoAI results failed", onProgress, onFinished)
 
     def loadResults(self, p, outDir):
         """Nodes from an ``osteoai run`` output folder, on the input volume's grid."""

@@ -9,6 +9,8 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
+from .dependencies import installDependencies, missingDependencies
+
 
 def parameterNodeClass(name, settings, nodes):
     """A ``@parameterNodeWrapper`` class called ``name``.
@@ -41,8 +43,8 @@ class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Parameter-node lifecycle shared by the OsteoAI panels.
 
     The GUI stays bound to the logic's parameter node across module switches and scene closes;
-    subclasses create ``self.ui``/``self.logic`` in setup(), call ``self.observeSceneClose()`` and redraw
-    their buttons in ``updateGui``."""
+    subclasses call :meth:`setupPanel` in setup(), redraw their buttons in ``updateGui`` and word their
+    Dependencies line in ``dependencyStatusText`` (their translated strings stay in their own file)."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -50,6 +52,50 @@ class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+
+    def setupPanel(self, uiFile, logic, connections=()):
+        """Load ``uiFile`` (under Resources), bind ``logic`` and the buttons both panels have (Apply, Cancel,
+        Install) plus ``connections``, ``(widget name, signal, slot)`` each; then bind the parameter node."""
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath(uiFile))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = logic
+        self.observeSceneClose()
+        common = [("applyButton", "clicked(bool)", self.onApply), ("cancelButton", "clicked(bool)", self.onCancel),
+                  ("installButton", "clicked(bool)", self.onInstall)]
+        for name, signal, slot in common + list(connections):
+            getattr(self.ui, name).connect(signal, slot)
+        self.initializeParameterNode()
+        self.updateDependencyStatus()
+
+    def updateDependencyStatus(self):
+        self.ui.dependencyStatusLabel.text = self.dependencyStatusText(missingDependencies())
+
+    def dependencyStatusText(self, missing):
+        """The Dependencies line for ``missing`` packages (translated in the panel's own file)."""
+        raise NotImplementedError
+
+    def installMissing(self, radiomics=False):
+        """Before a run: install what is missing (the user is asked); one-line error if it stays missing."""
+        if missingDependencies(radiomics=radiomics):
+            try:
+                installDependencies(radiomics=radiomics)
+            finally:
+                self.updateDependencyStatus()
+
+    def showStarting(self, message):
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = message
+
+    def showEnd(self, ok, message):
+        self.ui.progressBar.visible = ok
+        self.ui.statusLabel.text = message
+
+    def onCancel(self):
+        self.logic.cancel()
 
     def observeSceneClose(self):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)

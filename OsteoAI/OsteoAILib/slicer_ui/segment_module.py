@@ -2,17 +2,13 @@
 segmentation nodes through :func:`OsteoAILib.mrml.spine_segmentation.add_spine_segmentation`."""
 
 import json
-import logging
 import os
-import shutil
-import tempfile
 
 import slicer
 from slicer.i18n import tr as _
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget
 
-from .background import BackgroundRun, osteoaiCommand, writeInput
-from .dependencies import installDependencies, missingDependencies
+from .background import BackgroundLogic, BackgroundRun, osteoaiCommand
+from .dependencies import installDependencies
 from .panel import ParameterNodePanel, parameterNodeClass
 from .parameters import segmentParameters
 
@@ -21,18 +17,7 @@ OsteoAISegmentParameterNode = parameterNodeClass("OsteoAISegmentParameterNode", 
 
 class OsteoAISegmentWidget(ParameterNodePanel):
     def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/OsteoAISegment.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = OsteoAISegmentLogic()
-        self.observeSceneClose()
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.installButton.connect("clicked(bool)", self.onInstall)
-        self.initializeParameterNode()
-        self.updateDependencyStatus()
+        self.setupPanel("UI/OsteoAISegment.ui", OsteoAISegmentLogic())
 
     def updateGui(self, caller=None, event=None):
         busy = self.logic.running()
@@ -42,14 +27,10 @@ class OsteoAISegmentWidget(ParameterNodePanel):
         if not busy and not ready:
             self.ui.statusLabel.text = _("Select an input CT.")
 
-    def updateDependencyStatus(self):
-        missing = missingDependencies()
-        self.ui.dependencyStatusLabel.text = (
-            _("All dependencies are installed.")
-            if not missing
-            else _("Missing (Install, or Apply, asks before installing): {packages}").format(
-                packages=", ".join(missing))
-        )
+    def dependencyStatusText(self, missing):
+        if not missing:
+            return _("All dependencies are installed.")
+        return _("Missing (Install, or Apply, asks before installing): {packages}").format(packages=", ".join(missing))
 
     def onInstall(self):
         with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
@@ -58,21 +39,13 @@ class OsteoAISegmentWidget(ParameterNodePanel):
 
     def onApply(self):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if missingDependencies():
-                installDependencies()
-                self.updateDependencyStatus()
-            self.ui.progressBar.visible = True
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Starting...")
+            self.installMissing()
+            self.showStarting(_("Starting..."))
             self.logic.start(self._parameterNode, self.onProgress, self.onFinished)
         self.updateGui()
 
-    def onCancel(self):
-        self.logic.cancel()
-
     def onFinished(self, ok, message):
-        self.ui.progressBar.visible = ok
-        self.ui.statusLabel.text = message
+        self.showEnd(ok, message)
         node = self._parameterNode.outputSegmentation if self._parameterNode else None
         if ok and node:
             from ..mrml.spine_segmentation import qc_of
@@ -82,24 +55,11 @@ class OsteoAISegmentWidget(ParameterNodePanel):
         self.updateGui()
 
 
-class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
+class OsteoAISegmentLogic(BackgroundLogic):
     """Segments in a background ``osteoai segment`` process. ``runner``: the background-run class
     (:class:`~OsteoAILib.slicer_ui.background.BackgroundRun`, or a stand-in with its methods in tests)."""
 
-    def __init__(self, runner=None):
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.runner = runner or BackgroundRun
-        self.run = None
-
-    def getParameterNode(self):
-        return OsteoAISegmentParameterNode(super().getParameterNode())
-
-    def running(self):
-        return self.run is not None and self.run.running()
-
-    def cancel(self):
-        if self.run:
-            self.run.cancel()
+    parameterNodeClass = OsteoAISegmentParameterNode
 
     @staticmethod
     def cliArguments(p, inputPath, outDir, workDir):
@@ -109,33 +69,18 @@ class OsteoAISegmentLogic(ScriptedLoadableModuleLogic):
 
     def start(self, parameterNode, onProgress=None, onFinished=None):
         """Segment ``parameterNode.inputVolume`` in a background process; add the nodes when it ends."""
-        volumeNode = parameterNode.inputVolume
-        if not volumeNode:
+        if not parameterNode.inputVolume:
             raise ValueError(_("Select an input CT."))
         if self.running():
             raise RuntimeError(_("A segmentation is already running."))
-        workDir = tempfile.mkdtemp(prefix="osteoai-seg-")
-        inputPath = os.path.join(workDir, "input.nrrd")
-        writeInput(volumeNode, inputPath)
-        outDir = os.path.join(workDir, "out")
 
-        def finished(ok, message):
-            try:
-                if ok:
-                    self.loadResults(parameterNode, outDir)
-                    message = _("Done: {count} vertebrae.").format(
-                        count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments())
-            except Exception as e:  # shown in the status line; the traceback goes to the log
-                logging.exception("loading the segmentation failed")
-                ok, message = False, str(e)
-            finally:
-                shutil.rmtree(workDir, ignore_errors=True)
-            if onFinished:
-                onFinished(ok, message)
+        def loaded(outDir):
+            self.loadResults(parameterNode, outDir)
+            return _("Done: {count} vertebrae.").format(
+                count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments())
 
-        self.run = self.runner(onProgress or (lambda f, m: None), finished)
-        self.run.start(self.cliArguments(parameterNode, inputPath, outDir, workDir), workDir)
-        return self.run
+        return self.startRun(parameterNode, "osteoai-seg-", lambda *paths: self.cliArguments(parameterNode, *paths),
+                             loaded, "loading the segmentation failed", onProgress, onFinished)
 
     def loadResults(self, parameterNode, outDir):
         """Nodes from an ``osteoai segment`` output folder (labelmaps on the input volume's grid); a second
