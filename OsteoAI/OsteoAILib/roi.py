@@ -469,10 +469,18 @@ def roi_from_box(vol: Volume, seg, label: int, box_kji, cortex_margin_mm: float 
     hi = np.minimum(np.maximum([k0, j0, i0], [k1, j1, i1]) + 1, vol.shape).astype(int)
     if np.any(hi <= lo):
         return out
-    sl = _crop(body)
-    b = ndi.binary_fill_holes(body[sl])
-    core = ndi.distance_transform_edt(b, sampling=np.asarray(vol.spacing[::-1], float)) > cortex_margin_mm
-    out[sl] = core
     box = np.zeros(vol.shape, bool)
     box[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
-    return out & box
+    return trabecular_core(body, vol.spacing[::-1], cortex_margin_mm) & box
+
+
+def trabecular_core(mask: np.ndarray, spacing_kji, cortex_margin_mm: float = 2.0) -> np.ndarray:
+    """The voxels of a bone mask deeper inside it than the cortical margin (mm): a user's ROI box
+    measures marrow, never the cortex or an endplate it happens to reach."""
+    out = np.zeros(mask.shape, bool)
+    if not mask.any():
+        return out
+    sl = _crop(mask)
+    b = ndi.binary_fill_holes(mask[sl])
+    out[sl] = ndi.distance_transform_edt(b, sampling=np.asarray(spacing_kji, float)) > cortex_margin_mm
+    return out

@@ -250,7 +250,13 @@ def test_recompute_after_box_drag_measures_box_inside_its_vertebra(hs, out):
         hs.scene, nodes.volume, nodes.rois, out.results, vertebrae_seg_node=nodes.vertebrae,
         table_node=nodes.table, measure=_fake_measure, diagnose=_fake_diagnose,
     )  # fmt: skip
-    expected = mrml.box_mask(box, mrml.ijk_to_ras(nodes.volume), out.rois.shape) & (out.vertebrae == IDS["T12"])
+    from OsteoAILib.roi import trabecular_core
+
+    # the box's voxels in the vertebra's marrow: not its cortex or endplates
+    core = trabecular_core(out.vertebrae == IDS["T12"], out.volume.spacing[::-1])
+    assert core.sum() < (out.vertebrae == IDS["T12"]).sum()
+    expected = mrml.box_mask(box, mrml.ijk_to_ras(nodes.volume), out.rois.shape) & core
+    assert expected.any()
     t12 = next(r for r in res.levels if r.level == "T12")
     assert t12.roi_volume_mm3 == pytest.approx(expected.sum() * out.volume.voxel_volume_mm3)
     assert t12.roi_mean_hu == pytest.approx(out.volume.array[expected].mean())

@@ -31,14 +31,16 @@ def recompute_from_segmentation(
 ) -> Results:
     """Re-measure every level from the (edited) ROI segments and moved ROI boxes; update the nodes.
 
-    A moved/resized box replaces its level's ROI by the voxels inside the box that belong to that
-    vertebra (whole box when no vertebra segmentation is given); the segment is updated to match so
+    A moved/resized box replaces its level's ROI by the voxels inside the box that lie in that
+    vertebra's marrow, deeper than the cortical margin (whole box when no vertebra segmentation is
+    given): a box pushed onto an endplate does not measure the endplate. The segment is updated to match so
     what the user sees is what is measured. The numbers come from the core's
     :func:`OsteoAILib.remeasure.remeasure_results`: the run's calibration (no segmentation runs again),
     its vBMD estimator, its flags and diagnosis rules. ``measure``/``diagnose`` replace ``bmd.measure_levels``
     / ``bmd.diagnose`` (tests). Updates ``results`` in place and returns it.
     """
     from ..remeasure import remeasure_results
+    from ..roi import trabecular_core
 
     vol = volume_from_node(volume_node)
     rois = segmentation_to_labelmap(scene, roi_seg_node, volume_node)
@@ -53,7 +55,7 @@ def recompute_from_segmentation(
         lab = int(box.GetAttribute(ATTR + "label") or lv.IDS[level])
         inside = box_mask(box, ijk_to_ras(volume_node), vol.shape)
         if vert is not None:
-            inside &= vert == lab
+            inside &= trabecular_core(vert == lab, vol.spacing[::-1])
         rois[rois == lab] = 0
         rois[inside & (rois == 0)] = lab
         set_segment_mask(roi_seg_node, lab, rois == lab, volume_node)
