@@ -84,6 +84,27 @@ def test_vertebrae_segmentation_names_colours_terminology_and_place(hs, out):
     np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, seg, vol), out.vertebrae)
 
 
+def test_segments_read_back_the_same_from_their_shared_layer_and_through_the_export(hs, out, monkeypatch):
+    """The direct read of the shared layer (fast) and Slicer's export (general) give one labelmap,
+    also after a segment edit and under a transform (where only the export applies)."""
+    from OsteoAILib.mrml import segmentations
+
+    vol = mrml.add_volume_node(hs.scene, out.volume, "ct")
+    seg = mrml.add_vertebrae_segmentation(hs.scene, out.vertebrae, vol)
+    fast = mrml.segmentation_to_labelmap(hs.scene, seg, vol)
+    with monkeypatch.context() as m:
+        m.setattr(segmentations, "_from_shared_layer", lambda *a: None)
+        slow = mrml.segmentation_to_labelmap(hs.scene, seg, vol)
+    np.testing.assert_array_equal(fast, out.vertebrae)
+    np.testing.assert_array_equal(slow, out.vertebrae)
+    edited = out.vertebrae == IDS["L1"]
+    edited[: edited.shape[0] // 2] = False
+    mrml.set_segment_mask(seg, IDS["L1"], edited, vol)
+    want = np.where(out.vertebrae == IDS["L1"], 0, out.vertebrae)
+    want[edited] = IDS["L1"]
+    np.testing.assert_array_equal(mrml.segmentation_to_labelmap(hs.scene, seg, vol), want)
+
+
 def slicer_ref():
     import vtk
 

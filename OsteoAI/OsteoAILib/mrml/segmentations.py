@@ -23,7 +23,7 @@ from .constants import (
 )
 from .roi_boxes import add_roi_box
 from .scene import place_next_to
-from .volumes import _array_to_image, _image_to_array, _numpy_to_matrix, ijk_to_ras
+from .volumes import _array_to_image, _image_to_array, _matrix_to_numpy, _numpy_to_matrix, ijk_to_ras
 
 
 def vertebra_terminology(level: str) -> str:
@@ -135,6 +135,10 @@ def segmentation_to_labelmap(scene, seg_node, ref_volume_node) -> np.ndarray:
     shape = tuple(reversed(ref_volume_node.GetImageData().GetDimensions()))
     if not labels:
         return np.zeros(shape, np.int16)
+    sids = [ids.GetValue(n) for n in range(ids.GetNumberOfValues())]
+    direct = _from_shared_layer(seg_node, sids, labels, ref_volume_node)
+    if direct is not None:
+        return direct
     tmp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__osteoai_export__")
     try:
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg_node, ids, tmp, ref_volume_node)
@@ -146,6 +150,37 @@ def segmentation_to_labelmap(scene, seg_node, ref_volume_node) -> np.ndarray:
     lut = np.zeros(len(labels) + 1, np.int16)
     lut[1:] = labels
     return lut[order]
+
+
+def _from_shared_layer(seg_node, sids: list[str], labels: list[int], ref_volume_node) -> np.ndarray | None:
+    """The segments' labelmap read straight from the one layer they share, when that layer lies on
+    the reference volume's grid (as OsteoAI writes it); else None. The generic export resamples
+    through a new labelmap node: seconds on a 512 x 512 CT for what is here a table lookup."""
+    if seg_node.GetParentTransformNode() is not None or ref_volume_node.GetParentTransformNode() is not None:
+        return None
+    segmentation = seg_node.GetSegmentation()
+    layers = {segmentation.GetLayerIndex(sid) for sid in sids}
+    if len(layers) != 1:
+        return None
+    img = segmentation.GetLayerDataObject(layers.pop())
+    if img is None or img.GetPointData().GetScalars() is None or img.GetNumberOfScalarComponents() != 1:
+        return None
+    nx, ny, nz = ref_volume_node.GetImageData().GetDimensions()
+    if tuple(img.GetExtent()) != (0, nx - 1, 0, ny - 1, 0, nz - 1):
+        return None
+    m = vtk.vtkMatrix4x4()
+    img.GetImageToWorldMatrix(m)
+    if not np.allclose(_matrix_to_numpy(m), ijk_to_ras(ref_volume_node), atol=1e-4):
+        return None
+    values = _image_to_array(img)
+    if values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 65535:
+        return None
+    lut = np.zeros(int(values.max()) + 1, np.int16)
+    for sid, lab in zip(sids, labels, strict=True):
+        value = segmentation.GetSegment(sid).GetLabelValue()
+        if 0 < value < len(lut):
+            lut[value] = lab
+    return lut[values]
 
 
 def _segment_label(segment) -> int | None:
