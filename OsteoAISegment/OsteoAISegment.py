@@ -7,8 +7,8 @@ process (the GUI stays responsive, Cancel stops it) and adds the segmentation th
 """
 
 import slicer
-from OsteoAILib.slicer_ui.dependencies import missingDependencies
 from OsteoAILib.slicer_ui.segment_module import OsteoAISegmentLogic, OsteoAISegmentWidget  # noqa: F401
+from OsteoAILib.slicer_ui.self_test import runOnPhantom
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
@@ -44,26 +44,14 @@ class OsteoAISegmentTest(ScriptedLoadableModuleTest):
 
     def test_segment_phantom(self):
         """Whole flow on the digital phantom: background process, progress, nodes, labels."""
-        if missingDependencies():
-            self.delayDisplay("Skipped: dependencies not installed (press Install in the module)")
+        fractions = []
+        ran = runOnPhantom(self, OsteoAISegmentLogic(), lambda f, m: fractions.append(f), show3D=False)
+        if ran is None:
             return
+        ph, volumeNode, p = ran
         import numpy as np
         from OsteoAILib import mrml as coremrml
-        from OsteoAILib.phantom import PhantomParams, make_phantom
 
-        ph = make_phantom(PhantomParams(levels="T12-L2", matrix=128, spacing=(2, 2, 2)))
-
-        volumeNode = coremrml.add_volume_node(slicer.mrmlScene, ph.volume, "phantom")
-        logic = OsteoAISegmentLogic()
-        p = logic.getParameterNode()
-        p.inputVolume = volumeNode
-        p.segmenter = "classical"
-        p.show3D = False
-        fractions = []
-        done = []
-        run = logic.start(p, lambda f, m: fractions.append(f), lambda ok, m: done.append((ok, m)))
-        run.waitForFinished(600000)
-        self.assertTrue(done and done[0][0], done)
         self.assertTrue(fractions and fractions[-1] == 1.0)
         from OsteoAIBaseLib import levels
 

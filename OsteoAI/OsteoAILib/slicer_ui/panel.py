@@ -35,7 +35,7 @@ def parameterNodeClass(name, settings, nodes):
 
 
 # The Slicer layer's files, each after those it imports (for Reload)
-RELOAD_ORDER = ("background", "dependencies", "parameters", "panel", "sample_data", "segment_module",
+RELOAD_ORDER = ("background", "dependencies", "parameters", "panel", "sample_data", "self_test", "segment_module",
                 "osteoai_module")
 
 
