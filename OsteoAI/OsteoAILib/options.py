@@ -26,29 +26,33 @@ from OsteoAIBaseLib.errors import InputError
 from OsteoAISegmentLib.registry import Choice, Registry
 from OsteoAISegmentLib.segmenters import SEGMENTERS
 
-CALIBRATION_METHODS = Registry("calibration method", "--calibration")
-for _c in (
-    Choice("auto", "auto", "internal calibration when its fit is trusted, else none (with a flag saying why)",
-           "OsteoAILib.calibration:calibrate_internal"),
-    Choice("internal", "internal (this scan's tissues)", "air, fat, muscle and blood of this scan",
-           "OsteoAILib.calibration:calibrate_internal"),
-    Choice("phantom", "phantom (rods in the scan)", "rods of an in-scan phantom, given with --phantom-rods",
-           "OsteoAILib.calibration:calibrate_phantom"),
-    Choice("none", "none (scanner HU as they are)", "no correction of the scanner's HU",
-           "OsteoAILib.calibration:calibrate_none"),
-):
-    CALIBRATION_METHODS.register(_c)
 
-VBMD_ESTIMATORS = Registry("vBMD estimator", "--vbmd")
-for _c in (
-    Choice("auto", "auto", "the AI model where it is valid, calibrated HU elsewhere",
-           "OsteoAILib.remeasure:estimator_auto"),
-    Choice("ai", "AI model (vbmd-mlp)", "the AI model; an error when it cannot be loaded",
-           "OsteoAILib.remeasure:estimator_ai"),
-    Choice("calibrated-hu", "calibrated HU", "the plain calibrated HU of the ROI",
-           "OsteoAILib.remeasure:estimator_calibrated_hu"),
-):
-    VBMD_ESTIMATORS.register(_c)
+def _registry(kind: str, option: str, choices) -> Registry:
+    """A :class:`Registry` of ``(name, label, help, implementation)`` rows, the first the default."""
+    registry = Registry(kind, option)
+    for row in choices:
+        registry.register(Choice(*row))
+    return registry
+
+
+CALIBRATION_METHODS = _registry("calibration method", "--calibration", [
+    ("auto", "auto", "internal calibration when its fit is trusted, else none (with a flag saying why)",
+     "OsteoAILib.calibration:calibrate_internal"),
+    ("internal", "internal (this scan's tissues)", "air, fat, muscle and blood of this scan",
+     "OsteoAILib.calibration:calibrate_internal"),
+    ("phantom", "phantom (rods in the scan)", "rods of an in-scan phantom, given with --phantom-rods",
+     "OsteoAILib.calibration:calibrate_phantom"),
+    ("none", "none (scanner HU as they are)", "no correction of the scanner's HU",
+     "OsteoAILib.calibration:calibrate_none"),
+])
+VBMD_ESTIMATORS = _registry("vBMD estimator", "--vbmd", [
+    ("auto", "auto", "the AI model where it is valid, calibrated HU elsewhere",
+     "OsteoAILib.remeasure:estimator_auto"),
+    ("ai", "AI model (vbmd-mlp)", "the AI model; an error when it cannot be loaded",
+     "OsteoAILib.remeasure:estimator_ai"),
+    ("calibrated-hu", "calibrated HU", "the plain calibrated HU of the ROI",
+     "OsteoAILib.remeasure:estimator_calibrated_hu"),
+])
 
 DEVICES = ("cpu", "cuda")
 
