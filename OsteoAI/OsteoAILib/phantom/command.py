@@ -29,39 +29,29 @@ def add_arguments(p) -> None:
     p.add_argument("--spacing", default="0.7,0.7,1.0", help="voxel size SI,SJ,SK in mm (default 0.7,0.7,1.0)")
 
 
-def parse_bmd(spec: str | None) -> dict[str, float] | None:
-    if not spec:
-        return None
+def _level_values(specs: list[str], sep: str, expects: str, value: str) -> dict[str, float]:
+    """``{LEVEL: number}`` from comma-separated ``LEVEL<sep>number`` items across ``specs``; ``expects`` and
+    ``value`` word the errors (``--bmd expects LEVEL=VALUE pairs``, ``--bmd value``)."""
     out = {}
-    for part in spec.split(","):
+    for part in (part for spec in specs for part in spec.split(",")):
         if not part.strip():
             continue
-        if "=" not in part:
-            raise InputError(f"--bmd expects LEVEL=VALUE pairs, got {part!r}")
-        k, v = part.split("=", 1)
+        if sep not in part:
+            raise InputError(f"{expects}, got {part!r}")
+        k, v = part.split(sep, 1)
         try:
             out[k.strip().upper()] = float(v)
         except ValueError:
-            raise InputError(f"--bmd value for {k.strip()} is not a number: {v!r}") from None
+            raise InputError(f"{value} for {k.strip()} is not a number: {v!r}") from None
     return out
+
+
+def parse_bmd(spec: str | None) -> dict[str, float] | None:
+    return _level_values([spec], "=", "--bmd expects LEVEL=VALUE pairs", "--bmd value") if spec else None
 
 
 def parse_fractures(specs: list[str] | None) -> dict[str, float] | None:
-    if not specs:
-        return None
-    out = {}
-    for spec in specs:
-        for part in spec.split(","):
-            if not part.strip():
-                continue
-            if ":" not in part:
-                raise InputError(f"--fracture expects LEVEL:RATIO, got {part!r}")
-            k, v = part.split(":", 1)
-            try:
-                out[k.strip().upper()] = float(v)
-            except ValueError:
-                raise InputError(f"--fracture ratio for {k.strip()} is not a number: {v!r}") from None
-    return out
+    return _level_values(specs, ":", "--fracture expects LEVEL:RATIO", "--fracture ratio") if specs else None
 
 
 def parse_spacing(spec: str) -> tuple[float, float, float]:
