@@ -1,5 +1,6 @@
-"""What both panels share: the parameter node they are bound to, built from the option registry, and its
-lifecycle across module switches and scene closes (Slicer's scripted-module template)."""
+"""What both panels share: their set-up (the .ui, Apply, Cancel, Install, installing before a run, the
+progress bar), the parameter node they are bound to, built from the option registry, and its lifecycle
+across module switches and scene closes (Slicer's scripted-module template)."""
 
 from typing import Annotated
 
