@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from OsteoAIBaseLib import levels as lv
 from OsteoAIBaseLib.errors import InputError
-from OsteoAILib import mrml
+from OsteoAILib import calibration, mrml, remeasure  # noqa: F401 (loaded with the app, not by the first Recompute: ~1.5 s of scipy)
 from OsteoAILib.results import Results
 
 AXES = {"R": 0, "A": 1, "S": 2}

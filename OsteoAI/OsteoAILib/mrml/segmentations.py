@@ -10,6 +10,7 @@ import slicer
 import vtk
 from OsteoAIBaseLib import levels as lv
 from OsteoAIBaseLib.errors import InputError
+from vtkmodules.util import numpy_support
 
 from ..terminology import SNOMED_VERTEBRA, level_color
 from .constants import (
@@ -172,15 +173,15 @@ def _from_shared_layer(seg_node, sids: list[str], labels: list[int], ref_volume_
     img.GetImageToWorldMatrix(m)
     if not np.allclose(_matrix_to_numpy(m), ijk_to_ras(ref_volume_node), atol=1e-4):
         return None
-    values = _image_to_array(img)
-    if values.dtype.kind not in "iu" or values.min() < 0 or values.max() > 65535:
+    flat = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars())
+    if flat.dtype.kind not in "iu" or flat.dtype.itemsize > 2:
         return None
-    lut = np.zeros(int(values.max()) + 1, np.int16)
+    lut = np.zeros(1 << (8 * flat.dtype.itemsize), np.int16)  # every value the layer can hold
     for sid, lab in zip(sids, labels, strict=True):
         value = segmentation.GetSegment(sid).GetLabelValue()
         if 0 < value < len(lut):
             lut[value] = lab
-    return lut[values]
+    return lut[flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16)].reshape(nz, ny, nx)
 
 
 def _segment_label(segment) -> int | None:
