@@ -45,17 +45,25 @@ def test_soft_and_lung_kernel_agree_per_level_for_both_estimators(pair):
 
     a, b = level_values(pair["soft"]), level_values(pair["lung"])
     common = [lv for lv in a if lv in b]
-    # a fractured body (either reconstruction) is read differently by design; the rest must agree
+    # a fractured body (either reconstruction) is read differently by design, and a name both runs give
+    # to different bones (the names of a 5 mm chest CT can shift by one at its top) is no pair; the
+    # rest must agree
     from OsteoAILib.qc import code
 
     fractured = {lv.level for r in pair.values() for lv in r.levels if any(code(f) == "fracture" for f in lv.qc)}
-    kept = [lv for lv in common if lv not in fractured]
+    boxes = [{lv.level: lv.extra.get("roi_box_kji") for lv in pair[k].levels} for k in ("soft", "lung")]
+
+    def same_bone(level):
+        (a0, a1), (b0, b1) = boxes[0][level], boxes[1][level]
+        return a0[0] <= b1[0] and b0[0] <= a1[0]  # the two ROIs share slices
+
+    kept = [lv for lv in common if lv not in fractured and same_bone(lv)]
     assert len(kept) >= 6
     for key in ("ai", "hu"):
         d = np.array([abs(b[lv][key] - a[lv][key]) / a[lv][key] for lv in kept
                       if a[lv][key] is not None and b[lv][key] is not None])
         assert d.size >= 6
-        # measured: AI 0.8-3.3%, HU 0.8-4.0% (T2, seg_suspect in the lung kernel, is the one above 3%)
+        # measured: AI 0.8-3.3%, HU 0.8-4.0%
         assert np.median(d) <= 0.03 and np.mean(d <= 0.03) >= 0.8 and d.max() <= 0.05, (key, d)
         clean = [lv for lv in kept if a[lv]["clean"] and b[lv]["clean"] and a[lv][key] and b[lv][key]]
         assert all(abs(b[lv][key] - a[lv][key]) / a[lv][key] <= 0.03 for lv in clean)
