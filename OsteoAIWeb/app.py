@@ -19,11 +19,13 @@ from . import plots, reviews, studies
 
 log = logging.getLogger("osteoai.web")
 STEP_MM = 2.0
-ACR_TEXT = (f"ACR categories (QCT, mean vBMD of two lumbar levels, mg/cm³ hydroxyapatite): above "
-            f"{ACR_NORMAL_ABOVE:g} normal; {ACR_OSTEOPOROSIS_BELOW:g} to {ACR_NORMAL_ABOVE:g} osteopenia; below "
-            f"{ACR_OSTEOPOROSIS_BELOW:g} osteoporosis. Trabecular bone, measured in the ROI, turns over faster "
-            "than the cortical shell and shows bone loss first; the shell is left out of the ROI because its "
-            "density and partial volume would hide that loss.")
+ACR_TEXT = (
+    f"ACR categories (QCT, mean vBMD of two lumbar levels, mg/cm³ hydroxyapatite): above "
+    f"{ACR_NORMAL_ABOVE:g} normal; {ACR_OSTEOPOROSIS_BELOW:g} to {ACR_NORMAL_ABOVE:g} osteopenia; below "
+    f"{ACR_OSTEOPOROSIS_BELOW:g} osteoporosis. Trabecular bone, measured in the ROI, turns over faster "
+    "than the cortical shell and shows bone loss first; the shell is left out of the ROI because its "
+    "density and partial volume would hide that loss."
+)
 
 
 def _offscreen() -> None:
@@ -84,8 +86,19 @@ class ReviewApp:
         self.session = None
         self.studies: dict[str, studies.Study] = {}
         self._init_state()
-        for name in ("open_study", "close_study", "refresh", "show_3d", "move_box", "resize_box", "erase_roi",
-                     "recompute", "accept", "reject", "teach"):
+        for name in (
+            "open_study",
+            "close_study",
+            "refresh",
+            "show_3d",
+            "move_box",
+            "resize_box",
+            "erase_roi",
+            "recompute",
+            "accept",
+            "reject",
+            "teach",
+        ):
             self.ctrl[name] = getattr(self, name)
         self._build_ui()
         self.refresh()
@@ -131,13 +144,18 @@ class ReviewApp:
         s.study_id = study_id
         s.tab = "results"
         s.qc_flags = list(ses.auto.qc)
-        s.key_images = [{"src": _data_url((study.dir / k["file"]).read_bytes()), "title": k.get("title", "")}
-                        for k in ses.auto.key_images if (study.dir / k.get("file", "")).is_file()]
+        s.key_images = [
+            {"src": _data_url((study.dir / k["file"]).read_bytes()), "title": k.get("title", "")}
+            for k in ses.auto.key_images
+            if (study.dir / k.get("file", "")).is_file()
+        ]
         s.cal_png = _data_url(plots.calibration_png(ses.auto))
         s.box_levels = ses.levels()
         s.edits, s.reviewed_levels, s.reviewed_diagnosis, s.message, s.teaching = [], [], "", "", ""
-        s.reviews = [f"{r['time']} {r['reviewer']}: {r['decision']} {r.get('comment', '')}"
-                     for r in reviews.reviews_of(study.dir)]
+        s.reviews = [
+            f"{r['time']} {r['reviewer']}: {r['decision']} {r.get('comment', '')}"
+            for r in reviews.reviews_of(study.dir)
+        ]
         s.open_seconds = round(time.perf_counter() - t0, 3)
         log.info("study %s opened in %.2f s", study_id, s.open_seconds)
 
@@ -168,7 +186,7 @@ class ReviewApp:
             return
         try:
             fn(self.state.edit_level, *args)
-        except Exception as e:  # noqa: BLE001 - an edit that fails is reported, the app goes on
+        except Exception as e:
             self.state.message = f"edit failed: {e}"
             return
         self.state.edits = list(self.session.edits)
@@ -201,12 +219,19 @@ class ReviewApp:
             return
         reviewer = (self.site.ws_user if self.site else None) or "reviewer"
         ses = self.session
-        folder = reviews.save_review(ses.dir, reviewer, decision, self.state.review_comment or "",
-                                     results=ses.current.to_dict() if ses.recomputed else None, edits=ses.edits)
+        folder = reviews.save_review(
+            ses.dir,
+            reviewer,
+            decision,
+            self.state.review_comment or "",
+            results=ses.current.to_dict() if ses.recomputed else None,
+            edits=ses.edits,
+        )
         log.info("study %s %s by %s", self.state.study_id, decision, reviewer)
         self.state.message = f"{decision}: saved beside the results ({folder.parent.name}/{folder.name})"
-        self.state.reviews = [f"{r['time']} {r['reviewer']}: {r['decision']} {r.get('comment', '')}"
-                              for r in reviews.reviews_of(ses.dir)]
+        self.state.reviews = [
+            f"{r['time']} {r['reviewer']}: {r['decision']} {r.get('comment', '')}" for r in reviews.reviews_of(ses.dir)
+        ]
         self.refresh()
 
     def accept(self):
@@ -223,8 +248,9 @@ class ReviewApp:
             self.state.teaching = f"{t['level']}: no trabecular ROI"
             return
         cort = "n/a" if t["cortical_hu"] is None else f"{t['cortical_hu']:.0f} HU"
-        self.state.teaching = (f"{t['level']}: trabecular ROI mean {t['trabecular_hu']:.0f} HU, "
-                               f"cortical shell median {cort}")
+        self.state.teaching = (
+            f"{t['level']}: trabecular ROI mean {t['trabecular_hu']:.0f} HU, cortical shell median {cort}"
+        )
         self._jump_to(t["roi_center_ras"])
 
     def _jump_to(self, ras):
@@ -269,8 +295,13 @@ class ReviewApp:
                     for h in ("study", "vBMD mg/cm³", "category", "levels", "QC flags", "review", "scene"):
                         html.Th(h)
                 with html.Tbody():
-                    with html.Tr(v_for="s in studies", key="s.id", classes="study-row", style="cursor: pointer;",
-                                 click=(self.open_study, "[s.id]")):
+                    with html.Tr(
+                        v_for="s in studies",
+                        key="s.id",
+                        classes="study-row",
+                        style="cursor: pointer;",
+                        click=(self.open_study, "[s.id]"),
+                    ):
                         for col in ("id", "vbmd", "category", "levels", "qc", "review"):
                             html.Td(f"{{{{ s.{col} }}}}")
                         html.Td("{{ s.scene ? 'yes' : 'no' }}")
@@ -282,8 +313,12 @@ class ReviewApp:
             html.Span("opened in {{ open_seconds }} s", id="open-seconds", classes="text-caption mr-2")
             v3.VBtn("Show the spine in 3D", size="small", click=self.show_3d, id="show-3d")
         with v3.VTabs(v_model="tab", density="compact"):
-            for key, label in (("results", "Results"), ("keys", "Key images"), ("review", "Review"),
-                               ("teaching", "Teaching")):
+            for key, label in (
+                ("results", "Results"),
+                ("keys", "Key images"),
+                ("review", "Review"),
+                ("teaching", "Teaching"),
+            ):
                 v3.VTab(label, value=key, id=f"tab-{key}")
         with v3.VWindow(v_model="tab"):
             with v3.VWindowItem(value="results"):
@@ -329,9 +364,13 @@ class ReviewApp:
                 html.Span(what, style="width: 3em;")
                 for axis in "RAS":
                     for sign in (-1, 1):
-                        v3.VBtn(f"{axis}{'+' if sign > 0 else '−'}", size="small", classes="mr-1",
-                                id=f"{what.lower()}-{axis}{'p' if sign > 0 else 'm'}",
-                                click=(fn, f"['{axis}', {sign * STEP_MM}]"))
+                        v3.VBtn(
+                            f"{axis}{'+' if sign > 0 else '−'}",
+                            size="small",
+                            classes="mr-1",
+                            id=f"{what.lower()}-{axis}{'p' if sign > 0 else 'm'}",
+                            click=(fn, f"['{axis}', {sign * STEP_MM}]"),
+                        )
         v3.VBtn("Erase ROI on the axial slice shown", size="small", click=self.erase_roi, id="erase", classes="my-1")
         with html.Ul(id="edits"):
             html.Li("{{ e }}", v_for="e in edits", key="e")

@@ -18,16 +18,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--uploads", help="upload area (default DATA/uploads); finished uploads appear in the study list")
-    p.add_argument("--accounts", help="reviewer accounts (YAML: reviewers: {name: scrypt hash}); without it "
-                                      "nobody can log in to the review app")
+    p.add_argument(
+        "--accounts",
+        help="reviewer accounts (YAML: reviewers: {name: scrypt hash}); without it nobody can log in to the review app",
+    )
     p.add_argument("--retention-days", type=float, default=7.0, help="delete uploads and results after (default 7)")
     p.add_argument("--max-upload-mb", type=int, default=1024, help="largest upload accepted (default 1024)")
     # how uploads are screened: the run options of osteoai run, from the one table they are defined in
     run_options.add_arguments(p, names=UPLOAD_OPTIONS)
-    p.add_argument("--demo-reviewer", action="store_true",
-                   help="add a reviewer 'demo' with a random password printed at start (127.0.0.1 only; make web)")
-    p.add_argument("--hash-password", action="store_true",
-                   help="read a password on stdin, print its hash for the accounts file, and exit")
+    p.add_argument(
+        "--demo-reviewer",
+        action="store_true",
+        help="add a reviewer 'demo' with a random password printed at start (127.0.0.1 only; make web)",
+    )
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password on stdin, print its hash for the accounts file, and exit",
+    )
 
 
 def main(args) -> int:
@@ -82,8 +90,11 @@ def serve(data: Path, area: Path, sessions, args) -> None:
     server.controller.on_server_bind.add(lambda ws: site.bind(ws.app))
     stop = start_retention(area, args.retention_days)
     queue.start()
-    print(f"osteoai web: http://{args.host}:{args.port}/ (review app, after /login) and "
-          f"http://{args.host}:{args.port}/upload; {len(sessions.accounts)} reviewer account(s)", flush=True)
+    print(
+        f"osteoai web: http://{args.host}:{args.port}/ (review app, after /login) and "
+        f"http://{args.host}:{args.port}/upload; {len(sessions.accounts)} reviewer account(s)",
+        flush=True,
+    )
     try:
         server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False)
     finally:

@@ -15,9 +15,9 @@ LIMITS = [
 MEANING = {
     "normal": f"above {ACR_NORMAL_ABOVE:g} mg/cm³: in the range the ACR calls normal bone density.",
     "osteopenia": f"between {ACR_OSTEOPOROSIS_BELOW:g} and {ACR_NORMAL_ABOVE:g} mg/cm³: lower than normal "
-                  "(the ACR calls this range osteopenia). Talk to your doctor about it.",
+    "(the ACR calls this range osteopenia). Talk to your doctor about it.",
     "osteoporosis": f"below {ACR_OSTEOPOROSIS_BELOW:g} mg/cm³: in the range the ACR calls osteoporosis. "
-                    "Please show this result to your doctor.",
+    "Please show this result to your doctor.",
 }
 
 
@@ -28,13 +28,13 @@ def explain(results: Results) -> dict:
         headline = "No bone density could be measured reliably on this scan."
         detail = ["The scan quality notes below say why. A doctor can look at the images."]
     else:
-        headline = (f"Estimated bone density of the spine: {d.vbmd_mg_cm3:.0f} mg/cm³ "
-                    f"({d.category}).")
-        detail = [f"This is {MEANING[d.category]}",
-                  f"Measured in the vertebra(e) {', '.join(d.levels)} of your spine."]
+        headline = f"Estimated bone density of the spine: {d.vbmd_mg_cm3:.0f} mg/cm³ ({d.category})."
+        detail = [f"This is {MEANING[d.category]}", f"Measured in the vertebra(e) {', '.join(d.levels)} of your spine."]
         if d.vbmd_ci95:
-            detail.append(f"Given the uncertainty of the measurement the value lies between "
-                          f"{d.vbmd_ci95[0]:.0f} and {d.vbmd_ci95[1]:.0f} mg/cm³ (95% interval).")
+            detail.append(
+                f"Given the uncertainty of the measurement the value lies between "
+                f"{d.vbmd_ci95[0]:.0f} and {d.vbmd_ci95[1]:.0f} mg/cm³ (95% interval)."
+            )
     notes = [_plain_flag(f) for f in results.qc]
     return {"headline": headline, "detail": detail, "notes": notes, "limits": LIMITS}
 

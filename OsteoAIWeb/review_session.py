@@ -106,8 +106,16 @@ class ReviewSession:
     def recompute(self) -> Results:
         """The core's re-measure over the edited ROIs, with the automatic run's calibration and estimator."""
         work = copy.deepcopy(self.auto)
-        self.current = remeasure_scene(self.scene, self.volume, self.rois, work, self.boxes, self.vertebrae,
-                                       self.table, self.settings.diagnosticLevels or None)
+        self.current = remeasure_scene(
+            self.scene,
+            self.volume,
+            self.rois,
+            work,
+            self.boxes,
+            self.vertebrae,
+            self.table,
+            self.settings.diagnosticLevels or None,
+        )
         self.recomputed = True
         return self.current
 
@@ -120,6 +128,13 @@ class ReviewSession:
 def remeasure_scene(scene, volume, rois, results: Results, boxes, vertebrae, table, diagnostic_levels):
     """What the Slicer panel's Recompute calls: the MRML bridge's ``recompute_from_segmentation`` (edited
     segments and moved boxes -> ROI labelmap), which measures with the core's ``remeasure.remeasure_results``."""
-    return mrml.recompute_from_segmentation(scene, volume, rois, results, roi_boxes=boxes,
-                                            vertebrae_seg_node=vertebrae, table_node=table,
-                                            diagnostic_levels=diagnostic_levels)
+    return mrml.recompute_from_segmentation(
+        scene,
+        volume,
+        rois,
+        results,
+        roi_boxes=boxes,
+        vertebrae_seg_node=vertebrae,
+        table_node=table,
+        diagnostic_levels=diagnostic_levels,
+    )

@@ -15,8 +15,14 @@ from OsteoAIBaseLib.errors import InputError
 DECISIONS = ("accepted", "rejected")
 
 
-def save_review(study_dir: Path, reviewer: str, decision: str, comment: str = "", results: dict | None = None,
-                edits: list[str] | None = None) -> Path:
+def save_review(
+    study_dir: Path,
+    reviewer: str,
+    decision: str,
+    comment: str = "",
+    results: dict | None = None,
+    edits: list[str] | None = None,
+) -> Path:
     if decision not in DECISIONS:
         raise InputError(f"decision must be one of {', '.join(DECISIONS)}")
     now = datetime.now(timezone.utc)
@@ -24,13 +30,20 @@ def save_review(study_dir: Path, reviewer: str, decision: str, comment: str = ""
     folder.mkdir(parents=True)
     if results is not None:
         write_json(folder / "results.json", results)
-    write_json(folder / "review.json", {
-        "schema": "osteoai/review/v1", "reviewer": reviewer, "time": now.isoformat(timespec="seconds"),
-        "decision": decision, "comment": comment[:4000], "edits": list(edits or []),
-        "recomputed": results is not None,
-        "automatic_vbmd": _auto_vbmd(study_dir),
-        "reviewed_vbmd": (results or {}).get("diagnosis", {}).get("vbmd_mg_cm3") if results else None,
-    })
+    write_json(
+        folder / "review.json",
+        {
+            "schema": "osteoai/review/v1",
+            "reviewer": reviewer,
+            "time": now.isoformat(timespec="seconds"),
+            "decision": decision,
+            "comment": comment[:4000],
+            "edits": list(edits or []),
+            "recomputed": results is not None,
+            "automatic_vbmd": _auto_vbmd(study_dir),
+            "reviewed_vbmd": (results or {}).get("diagnosis", {}).get("vbmd_mg_cm3") if results else None,
+        },
+    )
     return folder
 
 

@@ -47,13 +47,20 @@ class Site:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # access lines would hold tokens
         app.middlewares.append(self.guard)
         r = "/r/{id}/{token}"
-        app.add_routes([
-            web.get("/upload", self.get_upload), web.post("/upload", self.post_upload),
-            web.get(r, self.get_result), web.get(r + "/status.json", self.get_status),
-            web.get(r + "/summary.pdf", self.get_pdf), web.get(r + "/bmd.png", self.get_bmd),
-            web.get(r + "/key/{name}.png", self.get_key),
-            web.get("/login", self.get_login), web.post("/login", self.post_login), web.get("/logout", self.logout),
-        ])
+        app.add_routes(
+            [
+                web.get("/upload", self.get_upload),
+                web.post("/upload", self.post_upload),
+                web.get(r, self.get_result),
+                web.get(r + "/status.json", self.get_status),
+                web.get(r + "/summary.pdf", self.get_pdf),
+                web.get(r + "/bmd.png", self.get_bmd),
+                web.get(r + "/key/{name}.png", self.get_key),
+                web.get("/login", self.get_login),
+                web.post("/login", self.post_login),
+                web.get("/logout", self.logout),
+            ]
+        )
 
     @web.middleware
     async def guard(self, request: web.Request, handler):
@@ -122,12 +129,14 @@ class Site:
         except UploadRejected:
             raise
         except (ValueError, AssertionError, ConnectionError, asyncio.IncompleteReadError, OSError) as e:
-            raise UploadRejected("the upload is incomplete (the connection ended before the whole file "
-                                 "arrived): please try again") from e
+            raise UploadRejected(
+                "the upload is incomplete (the connection ended before the whole file arrived): please try again"
+            ) from e
         except Exception as e:  # aiohttp's payload errors (ClientPayloadError...) of a cut upload
             if type(e).__module__.startswith("aiohttp"):
-                raise UploadRejected("the upload is incomplete (the connection ended before the whole file "
-                                     "arrived): please try again") from e
+                raise UploadRejected(
+                    "the upload is incomplete (the connection ended before the whole file arrived): please try again"
+                ) from e
             raise
         if size == 0:
             raise UploadRejected("the upload is empty: choose a file first")
@@ -158,22 +167,36 @@ class Site:
             html = pages.status_page(status, self.queue.position(d.name))
             return web.Response(text=html, content_type="text/html")
         results = self._results(d)
-        keys = [(k["name"], k.get("title", "")) for k in results.key_images
-                if KEY_RE.match(k.get("name", "")) and (d / "result" / "key_images" / f"{k['name']}.png").is_file()]
+        keys = [
+            (k["name"], k.get("title", ""))
+            for k in results.key_images
+            if KEY_RE.match(k.get("name", "")) and (d / "result" / "key_images" / f"{k['name']}.png").is_file()
+        ]
         base = f"/r/{request.match_info['id']}/{request.match_info['token']}"
         return web.Response(text=pages.result_page(results, base, keys), content_type="text/html")
 
     async def get_status(self, request):
         d = self._upload(request)
         s = uploads.read_status(d) or {}
-        return web.json_response({"state": s.get("state"), "progress": s.get("progress"),
-                                  "message": s.get("message"), "ahead": self.queue.position(d.name)})
+        return web.json_response(
+            {
+                "state": s.get("state"),
+                "progress": s.get("progress"),
+                "message": s.get("message"),
+                "ahead": self.queue.position(d.name),
+            }
+        )
 
     async def get_pdf(self, request):
         d = self._upload(request)
         self._results(d)
-        return web.FileResponse(d / "result" / "summary.pdf", headers={
-            "Content-Disposition": 'attachment; filename="osteoai-summary.pdf"', "Content-Type": "application/pdf"})
+        return web.FileResponse(
+            d / "result" / "summary.pdf",
+            headers={
+                "Content-Disposition": 'attachment; filename="osteoai-summary.pdf"',
+                "Content-Type": "application/pdf",
+            },
+        )
 
     async def get_bmd(self, request):
         from .plots import bmd_png
@@ -198,8 +221,7 @@ class Site:
         cookie = await asyncio.to_thread(self.cfg.sessions.login, name, str(form.get("password", ""))[:256])
         if cookie is None:
             log.info("failed reviewer login")
-            return web.Response(text=pages.login_page("wrong name or password"), content_type="text/html",
-                                status=401)
+            return web.Response(text=pages.login_page("wrong name or password"), content_type="text/html", status=401)
         log.info("reviewer %s logged in", name)
         resp = web.HTTPSeeOther("/")
         resp.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", max_age=int(self.cfg.sessions.seconds))

@@ -50,8 +50,15 @@ def summary(study: Study) -> dict:
     try:
         r = study.results()
     except (OSError, ValueError, TypeError, KeyError):
-        return {"id": study.id, "vbmd": None, "category": "unreadable results.json", "levels": "", "qc": "",
-                "review": "", "scene": False}
+        return {
+            "id": study.id,
+            "vbmd": None,
+            "category": "unreadable results.json",
+            "levels": "",
+            "qc": "",
+            "review": "",
+            "scene": False,
+        }
     d = r.diagnosis
     rev = latest_review(study.dir)
     qc = sorted({f.split(":")[0] for f in r.qc} | {f.split(":")[0] for lv in r.levels for f in lv.qc})

@@ -115,7 +115,8 @@ def safe_extract(zip_path: Path, dest: Path, max_bytes: int) -> int:
                         written += len(chunk)
                         if written > max_bytes:
                             raise UploadRejected(
-                                f"the zip unpacks to more than {max_bytes >> 20} MB (a zip bomb?): rejected")
+                                f"the zip unpacks to more than {max_bytes >> 20} MB (a zip bomb?): rejected"
+                            )
                         out.write(chunk)
             except FileExistsError:
                 raise UploadRejected("the zip holds the same file name twice: rejected") from None
@@ -134,8 +135,13 @@ def safe_extract(zip_path: Path, dest: Path, max_bytes: int) -> int:
 def _check_member(info: zipfile.ZipInfo) -> None:
     name = info.filename
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    if (not name or name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
-            or "\x00" in name):
+    if (
+        not name
+        or name.startswith(("/", "\\"))
+        or ".." in parts
+        or (len(name) > 1 and name[1] == ":")
+        or "\x00" in name
+    ):
         raise UploadRejected("a zip member's name points outside the zip's folder: rejected")
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
@@ -172,5 +178,5 @@ def check_ct(path: Path) -> None:
         validate(read_volume(path))
     except OsteoAIError as e:
         raise UploadRejected(str(e)) from None
-    except Exception as e:  # noqa: BLE001 - a reader's own error on a broken file: still one line for the uploader
+    except Exception as e:
         raise UploadRejected(f"the scan cannot be read ({type(e).__name__})") from None

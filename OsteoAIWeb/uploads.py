@@ -39,10 +39,18 @@ def publish(area: Path, incoming: Path, input_path: Path) -> tuple[str, str]:
     """Turn a checked incoming folder into ``<id>/`` (queued); returns ``(id, token)``."""
     upload_id, token = secrets.token_hex(8), secrets.token_urlsafe(18)
     rel = input_path.relative_to(incoming)
-    write_json(incoming / "status.json", {
-        "id": upload_id, "created": time.time(), "token_sha256": token_hash(token), "state": "queued",
-        "progress": 0.0, "message": "waiting for the screening worker", "input": str(rel),
-    })
+    write_json(
+        incoming / "status.json",
+        {
+            "id": upload_id,
+            "created": time.time(),
+            "token_sha256": token_hash(token),
+            "state": "queued",
+            "progress": 0.0,
+            "message": "waiting for the screening worker",
+            "input": str(rel),
+        },
+    )
     incoming.rename(area / upload_id)
     return upload_id, token
 

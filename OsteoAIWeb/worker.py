@@ -123,7 +123,7 @@ class ScreeningQueue:
             except BrokenProcessPool:
                 self.pool = None
                 self._fail(d, "the screening stopped unexpectedly (out of memory?); please try again later")
-            except Exception as e:  # noqa: BLE001 - any failure of one upload ends that upload only
+            except Exception as e:
                 from OsteoAIBaseLib.errors import OsteoAIError
 
                 msg = str(e) if isinstance(e, OsteoAIError) else f"the screening failed ({type(e).__name__})"

@@ -87,8 +87,10 @@ def read_scene(path: Path) -> dict:
         for name in ("CT vertebrae", "CT trabecular ROIs"):
             node = _one(sc, name)
             lab = mrml.segmentation_to_labelmap(sc, node, vol_node)
-            layers[name] = (to_canonical(Volume(lab, vol.spacing, vol.origin, vol.direction)).array,
-                            _segment_colours(node))
+            layers[name] = (
+                to_canonical(Volume(lab, vol.spacing, vol.origin, vol.direction)).array,
+                _segment_colours(node),
+            )
         table = _one(sc, "CT BMD")
         rows = mrml.table_to_rows(table)
         units = {c: table.GetColumnUnitLabel(c) for c in rows[0]} if rows else {}
@@ -97,12 +99,17 @@ def read_scene(path: Path) -> dict:
         for n in range(chart.GetNumberOfPlotSeriesNodes()):
             s = chart.GetNthPlotSeriesNode(n)
             srows = mrml.table_to_rows(s.GetTableNode())
-            series.append({
-                "name": s.GetName(), "x": [r[s.GetXColumnName()] for r in srows],
-                "y": [r[s.GetYColumnName()] for r in srows],
-                "labels": [r.get(s.GetLabelColumnName(), "") for r in srows] if s.GetLabelColumnName() else [],
-                "line": s.GetPlotType() == s.PlotTypeLine, "dash": s.GetLineStyle() == s.LineStyleDash,
-                "colour": tuple(s.GetColor())})
+            series.append(
+                {
+                    "name": s.GetName(),
+                    "x": [r[s.GetXColumnName()] for r in srows],
+                    "y": [r[s.GetYColumnName()] for r in srows],
+                    "labels": [r.get(s.GetLabelColumnName(), "") for r in srows] if s.GetLabelColumnName() else [],
+                    "line": s.GetPlotType() == s.PlotTypeLine,
+                    "dash": s.GetLineStyle() == s.LineStyleDash,
+                    "colour": tuple(s.GetColor()),
+                }
+            )
         plot = {"title": chart.GetTitle(), "x": chart.GetXAxisTitle(), "y": chart.GetYAxisTitle(), "series": series}
         return {"ct": canon, "layers": layers, "rows": rows, "units": units, "plot": plot}
     finally:
@@ -151,16 +158,24 @@ def draw_slice_views(data: dict, out: Path) -> Path:
     ct, layers = data["ct"], data["layers"]
     level, width = WINDOW
     views = _slices(ct, layers)
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 6.2), facecolor="black",
-                             gridspec_kw={"width_ratios": [1.0, 0.9, 1.0]})
+    fig, axes = plt.subplots(
+        1, 3, figsize=(13.5, 6.2), facecolor="black", gridspec_kw={"width_ratios": [1.0, 0.9, 1.0]}
+    )
     for ax, (name, cut, extent) in zip(axes, views, strict=True):
-        ax.imshow(cut(ct.array), cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
-                  interpolation="bilinear")
+        ax.imshow(
+            cut(ct.array),
+            cmap="gray",
+            vmin=level - width / 2,
+            vmax=level + width / 2,
+            extent=extent,
+            interpolation="bilinear",
+        )
         vert, vcol = layers["CT vertebrae"]
         rois, rcol = layers["CT trabecular ROIs"]
         ax.imshow(_rgba(cut(vert), vcol, 0.35), extent=extent, interpolation="nearest")
-        ax.imshow(_rgba(cut(rois), {k: (1.0, 0.85, 0.1) for k in rcol} or rcol, 0.9), extent=extent,
-                  interpolation="nearest")
+        ax.imshow(
+            _rgba(cut(rois), {k: (1.0, 0.85, 0.1) for k in rcol} or rcol, 0.9), extent=extent, interpolation="nearest"
+        )
         if name != "axial":
             from OsteoAIBaseLib.levels import NAMES
 
@@ -170,17 +185,24 @@ def draw_slice_views(data: dict, out: Path) -> Path:
                 h, w = lab2d.shape
                 x = extent[0] + (cc.max() + 3) / w * (extent[1] - extent[0])
                 y = extent[3] + (rr.mean() + 0.5) / h * (extent[2] - extent[3])
-                ax.text(x, y, NAMES.get(int(lab), str(lab)), color="white", fontsize=9, va="center",
-                        bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
-        ax.set_title(f"{name}", color="black", fontsize=11, loc="left",
-                     backgroundcolor=VIEW_COLOURS[name], pad=4)
+                ax.text(
+                    x,
+                    y,
+                    NAMES.get(int(lab), str(lab)),
+                    color="white",
+                    fontsize=9,
+                    va="center",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0},
+                )
+        ax.set_title(f"{name}", color="black", fontsize=11, loc="left", backgroundcolor=VIEW_COLOURS[name], pad=4)
         ax.set_xticks([])
         ax.set_yticks([])
         for s in ax.spines.values():
             s.set_color(VIEW_COLOURS[name])
             s.set_linewidth(2)
-    fig.suptitle("OsteoAI: CT vertebrae (fill) and trabecular ROIs (yellow) of the digital phantom",
-                 color="white", fontsize=12)
+    fig.suptitle(
+        "OsteoAI: CT vertebrae (fill) and trabecular ROIs (yellow) of the digital phantom", color="white", fontsize=12
+    )
     fig.tight_layout()
     path = out / FILES[0]
     fig.savefig(path, dpi=110, facecolor=fig.get_facecolor())

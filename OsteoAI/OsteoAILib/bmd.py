@@ -124,8 +124,11 @@ def diagnose(levels: list[LevelResult], diagnostic_levels: str | None = None) ->
     chosen = [by_name[n] for n in preference if n in by_name and clean(by_name[n])]
     if not diagnostic_levels:
         chosen = chosen[:N_DIAGNOSTIC_LEVELS]
-    excluded = [f"{lv.level} ({', '.join(code(f) for f in lv.qc if code(f) in EXCLUDING)})"
-                for lv in levels if lv.level in preference and not clean(lv)]
+    excluded = [
+        f"{lv.level} ({', '.join(code(f) for f in lv.qc if code(f) in EXCLUDING)})"
+        for lv in levels
+        if lv.level in preference and not clean(lv)
+    ]
     if excluded:
         criteria += "; excluded: " + "; ".join(excluded)
     for lv in levels:
@@ -172,5 +175,3 @@ def near_threshold(ci95: tuple[float, float]) -> str | None:
         if lo < t <= hi:
             return f"near_threshold: the 95% interval {lo:.0f}-{hi:.0f} spans {t:g} mg/cm3; category uncertain"
     return None
-
-

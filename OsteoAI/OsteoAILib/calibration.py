@@ -220,8 +220,10 @@ def detect_contrast(references: dict, kvp: float = DEFAULT_KVP) -> tuple[bool, s
             s, c = _wls(x, [p[1] for p in pts.values()], [p[2] for p in pts.values()])
             cal_b = s * b + c
     if cal_b > CONTRAST_ABOVE_HU:
-        return True, (f"contrast: aortic blood reads {cal_b:.0f} HU (unenhanced blood ~{expected['blood']:.0f} HU); "
-                      "iodinated contrast raises trabecular HU, vBMD may be overestimated")
+        return True, (
+            f"contrast: aortic blood reads {cal_b:.0f} HU (unenhanced blood ~{expected['blood']:.0f} HU); "
+            "iodinated contrast raises trabecular HU, vBMD may be overestimated"
+        )
     return False, f"aortic blood {cal_b:.0f} HU: no contrast enhancement"
 
 
@@ -242,11 +244,21 @@ def _phantom(pairs, kvp, source, qc) -> Calibration:
         raise InputError("phantom rods: HU does not increase with density; check the (HU, density) pairs")
     res = arr[:, 0] - (b0 + b1 * arr[:, 1])
     rms = float(np.sqrt(np.mean(res**2))) if arr.shape[0] > 2 else 0.0
-    cal = Calibration(method="phantom", slope=1.0, intercept=0.0, residual_hu=rms, kvp=kvp, kvp_source=source,
-                      hu_per_mg_cm3=float(b1), hu_at_zero_mg_cm3=float(b0), qc=list(qc))
-    cal.references = {f"rod_{i + 1}": {"measured_hu": float(h), "expected_mg_cm3": float(d),
-                                       "residual_hu": float(r), "used": True}
-                      for i, ((h, d), r) in enumerate(zip(arr, res, strict=True))}
+    cal = Calibration(
+        method="phantom",
+        slope=1.0,
+        intercept=0.0,
+        residual_hu=rms,
+        kvp=kvp,
+        kvp_source=source,
+        hu_per_mg_cm3=float(b1),
+        hu_at_zero_mg_cm3=float(b0),
+        qc=list(qc),
+    )
+    cal.references = {
+        f"rod_{i + 1}": {"measured_hu": float(h), "expected_mg_cm3": float(d), "residual_hu": float(r), "used": True}
+        for i, ((h, d), r) in enumerate(zip(arr, res, strict=True))
+    }
     cal.notes = f"phantom: HU = {b0:.1f} + {b1:.3f} * density over {arr.shape[0]} rods"
     if rms > 10.0:
         cal.qc.append(f"calib_fit: phantom rods deviate {rms:.0f} HU RMS from a straight line")
@@ -254,13 +266,19 @@ def _phantom(pairs, kvp, source, qc) -> Calibration:
 
 
 def _none(kvp, source, qc, fat_fraction, fat_why, why="") -> Calibration:
-    cal = Calibration(method="none", slope=1.0, intercept=0.0, residual_hu=None, kvp=kvp, kvp_source=source,
-                      qc=list(qc))
+    cal = Calibration(
+        method="none", slope=1.0, intercept=0.0, residual_hu=None, kvp=kvp, kvp_source=source, qc=list(qc)
+    )
     _linear_density(cal, fat_fraction)
-    cal.qc.append("uncalibrated: " + (why or "no scanner calibration") +
-                  f"; standard conversion at {kvp:g} kV, vBMD may be off by the scanner's HU bias")
-    cal.notes = (f"none: HU taken as true; vBMD = (HU {-cal.hu_at_zero_mg_cm3:+.1f}) / {cal.hu_per_mg_cm3:.3f} "
-                 f"(physics model at {kvp:g} kV, marrow fat {fat_fraction:.2f}, {fat_why})")
+    cal.qc.append(
+        "uncalibrated: "
+        + (why or "no scanner calibration")
+        + f"; standard conversion at {kvp:g} kV, vBMD may be off by the scanner's HU bias"
+    )
+    cal.notes = (
+        f"none: HU taken as true; vBMD = (HU {-cal.hu_at_zero_mg_cm3:+.1f}) / {cal.hu_per_mg_cm3:.3f} "
+        f"(physics model at {kvp:g} kV, marrow fat {fat_fraction:.2f}, {fat_why})"
+    )
     return cal
 
 
@@ -275,8 +293,16 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
         # Unusual anatomy must not stop the screening: report it and let the caller fall back.
         cal = Calibration(method="internal", kvp=kvp, kvp_source=source, qc=flags)
         cal.qc.append(f"calib_refs: reference tissue search failed ({type(e).__name__}: {str(e)[:120]})")
-        cal.references = {n: {"measured_hu": None, "expected_hu": float(expected[n]), "n_voxels": 0, "used": False,
-                              "why": "search failed"} for n in REFERENCE_NAMES}
+        cal.references = {
+            n: {
+                "measured_hu": None,
+                "expected_hu": float(expected[n]),
+                "n_voxels": 0,
+                "used": False,
+                "why": "search failed",
+            }
+            for n in REFERENCE_NAMES
+        }
         return cal, False
     is_contrast, contrast_msg = detect_contrast(refs, kvp)
     table = {}
@@ -334,8 +360,10 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
     if air_clip is not None and not spans_air:
         air_implied = (float(expected["air"]) - cal.intercept) / cal.slope
         if air_implied > air_clip + CLIP_TOLERANCE_HU:
-            cal.qc.append(f"calib_fit: the fit puts outside air at {air_implied:.0f} HU, but the scan clips air "
-                          f"below {air_clip:.0f} HU")
+            cal.qc.append(
+                f"calib_fit: the fit puts outside air at {air_implied:.0f} HU, but the scan clips air "
+                f"below {air_clip:.0f} HU"
+            )
             ok = False
     if cal.residual_hu > POOR_FIT_RMS_HU:
         cal.qc.append(f"calib_fit: reference tissues deviate {cal.residual_hu:.0f} HU RMS from the fit")
@@ -343,8 +371,12 @@ def _internal(vol, seg, kvp, source, qc, fat_fraction, fat_why, cupping=True) ->
     cal.notes = (
         f"internal: HU_true = {cal.slope:.4f} * HU + {cal.intercept:.1f} over {', '.join(fit['used'])}"
         + (f" (left out: {', '.join(fit['dropped'])})" if fit["dropped"] else "")
-        + (f"; beam-hardening cupping {fit['cupping_hu']:.1f} HU at the body centre, {cup_at_spine:.1f} HU "
-           f"at the spine's depth {spine_depth:.2f} (in the intercept)" if fit["cupping_hu"] > 0 else "")
+        + (
+            f"; beam-hardening cupping {fit['cupping_hu']:.1f} HU at the body centre, {cup_at_spine:.1f} HU "
+            f"at the spine's depth {spine_depth:.2f} (in the intercept)"
+            if fit["cupping_hu"] > 0
+            else ""
+        )
         + f"; residual {cal.residual_hu:.1f} HU RMS; expected HU at {kvp:g} kV from physics.reference_hu;"
         f" marrow fat {fat_fraction:.2f} ({fat_why})"
     )
@@ -365,8 +397,7 @@ class CalibrationInput:
     phantom_pairs: list[tuple[float, float]] | None = None
 
 
-def calibrate(vol: Volume, seg=None, method: str = "auto", kvp: float | None = None,
-              phantom_pairs=None) -> Calibration:
+def calibrate(vol: Volume, seg=None, method: str = "auto", kvp: float | None = None, phantom_pairs=None) -> Calibration:
     """Calibrate a canonical CT volume (HU). ``seg`` (a SpineSegmentation) locates the spine for the
     paraspinal muscle and aorta references; without it those are searched more crudely. ``method`` names an
     entry of ``options.CALIBRATION_METHODS``, whose function (``CalibrationInput -> Calibration``) runs."""
@@ -396,8 +427,14 @@ def calibrate_internal(c: CalibrationInput) -> Calibration:
     cal, ok = _internal(c.vol, c.seg, c.kvp, c.kvp_source, c.qc, c.fat_fraction, c.fat_why)
     if ok:
         return cal
-    fallback = _none(c.kvp, c.kvp_source, cal.qc, c.fat_fraction, c.fat_why,
-                     why=f"internal calibration not trusted ({'; '.join(f.split(':')[0] for f in cal.qc[len(c.qc):])})")
+    fallback = _none(
+        c.kvp,
+        c.kvp_source,
+        cal.qc,
+        c.fat_fraction,
+        c.fat_why,
+        why=f"internal calibration not trusted ({'; '.join(f.split(':')[0] for f in cal.qc[len(c.qc) :])})",
+    )
     fallback.references = cal.references
     fallback.notes += f" | rejected internal fit: slope {cal.slope:.3f}, intercept {cal.intercept:.1f}"
     return fallback

@@ -112,12 +112,26 @@ def sagittal_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, levels:
     center = (kc, vol.shape[1] // 2, int(curve[kc]))
     title = "Mid-sagittal (curved) reformat"
     png = _render(gray, lab, roi, (vol.spacing[1], vol.spacing[2]), title, legend, WINDOW_BONE)
-    return KeyImage("1_sagittal", "Mid-sagittal reformat: levels and trabecular ROIs", "sagittal", None,
-                    center, tuple(vol.index_to_lps(center)), png)
+    return KeyImage(
+        "1_sagittal",
+        "Mid-sagittal reformat: levels and trabecular ROIs",
+        "sagittal",
+        None,
+        center,
+        tuple(vol.index_to_lps(center)),
+        png,
+    )
 
 
-def axial_image(vol: Volume, vertebrae: np.ndarray, rois: np.ndarray, lv: LevelResult, n: int, why: str,
-                box: tuple[slice, ...] | None = None) -> KeyImage:
+def axial_image(
+    vol: Volume,
+    vertebrae: np.ndarray,
+    rois: np.ndarray,
+    lv: LevelResult,
+    n: int,
+    why: str,
+    box: tuple[slice, ...] | None = None,
+) -> KeyImage:
     """Axial slice through the middle of the level's ROI (``box``: its bounding box, if known)."""
     if box is None:
         ks = np.nonzero((rois == lv.label).any(axis=(1, 2)))[0]

@@ -35,24 +35,60 @@ def _registry(kind: str, option: str, choices) -> Registry:
     return registry
 
 
-CALIBRATION_METHODS = _registry("calibration method", "--calibration", [
-    ("auto", "auto", "internal calibration when its fit is trusted, else none (with a flag saying why)",
-     "OsteoAILib.calibration:calibrate_internal"),
-    ("internal", "internal (this scan's tissues)", "air, fat, muscle and blood of this scan",
-     "OsteoAILib.calibration:calibrate_internal"),
-    ("phantom", "phantom (rods in the scan)", "rods of an in-scan phantom, given with --phantom-rods",
-     "OsteoAILib.calibration:calibrate_phantom"),
-    ("none", "none (scanner HU as they are)", "no correction of the scanner's HU",
-     "OsteoAILib.calibration:calibrate_none"),
-])
-VBMD_ESTIMATORS = _registry("vBMD estimator", "--vbmd", [
-    ("auto", "auto", "the AI model where it is valid, calibrated HU elsewhere",
-     "OsteoAILib.remeasure:estimator_auto"),
-    ("ai", "AI model (vbmd-mlp)", "the AI model; an error when it cannot be loaded",
-     "OsteoAILib.remeasure:estimator_ai"),
-    ("calibrated-hu", "calibrated HU", "the plain calibrated HU of the ROI",
-     "OsteoAILib.remeasure:estimator_calibrated_hu"),
-])
+CALIBRATION_METHODS = _registry(
+    "calibration method",
+    "--calibration",
+    [
+        (
+            "auto",
+            "auto",
+            "internal calibration when its fit is trusted, else none (with a flag saying why)",
+            "OsteoAILib.calibration:calibrate_internal",
+        ),
+        (
+            "internal",
+            "internal (this scan's tissues)",
+            "air, fat, muscle and blood of this scan",
+            "OsteoAILib.calibration:calibrate_internal",
+        ),
+        (
+            "phantom",
+            "phantom (rods in the scan)",
+            "rods of an in-scan phantom, given with --phantom-rods",
+            "OsteoAILib.calibration:calibrate_phantom",
+        ),
+        (
+            "none",
+            "none (scanner HU as they are)",
+            "no correction of the scanner's HU",
+            "OsteoAILib.calibration:calibrate_none",
+        ),
+    ],
+)
+VBMD_ESTIMATORS = _registry(
+    "vBMD estimator",
+    "--vbmd",
+    [
+        (
+            "auto",
+            "auto",
+            "the AI model where it is valid, calibrated HU elsewhere",
+            "OsteoAILib.remeasure:estimator_auto",
+        ),
+        (
+            "ai",
+            "AI model (vbmd-mlp)",
+            "the AI model; an error when it cannot be loaded",
+            "OsteoAILib.remeasure:estimator_ai",
+        ),
+        (
+            "calibrated-hu",
+            "calibrated HU",
+            "the plain calibrated HU of the ROI",
+            "OsteoAILib.remeasure:estimator_calibrated_hu",
+        ),
+    ],
+)
 
 DEVICES = ("cpu", "cuda")
 
@@ -108,34 +144,89 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("levels", "--levels", "levels to analyse, e.g. T11-L2 (default: all found)", setting="levels"),
-    Option("calibration", "--calibration", "how HU are calibrated", default="auto", choices=CALIBRATION_METHODS,
-           setting="calibration"),
-    Option("phantom_pairs", "--phantom-rods", "phantom calibration rods as HU:mg_cm3 pairs, e.g. 10:0,95:100,190:200",
-           setting="phantomPairs", dest="phantom_rods", parse=parse_rods, format=format_rods),
-    Option("segmenter", "--segmenter", "which segmenter labels the vertebrae", default="auto", choices=SEGMENTERS,
-           setting="segmenter"),
-    Option("device", "--device", "where the segmentation model runs", default="cpu", choices=DEVICES,
-           setting="device"),
-    Option("kvp", "--kvp", "tube voltage when the header lacks it (default: DICOM KVP, else 120)", type=float,
-           setting="kvp", panel_range=(0, 150)),
-    Option("diagnostic_levels", "--diagnostic-levels", "levels whose mean gives the diagnosis (default: 2 of T11-L2)",
-           setting="diagnosticLevels"),
-    Option("vbmd_method", "--vbmd", "vBMD estimator: the AI model when available (auto), or the plain calibrated HU",
-           default="auto", choices=VBMD_ESTIMATORS, setting="vbmdMethod"),
-    Option("n_key_images", "--key-images", "number of key images (default 4)", default=4, type=int,
-           setting="nKeyImages", panel_range=(0, 12), dest="key_images"),
-    Option("radiomics", "--radiomics", "also write radiomics.csv (pyradiomics)", default=False, type=bool,
-           setting="radiomics"),
-    Option("keep_identifiers", "--keep-identifiers", "write the input file name, series description and UID into "
-           "results.json (left out by default: they often identify the patient)", default=False, type=bool),
+    Option(
+        "calibration",
+        "--calibration",
+        "how HU are calibrated",
+        default="auto",
+        choices=CALIBRATION_METHODS,
+        setting="calibration",
+    ),
+    Option(
+        "phantom_pairs",
+        "--phantom-rods",
+        "phantom calibration rods as HU:mg_cm3 pairs, e.g. 10:0,95:100,190:200",
+        setting="phantomPairs",
+        dest="phantom_rods",
+        parse=parse_rods,
+        format=format_rods,
+    ),
+    Option(
+        "segmenter",
+        "--segmenter",
+        "which segmenter labels the vertebrae",
+        default="auto",
+        choices=SEGMENTERS,
+        setting="segmenter",
+    ),
+    Option("device", "--device", "where the segmentation model runs", default="cpu", choices=DEVICES, setting="device"),
+    Option(
+        "kvp",
+        "--kvp",
+        "tube voltage when the header lacks it (default: DICOM KVP, else 120)",
+        type=float,
+        setting="kvp",
+        panel_range=(0, 150),
+    ),
+    Option(
+        "diagnostic_levels",
+        "--diagnostic-levels",
+        "levels whose mean gives the diagnosis (default: 2 of T11-L2)",
+        setting="diagnosticLevels",
+    ),
+    Option(
+        "vbmd_method",
+        "--vbmd",
+        "vBMD estimator: the AI model when available (auto), or the plain calibrated HU",
+        default="auto",
+        choices=VBMD_ESTIMATORS,
+        setting="vbmdMethod",
+    ),
+    Option(
+        "n_key_images",
+        "--key-images",
+        "number of key images (default 4)",
+        default=4,
+        type=int,
+        setting="nKeyImages",
+        panel_range=(0, 12),
+        dest="key_images",
+    ),
+    Option(
+        "radiomics",
+        "--radiomics",
+        "also write radiomics.csv (pyradiomics)",
+        default=False,
+        type=bool,
+        setting="radiomics",
+    ),
+    Option(
+        "keep_identifiers",
+        "--keep-identifiers",
+        "write the input file name, series description and UID into "
+        "results.json (left out by default: they often identify the patient)",
+        default=False,
+        type=bool,
+    ),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
 
 def _pipeline_field(o: Option):
     default = o.default
-    typ = {"phantom_pairs": "list[tuple[float, float]] | None"}.get(o.name, o.type.__name__ if default is not None
-                                                                     else f"{o.type.__name__} | None")
+    typ = {"phantom_pairs": "list[tuple[float, float]] | None"}.get(
+        o.name, o.type.__name__ if default is not None else f"{o.type.__name__} | None"
+    )
     return o.name, typ, dataclasses.field(default=default)
 
 
@@ -144,10 +235,13 @@ PipelineOptions.__module__ = __name__
 PipelineOptions.__doc__ = "The options of one screening run (see OPTIONS for each one's meaning and default)."
 
 Settings = dataclasses.make_dataclass(
-    "Settings", [(o.setting, o.panel_type, dataclasses.field(default=o.panel_default)) for o in OPTIONS if o.setting])
+    "Settings", [(o.setting, o.panel_type, dataclasses.field(default=o.panel_default)) for o in OPTIONS if o.setting]
+)
 Settings.__module__ = __name__
-Settings.__doc__ = ("Every setting of the OsteoAI panel, as the parameter node stores them ('' or 0 for 'not set'); "
-                    "generated from OPTIONS.")
+Settings.__doc__ = (
+    "Every setting of the OsteoAI panel, as the parameter node stores them ('' or 0 for 'not set'); "
+    "generated from OPTIONS."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, names=None) -> None:
@@ -240,5 +334,13 @@ def options_from_settings(s: Settings) -> PipelineOptions:
 def parameter_fields() -> dict[str, tuple[type, tuple | None, tuple | None, object]]:
     """setting -> (type, choices, range, default) for the Slicer parameter node (``parameterNodeWrapper``
     ``Choice`` / ``WithinRange`` annotations; its combo boxes list the choices in this order)."""
-    return {o.setting: (o.panel_type, tuple(o.choice_names) if o.choices is not None else None, o.panel_range,
-                        o.panel_default) for o in OPTIONS if o.setting}
+    return {
+        o.setting: (
+            o.panel_type,
+            tuple(o.choice_names) if o.choices is not None else None,
+            o.panel_range,
+            o.panel_default,
+        )
+        for o in OPTIONS
+        if o.setting
+    }

@@ -69,8 +69,9 @@ def check_output_dir(out_dir: str | os.PathLike, need_bytes: int = MIN_FREE_BYTE
         raise OutputError(f"cannot write into the output folder: {_why(e)}") from None
     free = shutil.disk_usage(d).free
     if free < need_bytes:
-        raise OutputError(f"only {free / 2**20:.0f} MB free in the output folder; a result needs about "
-                          f"{need_bytes / 2**20:.0f} MB")
+        raise OutputError(
+            f"only {free / 2**20:.0f} MB free in the output folder; a result needs about {need_bytes / 2**20:.0f} MB"
+        )
     return d
 
 
@@ -89,8 +90,9 @@ def output_lock(out_dir: str | os.PathLike):
         try:
             _lock(f)
         except OSError:
-            raise OutputError("another osteoai run is writing into this output folder; "
-                              "wait for it or choose another --out") from None
+            raise OutputError(
+                "another osteoai run is writing into this output folder; wait for it or choose another --out"
+            ) from None
         _HELD.add(d)
         try:
             _remove_stale_staging(d)

@@ -33,9 +33,23 @@ def results_csv(out: PipelineOutput) -> str:
     w.writerow(CSV_COLUMNS)
     for lv in out.results.levels:
         lo, hi = lv.vbmd_ci95 if lv.vbmd_ci95 else (None, None)
-        w.writerow([lv.level, lv.label, _r(lv.roi_volume_mm3, 0), _r(lv.roi_mean_hu), _r(lv.roi_median_hu),
-                    _r(lv.roi_sd_hu), _r(lv.vbmd_mg_cm3), _r(lo), _r(hi), lv.vbmd_method, lv.vbmd_reason,
-                    int(lv.used_for_diagnosis), " | ".join(lv.qc)])
+        w.writerow(
+            [
+                lv.level,
+                lv.label,
+                _r(lv.roi_volume_mm3, 0),
+                _r(lv.roi_mean_hu),
+                _r(lv.roi_median_hu),
+                _r(lv.roi_sd_hu),
+                _r(lv.vbmd_mg_cm3),
+                _r(lo),
+                _r(hi),
+                lv.vbmd_method,
+                lv.vbmd_reason,
+                int(lv.used_for_diagnosis),
+                " | ".join(lv.qc),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -54,9 +68,12 @@ def radiomics_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out: PipelineOutput, out_dir: str | os.PathLike,
-                  scene: Callable[[PipelineOutput, Path], Path] | None = None,
-                  extra: Callable[[Path], object] | None = None) -> dict[str, Path]:
+def write_outputs(
+    out: PipelineOutput,
+    out_dir: str | os.PathLike,
+    scene: Callable[[PipelineOutput, Path], Path] | None = None,
+    extra: Callable[[Path], object] | None = None,
+) -> dict[str, Path]:
     """Write the result into ``out_dir`` as a whole: staged, each file verified, then committed with
     ``results.json`` last (see :mod:`.output_folder`). Files of an earlier result never survive beside it.
 

@@ -78,28 +78,56 @@ MATERIALS: dict[str, tuple[float, dict[str, float]]] = {
     # Woodard & White adipose tissue 3 (the ICRU-44 adipose, 0.95 g/cm3, holds more water than
     # subcutaneous / visceral fat, which CT measures near -100 HU at 120 kVp).
     "adipose": (0.93, {"H": 0.116, "C": 0.681, "N": 0.002, "O": 0.198, "Na": 0.001, "S": 0.001, "Cl": 0.001}),
-    "muscle": (1.05, {"H": 0.102, "C": 0.143, "N": 0.034, "O": 0.710, "Na": 0.001, "P": 0.002, "S": 0.003,
-                      "Cl": 0.001, "K": 0.004}),
+    "muscle": (
+        1.05,
+        {"H": 0.102, "C": 0.143, "N": 0.034, "O": 0.710, "Na": 0.001, "P": 0.002, "S": 0.003, "Cl": 0.001, "K": 0.004},
+    ),
     # density of whole blood at a haematocrit of ~40 % (ICRU-44 lists 1.06)
-    "blood": (1.05, {"H": 0.102, "C": 0.110, "N": 0.033, "O": 0.745, "Na": 0.001, "P": 0.001, "S": 0.002,
-                     "Cl": 0.003, "K": 0.002, "Fe": 0.001}),
-    "cortical_bone": (1.92, {"H": 0.034, "C": 0.155, "N": 0.042, "O": 0.435, "Na": 0.001, "Mg": 0.002,
-                             "P": 0.103, "S": 0.003, "Ca": 0.225}),
-    "red_marrow": (1.03, {"H": 0.105, "C": 0.414, "N": 0.034, "O": 0.439, "P": 0.001, "S": 0.002, "Cl": 0.002,
-                          "K": 0.002, "Fe": 0.001}),
-    "yellow_marrow": (0.98, {"H": 0.115, "C": 0.644, "N": 0.007, "O": 0.231, "Na": 0.001, "S": 0.001,
-                             "Cl": 0.001}),
-    "lung": (0.26, {"H": 0.103, "C": 0.105, "N": 0.031, "O": 0.749, "Na": 0.002, "P": 0.002, "S": 0.003,
-                    "Cl": 0.003, "K": 0.002}),  # inflated lung, tissue + air averaged
-    "skin": (1.09, {"H": 0.100, "C": 0.204, "N": 0.042, "O": 0.645, "Na": 0.002, "P": 0.001, "S": 0.002,
-                    "Cl": 0.003, "K": 0.001}),  # also used for generic soft tissue
-    "cartilage": (1.10, {"H": 0.096, "C": 0.099, "N": 0.022, "O": 0.744, "Na": 0.005, "P": 0.022, "S": 0.009,
-                         "Cl": 0.003}),  # intervertebral disc
+    "blood": (
+        1.05,
+        {
+            "H": 0.102,
+            "C": 0.110,
+            "N": 0.033,
+            "O": 0.745,
+            "Na": 0.001,
+            "P": 0.001,
+            "S": 0.002,
+            "Cl": 0.003,
+            "K": 0.002,
+            "Fe": 0.001,
+        },
+    ),
+    "cortical_bone": (
+        1.92,
+        {"H": 0.034, "C": 0.155, "N": 0.042, "O": 0.435, "Na": 0.001, "Mg": 0.002, "P": 0.103, "S": 0.003, "Ca": 0.225},
+    ),
+    "red_marrow": (
+        1.03,
+        {"H": 0.105, "C": 0.414, "N": 0.034, "O": 0.439, "P": 0.001, "S": 0.002, "Cl": 0.002, "K": 0.002, "Fe": 0.001},
+    ),
+    "yellow_marrow": (0.98, {"H": 0.115, "C": 0.644, "N": 0.007, "O": 0.231, "Na": 0.001, "S": 0.001, "Cl": 0.001}),
+    "lung": (
+        0.26,
+        {"H": 0.103, "C": 0.105, "N": 0.031, "O": 0.749, "Na": 0.002, "P": 0.002, "S": 0.003, "Cl": 0.003, "K": 0.002},
+    ),  # inflated lung, tissue + air averaged
+    "skin": (
+        1.09,
+        {"H": 0.100, "C": 0.204, "N": 0.042, "O": 0.645, "Na": 0.002, "P": 0.001, "S": 0.002, "Cl": 0.003, "K": 0.001},
+    ),  # also used for generic soft tissue
+    "cartilage": (
+        1.10,
+        {"H": 0.096, "C": 0.099, "N": 0.022, "O": 0.744, "Na": 0.005, "P": 0.022, "S": 0.009, "Cl": 0.003},
+    ),  # intervertebral disc
     "csf": (1.007, {"H": 0.111, "O": 0.880, "Na": 0.005, "Cl": 0.004}),  # Woodard & White 1986
-    "spinal_cord": (1.04, {"H": 0.107, "C": 0.145, "N": 0.022, "O": 0.712, "Na": 0.002, "P": 0.004,
-                           "S": 0.002, "Cl": 0.003, "K": 0.003}),  # ICRU-44 brain
-    "liver": (1.06, {"H": 0.102, "C": 0.139, "N": 0.030, "O": 0.716, "Na": 0.002, "P": 0.003, "S": 0.003,
-                     "Cl": 0.002, "K": 0.003}),  # solid abdominal organs
+    "spinal_cord": (
+        1.04,
+        {"H": 0.107, "C": 0.145, "N": 0.022, "O": 0.712, "Na": 0.002, "P": 0.004, "S": 0.002, "Cl": 0.003, "K": 0.003},
+    ),  # ICRU-44 brain
+    "liver": (
+        1.06,
+        {"H": 0.102, "C": 0.139, "N": 0.030, "O": 0.716, "Na": 0.002, "P": 0.003, "S": 0.003, "Cl": 0.002, "K": 0.003},
+    ),  # solid abdominal organs
     "hydroxyapatite": (HA_DENSITY_G_CM3, _HA),
 }
 
@@ -200,8 +228,9 @@ def mineral_hu_per_mg(kvp: float, marrow_fat_fraction: float = STANDARD_MARROW_F
 def marrow_fat_vbmd_offset(vbmd_mg_cm3: float, fat_true: float, fat_assumed: float, kvp: float) -> float:
     """vBMD error (mg/cm3) from reading marrow of fat fraction ``fat_true`` as ``fat_assumed``: single-energy
     CT cannot tell more fat from less mineral, and the error grows with kVp."""
-    return ((trabecular_hu(vbmd_mg_cm3, fat_true, kvp) - trabecular_hu(vbmd_mg_cm3, fat_assumed, kvp))
-            / mineral_hu_per_mg(kvp, fat_assumed))
+    return (
+        trabecular_hu(vbmd_mg_cm3, fat_true, kvp) - trabecular_hu(vbmd_mg_cm3, fat_assumed, kvp)
+    ) / mineral_hu_per_mg(kvp, fat_assumed)
 
 
 def vbmd_from_hu(hu_true: float, kvp: float, marrow_fat_fraction: float = STANDARD_MARROW_FAT_FRACTION) -> float:

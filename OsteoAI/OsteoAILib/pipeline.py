@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from OsteoAIBaseLib.levels import NAMES
@@ -37,8 +38,15 @@ class PipelineOutput:
 class _Stages:
     """Times the stages and turns them into progress fractions for the caller's callback."""
 
-    WEIGHTS = {"load": 0.05, "segment": 0.45, "roi": 0.1, "calibrate": 0.1, "vbmd": 0.1, "key_images": 0.15,
-               "radiomics": 0.05}
+    WEIGHTS: ClassVar[dict[str, float]] = {
+        "load": 0.05,
+        "segment": 0.45,
+        "roi": 0.1,
+        "calibrate": 0.1,
+        "vbmd": 0.1,
+        "key_images": 0.15,
+        "radiomics": 0.05,
+    }
 
     def __init__(self, progress, cancel):
         self.progress, self.cancel = progress, cancel
@@ -92,7 +100,8 @@ def _models_used(seg, vbmd_tag: str | None) -> dict:
     if seg.info.get("model_sha256"):
         used[seg.segmenter.replace("model@", "vertebra-seg@")] = {
             "files": seg.info.get("model_files") or {"weights": seg.info["model_sha256"]},
-            "pinned": bool(seg.info.get("model_pinned", False))}
+            "pinned": bool(seg.info.get("model_pinned", False)),
+        }
     if vbmd_tag:
         from .vbmd_model.infer import default_model
 
@@ -102,13 +111,29 @@ def _models_used(seg, vbmd_tag: str | None) -> dict:
 
 def _input_description(vol: Volume, canonical: Volume, keep_identifiers: bool = False) -> dict:
     """What was screened, without patient name or ID; file name, series description and UID only on request."""
-    keep = ("source", "series", "format", "modality", "kvp", "kernel", "slice_thickness", "ctdivol",
-            "manufacturer", "model", "age", "sex", "dicom_storage")
+    keep = (
+        "source",
+        "series",
+        "format",
+        "modality",
+        "kvp",
+        "kernel",
+        "slice_thickness",
+        "ctdivol",
+        "manufacturer",
+        "model",
+        "age",
+        "sex",
+        "dicom_storage",
+    )
     d = {k: vol.meta.get(k) for k in keep if vol.meta.get(k) is not None}
     if keep_identifiers:
         d["identifiers"] = {k: v for k, v in (vol.meta.get("identifiers") or {}).items() if v}
-    d.update(shape_kji=list(vol.shape), spacing_mm=[round(s, 4) for s in vol.spacing],
-             orientation=_orientation_code(vol.direction))
+    d.update(
+        shape_kji=list(vol.shape),
+        spacing_mm=[round(s, 4) for s in vol.spacing],
+        orientation=_orientation_code(vol.direction),
+    )
     return d
 
 
@@ -151,14 +176,23 @@ def run_pipeline(
     with st.stage("roi", "placing trabecular ROIs"):
         rois = roi.place_rois(canonical, seg)
     with st.stage("calibrate", f"calibrating ({opt.calibration})"):
-        cal = calibration.calibrate(canonical, seg, method=opt.calibration, kvp=opt.kvp,
-                                    phantom_pairs=opt.phantom_pairs)
+        cal = calibration.calibrate(
+            canonical, seg, method=opt.calibration, kvp=opt.kvp, phantom_pairs=opt.phantom_pairs
+        )
         scan_qc += cal.qc
     with st.stage("vbmd", "estimating vBMD"):
         level_qc, extra = level_context(canonical, seg, rois, cal)
-        measured = remeasure(canonical, rois.labelmap, cal, labels=seg.levels, level_qc=level_qc, extra=extra,
-                             vbmd_method=opt.vbmd_method, diagnostic_levels=opt.diagnostic_levels,
-                             canonical=canonical)
+        measured = remeasure(
+            canonical,
+            rois.labelmap,
+            cal,
+            labels=seg.levels,
+            level_qc=level_qc,
+            extra=extra,
+            vbmd_method=opt.vbmd_method,
+            diagnostic_levels=opt.diagnostic_levels,
+            canonical=canonical,
+        )
         levels, diagnosis, model_version = measured.levels, measured.diagnosis, measured.vbmd_model
         scan_qc += measured.estimator_flags
         scan_qc += qc.scan_flags(canonical, seg, cal)
@@ -178,9 +212,12 @@ def run_pipeline(
         calibration=cal,
         qc=_dedupe(scan_qc),
         timing_s=st.timing,
-        software={**_software(seg.segmenter, model_version), "models": _models_used(seg, model_version),
-                  "segmenter_choice": seg.info.get("segmenter_choice", seg.segmenter),
-                  "vbmd_choice": _vbmd_choice(opt, cal, model_version, levels, measured.estimator_flags)},
+        software={
+            **_software(seg.segmenter, model_version),
+            "models": _models_used(seg, model_version),
+            "segmenter_choice": seg.info.get("segmenter_choice", seg.segmenter),
+            "vbmd_choice": _vbmd_choice(opt, cal, model_version, levels, measured.estimator_flags),
+        },
         key_images=[im.describe() for im in images],
     )
     if progress:
@@ -228,9 +265,11 @@ def level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict
             f = [x for x in f if not x.startswith("fracture")]
         flags[lab] = f
         if info is not None:
-            extra[lab] = {"roi_box_kji": [list(map(int, c)) for c in info.box_kji],
-                          "roi_center_kji": [float(c) for c in info.center_kji],
-                          "heights_mm": {k: round(float(v), 1) for k, v in (info.heights_mm or {}).items()}}
+            extra[lab] = {
+                "roi_box_kji": [list(map(int, c)) for c in info.box_kji],
+                "roi_center_kji": [float(c) for c in info.center_kji],
+                "heights_mm": {k: round(float(v), 1) for k, v in (info.heights_mm or {}).items()},
+            }
     return flags, extra
 
 
@@ -242,8 +281,10 @@ def _corrupt_roi_flags(canonical, roi_mask, lab) -> list[str]:
     if not bad:
         return []
     k, frac = max(bad, key=lambda b: b[1])
-    return [f"implausible: {NAMES.get(lab, lab)} ROI slice k={k} looks corrupted ({100 * frac:.0f}% of its voxels "
-            f"jump >500 HU from both neighbour slices)"]
+    return [
+        f"implausible: {NAMES.get(lab, lab)} ROI slice k={k} looks corrupted ({100 * frac:.0f}% of its voxels "
+        f"jump >500 HU from both neighbour slices)"
+    ]
 
 
 def _vbmd_choice(opt: PipelineOptions, cal, model_tag: str | None, levels, problems: list[str]) -> str:
@@ -254,8 +295,10 @@ def _vbmd_choice(opt: PipelineOptions, cal, model_tag: str | None, levels, probl
     if asked == "calibrated-hu":
         return "calibrated-hu: requested"
     if model_tag is None:
-        why = next((p.split(": ", 1)[1] for p in problems if p.startswith("vbmd_model_unavailable")),
-                   "the AI vBMD model is not installed")
+        why = next(
+            (p.split(": ", 1)[1] for p in problems if p.startswith("vbmd_model_unavailable")),
+            "the AI vBMD model is not installed",
+        )
         return f"{asked} -> calibrated-hu: {why}"
     if n_ai == 0:
         from .vbmd_model.infer import default_model

@@ -61,6 +61,7 @@ def _name(label) -> str:
 
 # --- contrast ----------------------------------------------------------------------------------
 
+
 def contrast_flags(references: dict, kvp: float = 120.0) -> list[str]:
     from .calibration import detect_contrast
 
@@ -69,6 +70,7 @@ def contrast_flags(references: dict, kvp: float = 120.0) -> list[str]:
 
 
 # --- metal and streaks -------------------------------------------------------------------------
+
 
 def highpass_sd(a: np.ndarray) -> float | None:
     """SD of the in-plane high-pass image over soft tissue away from tissue boundaries (fat and
@@ -99,8 +101,10 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[s
         lab, n = ndi.label(hot)
         biggest = ndi.sum(hot, lab, index=np.arange(1, n + 1)).max() * vox_mm3
         if biggest >= METAL_MIN_MM3:
-            return [f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
-                    f"of {_name(label)}"]
+            return [
+                f"metal: {biggest:.0f} mm3 above {METAL_ABOVE_HU:.0f} HU within {NEIGHBOURHOOD_MM:.0f} mm "
+                f"of {_name(label)}"
+            ]
     # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent);
     # they are judged against the same in-plane region in metal-free slices (same anatomy).
     hot_k = _hot_slices(vol)
@@ -114,8 +118,10 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[s
     ref = highpass_sd(vol.array[ref_k][:, sl[1], sl[2]].astype(np.float32))
     local = highpass_sd(a)
     if ref and local and local > STREAK_RATIO * ref:
-        return [f"metal: streak artifacts from metal in the same slices cross {_name(label)} "
-                f"(high-frequency noise {local:.0f} HU, {local / ref:.1f}x that of metal-free slices)"]
+        return [
+            f"metal: streak artifacts from metal in the same slices cross {_name(label)} "
+            f"(high-frequency noise {local:.0f} HU, {local / ref:.1f}x that of metal-free slices)"
+        ]
     return []
 
 
@@ -134,6 +140,7 @@ def _hot_slices(vol: Volume) -> np.ndarray:
 
 
 # --- compression fracture ----------------------------------------------------------------------
+
 
 def genant_grade(loss: float) -> int:
     for thr, g in GENANT:
@@ -250,14 +257,17 @@ def fracture_flags(heights: dict[str, float] | None, label=None, neighbours=None
         return []
     why = split_error(heights, list(neighbours or []), how)
     if why:
-        return [f"seg_suspect: {_name(label)} reads {loss:.0%} short, but {why}: the split, not the bone, "
-                "is probably wrong; not graded as a fracture"]
+        return [
+            f"seg_suspect: {_name(label)} reads {loss:.0%} short, but {why}: the split, not the bone, "
+            "is probably wrong; not graded as a fracture"
+        ]
     ref = "its own largest height" if how == "own" else "the neighbouring vertebrae"
     hs = ", ".join(f"{k[0].upper()} {v:.1f}" for k, v in heights.items())
     return [f"fracture: {_name(label)} Genant grade {g} ({loss:.0%} height loss against {ref}; heights mm {hs})"]
 
 
 # --- ROI, field of view, noise, calibration, vBMD ----------------------------------------------
+
 
 def roi_small_flags(roi_volume_mm3: float, label=None, min_mm3: float = MIN_ROI_MM3) -> list[str]:
     if roi_volume_mm3 >= min_mm3:
@@ -312,8 +322,10 @@ def estimate_noise_sigma(vol: Volume, refs: dict | None = None) -> float | None:
 def noise_flags(sigma_hu: float | None, threshold: float = NOISE_HIGH_HU) -> list[str]:
     if sigma_hu is None or sigma_hu <= threshold:
         return []
-    return [f"noise: image noise {sigma_hu:.0f} HU exceeds {threshold:.0f} HU (low dose or sharp kernel); "
-            "vBMD is less precise"]
+    return [
+        f"noise: image noise {sigma_hu:.0f} HU exceeds {threshold:.0f} HU (low dose or sharp kernel); "
+        "vBMD is less precise"
+    ]
 
 
 def calibration_flags(cal) -> list[str]:
@@ -332,6 +344,7 @@ def implausible_flags(vbmd_mg_cm3: float | None, label=None) -> list[str]:
 
 
 # --- pipeline hooks ----------------------------------------------------------------------------
+
 
 def _label_mask(arr: np.ndarray, lab: int):
     boxes = cached_label_boxes(arr)
@@ -403,17 +416,21 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         nbs = []
         if lab in levels:
             idx = levels.index(lab)
-            nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1)
-                   if 0 <= j < len(levels)]
+            nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1) if 0 <= j < len(levels)]
         flags += fracture_flags(heights, lab, [n for n in nbs if n])
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         flags += metal_flags(vol, m, lab, box=sl)
         if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
             # The box is tight around the label: it touches an edge exactly when the vertebra does.
-            sides = [("bottom", sl[0].start == 0), ("top", sl[0].stop == vol.shape[0]),
-                     ("front", sl[1].start == 0), ("back", sl[1].stop == vol.shape[1]),
-                     ("right", sl[2].start == 0), ("left", sl[2].stop == vol.shape[2])]
+            sides = [
+                ("bottom", sl[0].start == 0),
+                ("top", sl[0].stop == vol.shape[0]),
+                ("front", sl[1].start == 0),
+                ("back", sl[1].stop == vol.shape[1]),
+                ("right", sl[2].start == 0),
+                ("left", sl[2].stop == vol.shape[2]),
+            ]
             cut = [name for name, touches in sides if touches]
             if cut:
                 flags.append(f"fov_cut: {_name(lab)} touches the {'/'.join(cut)} edge of the scan")

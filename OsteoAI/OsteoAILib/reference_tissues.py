@@ -298,8 +298,12 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
         if b.any():
             bj, bi = np.nonzero(b)
             # Body outline as an ellipse on the full-resolution grid (for the depth of each voxel).
-            ellipse[int(k)] = ((bj.min() + bj.max() + 1) * f / 2.0 - 0.5, (bi.min() + bi.max() + 1) * f / 2.0 - 0.5,
-                               (bj.max() - bj.min() + 1) * f / 2.0, (bi.max() - bi.min() + 1) * f / 2.0)
+            ellipse[int(k)] = (
+                (bj.min() + bj.max() + 1) * f / 2.0 - 0.5,
+                (bi.min() + bi.max() + 1) * f / 2.0 - 0.5,
+                (bj.max() - bj.min() + 1) * f / 2.0,
+                (bi.max() - bi.min() + 1) * f / 2.0,
+            )
         skin_dist[k] = ndi.distance_transform_edt(b, sampling=spacing_ji)
         if spine.get(k) is None:
             found_spine = _spine_from_bone(sm[k], b, spacing_ji)
@@ -447,8 +451,9 @@ def reference_voxels(vol: Volume, seg=None) -> dict:
     }
     if air_clipped:
         found["air"] = None
-        why_missing["air"] = (f"outside air is clipped at {clip:.0f} HU by the scanner or converter: "
-                              "its true level is unknown")
+        why_missing["air"] = (
+            f"outside air is clipped at {clip:.0f} HU by the scanner or converter: its true level is unknown"
+        )
     for n in REFERENCE_NAMES:
         kji = found[n]
         if kji is None or kji[0].size < MIN_VOXELS:
@@ -499,8 +504,14 @@ def measure_voxels(vol: Volume, vox: dict) -> dict:
     for n in REFERENCE_NAMES:
         r = vox[n]
         if r["kji"] is None:
-            res[n] = {"measured_hu": None, "sd_hu": None, "n_voxels": 0, "mask_center_kji": None,
-                      "used": False, "why": r["why"]}
+            res[n] = {
+                "measured_hu": None,
+                "sd_hu": None,
+                "n_voxels": 0,
+                "mask_center_kji": None,
+                "used": False,
+                "why": r["why"],
+            }
             if r.get("clip") is not None:
                 # Air found but clipped: its level is unknown, yet known to lie below the clip.
                 res[n]["clipped_below_hu"] = float(r["clip"])

@@ -85,8 +85,13 @@ def remeasure(
     for lv in levels:
         lv.qc = list(dict.fromkeys(lv.qc))
     diagnosis = (diagnose or bmd.diagnose)(levels, diagnostic_levels)
-    return Remeasured(levels=levels, diagnosis=diagnosis, estimator_flags=estimator_flags,
-                      diagnosis_flags=bmd.near_threshold_flags(diagnosis), vbmd_model=tag)
+    return Remeasured(
+        levels=levels,
+        diagnosis=diagnosis,
+        estimator_flags=estimator_flags,
+        diagnosis_flags=bmd.near_threshold_flags(diagnosis),
+        vbmd_model=tag,
+    )
 
 
 def remeasure_results(
@@ -111,8 +116,9 @@ def remeasure_results(
     """
     old = {r.label: r for r in results.levels}
     level_qc = {lab: [f for f in r.qc if f.split(":")[0] not in MEASURED_LEVEL_CODES] for lab, r in old.items()}
-    extra = {lab: {k: v for k, v in r.extra.items() if not k.startswith(MEASURED_EXTRA_PREFIX)}
-             for lab, r in old.items()}
+    extra = {
+        lab: {k: v for k, v in r.extra.items() if not k.startswith(MEASURED_EXTRA_PREFIX)} for lab, r in old.items()
+    }
     labels = {int(x) for x in np.unique(rois) if x != 0} | set(old)
     canonical = None
     if measure is None and run_vbmd_method(results) != "calibrated-hu":
@@ -120,9 +126,19 @@ def remeasure_results(
         for key in ("age", "sex"):
             if (results.input or {}).get(key) is not None:
                 canonical.meta[key] = results.input[key]
-    r = remeasure(vol, rois, results.calibration, labels=labels, level_qc=level_qc, extra=extra,
-                  vbmd_method=run_vbmd_method(results), diagnostic_levels=diagnostic_levels, canonical=canonical,
-                  measure=measure, diagnose=diagnose)
+    r = remeasure(
+        vol,
+        rois,
+        results.calibration,
+        labels=labels,
+        level_qc=level_qc,
+        extra=extra,
+        vbmd_method=run_vbmd_method(results),
+        diagnostic_levels=diagnostic_levels,
+        canonical=canonical,
+        measure=measure,
+        diagnose=diagnose,
+    )
     results.levels = r.levels
     results.diagnosis = r.diagnosis
     results.qc = [q for q in results.qc if not q.startswith(DERIVED_SCAN_PREFIXES)] + r.flags + [note]

@@ -139,8 +139,11 @@ def endplate_axis(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, ax
         t = np.radians(deg)
         ax = np.cos(t) * axis + np.sin(t) * ant0
         ant, lat = _frame(ax)
-        xyz = (ctr[None, None, :] + (A[:, None] * ant + L[:, None] * lat)[:, None, :]
-               + hs[None, :, None] * ax[None, None, :])
+        xyz = (
+            ctr[None, None, :]
+            + (A[:, None] * ant + L[:, None] * lat)[:, None, :]
+            + hs[None, :, None] * ax[None, None, :]
+        )
         vals = ndi.map_coordinates(vol.array, (xyz.reshape(-1, 3) / spacing_kji).T, order=1, mode="nearest")
         prof = vals.reshape(len(A), len(hs)).mean(0)
         mid = len(hs) // 2
@@ -150,8 +153,9 @@ def endplate_axis(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, ax
     return best_ax / np.linalg.norm(best_ax)
 
 
-def endplate_heights(vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray,
-                     hu_scale: float = 1.0) -> dict:
+def endplate_heights(
+    vol: Volume, body: np.ndarray, sl, spacing_kji: np.ndarray, axis: np.ndarray, hu_scale: float = 1.0
+) -> dict:
     """Anterior, middle and posterior heights (mm) between the endplates, along ``axis``.
 
     A segmenter's body mask can run into the disc or stop short of an endplate where its cut
@@ -241,8 +245,9 @@ def _drop_jumps(edge: dict, names, sign: float) -> None:
         edge[worst] = min(pred[worst], lim) if sign > 0 else max(pred[worst], lim)
 
 
-def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float,
-                   min_hu: float = ENDPLATE_MIN_HU) -> float | None:
+def _endplate_edge(
+    prof: np.ndarray, base: float, step: float, start: float, min_hu: float = ENDPLATE_MIN_HU
+) -> float | None:
     """Distance (mm) from prof[0] (the body's middle) to the outer half-maximum edge of the first
     endplate at least ``start`` mm outward; None when no layer stands out from the trabecular bone."""
     i0 = int(start / step)
@@ -265,6 +270,7 @@ def _endplate_edge(prof: np.ndarray, base: float, step: float, start: float,
     f = (prof[j - 1] - half) / max(prof[j - 1] - prof[j], 1e-6)
     return (j - 1 + float(f)) * step
 
+
 def _pad(sl, shape, pad: int):
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
 
@@ -277,16 +283,18 @@ def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
     if mids.get(label, 0) <= 0 or label not in order:
         return False
     pos = order.index(label)
-    near = sorted((abs(order.index(lab) - pos), h) for lab, h in mids.items()
-                  if lab != label and h > 0 and lab in order)
+    near = sorted(
+        (abs(order.index(lab) - pos), h) for lab, h in mids.items() if lab != label and h > 0 and lab in order
+    )
     others = [h for _d, h in near[:4]]
     if len(others) < 2:
         return False
     return mids[label] > MERGED_RATIO * float(np.median(others))
 
 
-def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float,
-          canal_mm: np.ndarray | None = None) -> np.ndarray:
+def _core(
+    vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float, canal_mm: np.ndarray | None = None
+) -> np.ndarray:
     """Eroded, height-limited, vein-free part of one (cropped) body mask.
 
     ``canal_mm`` (crop coordinates, mm) is the spinal canal's centre at this level: the body is
@@ -328,8 +336,7 @@ def _core(vol: Volume, body_c: np.ndarray, spacing_kji, axis, margin_mm: float,
     return core
 
 
-def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis,
-                   hu_scale: float = 1.0) -> np.ndarray | None:
+def trim_endplates(vol: Volume, core: np.ndarray, sl, spacing_kji, axis, hu_scale: float = 1.0) -> np.ndarray | None:
     """Remove bright layers (endplates) from the ROI's height band; None when one crosses its middle.
 
     In a correctly split body the central band holds trabecular bone only. An endplate near an
@@ -413,12 +420,14 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
         ks = np.nonzero(body_c.any(axis=(1, 2)))[0] + sl[0].start
         # a body ending within a few mm of the first/last slice may continue beyond it
         cut[label] = bool(label in edge_k or ks.min() < edge_vox or ks.max() > vol.shape[0] - 1 - edge_vox)
-    mids = {lab: body_heights(b, spacing_kji, ax)["middle"]
-            for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]}
+    mids = {
+        lab: body_heights(b, spacing_kji, ax)["middle"] for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]
+    }
     for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
-        heights = endplate_heights(vol, body_c, sl, spacing_kji,
-                                   endplate_axis(vol, body_c, sl, spacing_kji, axis), hu_scale)
+        heights = endplate_heights(
+            vol, body_c, sl, spacing_kji, endplate_axis(vol, body_c, sl, spacing_kji, axis), hu_scale
+        )
         lo_edge = [s.start == 0 for s in sl]
         hi_edge = [s.stop == n for s, n in zip(sl, vol.shape, strict=True)]
         cut_k = cut[label]
@@ -427,8 +436,10 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             qc.append(f"body_cut: the {lv.name(label)} body is partly out of the field of view")
         merged = _looks_merged(label, mids, seg.levels)
         if merged:
-            qc.append(f"seg_suspect: the {lv.name(label)} body is much taller than its neighbours "
-                      "(two vertebrae merged?); no ROI placed")
+            qc.append(
+                f"seg_suspect: the {lv.name(label)} body is much taller than its neighbours "
+                "(two vertebrae merged?); no ROI placed"
+            )
         if cut_k or merged:
             # the central height band is unknown (endplate out of view or a missed disc): no ROI
             core = np.zeros(body_c.shape, bool)
@@ -436,8 +447,10 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
             core = _core(vol, body_c, spacing_kji, axis, cortex_margin_mm, _canal_at(seg, center, sl, spacing_kji))
             trimmed = trim_endplates(vol, core, sl, spacing_kji, axis, hu_scale)
             if trimmed is None:
-                qc.append(f"seg_suspect: an endplate crosses the middle of the {lv.name(label)} body "
-                          "(vertebra split off the discs?); no ROI placed")
+                qc.append(
+                    f"seg_suspect: an endplate crosses the middle of the {lv.name(label)} body "
+                    "(vertebra split off the discs?); no ROI placed"
+                )
                 core = np.zeros_like(core)
             else:
                 core = trimmed

@@ -36,9 +36,7 @@ def terminology_entry(level: str, roi: bool = False) -> str:
     code = SNOMED_VERTEBRA.get(level)
     region = f"SCT^{code}^{level} vertebra" if code else "^^"
     typ = SNOMED_CANCELLOUS_BONE if roi else TYPE_BONE
-    return (
-        f"{CATEGORY_CONTEXT}~{'^'.join(CATEGORY_TISSUE)}~{'^'.join(typ)}~^^~{ANATOMIC_CONTEXT}~{region}~^^"
-    )
+    return f"{CATEGORY_CONTEXT}~{'^'.join(CATEGORY_TISSUE)}~{'^'.join(typ)}~^^~{ANATOMIC_CONTEXT}~{region}~^^"
 
 
 def segment_name(label: int, roi: bool = False) -> str:

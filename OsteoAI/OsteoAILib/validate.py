@@ -40,8 +40,9 @@ def validate(vol: Volume) -> list[str]:
     if np.issubdtype(a.dtype, np.floating):
         bad = ~np.isfinite(a).all(axis=(1, 2))
         if bad.any():
-            raise InputError(f"the volume contains NaN or infinite values in {int(bad.sum())} of {a.shape[0]} "
-                             "slices: no HU there")
+            raise InputError(
+                f"the volume contains NaN or infinite values in {int(bad.sum())} of {a.shape[0]} slices: no HU there"
+            )
     amin, amax = float(a.min()), float(a.max())
     if amax - amin < 1:
         raise InputError("the volume is constant: no image content")
@@ -57,25 +58,32 @@ def validate(vol: Volume) -> list[str]:
         )
     if amin > -500 or amax < 300:
         qc.append(
-            f"not_hu: value range {amin:.0f}..{amax:.0f} does not look like CT Hounsfield units "
-            "(no air or no bone)"
+            f"not_hu: value range {amin:.0f}..{amax:.0f} does not look like CT Hounsfield units (no air or no bone)"
         )
     bad = inconsistent_slices(a)
     if bad and max(f for _, f in bad) > BROKEN_SLICE_FRACTION:
         k, f = max(bad, key=lambda b: b[1])
-        raise InputError(f"slice k={k} differs from both neighbour slices in {100 * f:.0f}% of its voxels: a "
-                         "corrupted or mis-scaled slice (its rescale or pixel data do not fit the series)")
+        raise InputError(
+            f"slice k={k} differs from both neighbour slices in {100 * f:.0f}% of its voxels: a "
+            "corrupted or mis-scaled slice (its rescale or pixel data do not fit the series)"
+        )
     steps = slice_steps(a)
     if steps.size and steps.max() > BROKEN_SLICE_FRACTION:
         k = int(steps.argmax())
-        raise InputError(f"slices k={k} and k={k + 1} differ in {100 * steps[k]:.0f}% of their voxels by more than "
-                         f"{SPIKE_HU:g} HU: mis-scaled slices (a rescale that does not fit) or two series mixed")
+        raise InputError(
+            f"slices k={k} and k={k + 1} differ in {100 * steps[k]:.0f}% of their voxels by more than "
+            f"{SPIKE_HU:g} HU: mis-scaled slices (a rescale that does not fit) or two series mixed"
+        )
     if amax > MAX_CT_HU:
-        qc.append(f"implausible_hu: {int(np.sum(a > MAX_CT_HU))} voxels above {MAX_CT_HU:g} HU, beyond any CT scale "
-                  "(metal, or stored values misread)")
+        qc.append(
+            f"implausible_hu: {int(np.sum(a > MAX_CT_HU))} voxels above {MAX_CT_HU:g} HU, beyond any CT scale "
+            "(metal, or stored values misread)"
+        )
     if bad:
-        qc.append(f"corrupt_slice: {len(bad)} slice(s) differ from both neighbours in many voxels "
-                  f"(k={[k for k, _ in bad][:5]}); values there are doubtful")
+        qc.append(
+            f"corrupt_slice: {len(bad)} slice(s) differ from both neighbours in many voxels "
+            f"(k={[k for k, _ in bad][:5]}); values there are doubtful"
+        )
     blank = _blank_slices(a)
     if blank:
         qc.append(f"blank_slice: {len(blank)} slice(s) hold a single value (k={blank[:5]}): missing image data")
@@ -91,6 +99,7 @@ def inconsistent_slices(a: np.ndarray, step: int = 2) -> list[tuple[int, float]]
     """(k, fraction) of axial slices whose voxels spike away from both neighbours (see
     :func:`corrupt_slices_in_roi`) in more than SLICE_SPIKE_FRACTION of the slice (sampled every ``step``).
     An edge slice is judged against the next two: far from the first while those two agree."""
+
     def frac(here, n1, n2):
         here, n1, n2 = (x[:, ::step, ::step].astype(np.float32) for x in (here, n1, n2))
         spike = (np.abs(here - n1) > SPIKE_HU) & (np.abs(here - n2) > SPIKE_HU) & (np.abs(n1 - n2) < SPIKE_HU / 2)
@@ -100,7 +109,7 @@ def inconsistent_slices(a: np.ndarray, step: int = 2) -> list[tuple[int, float]]
     out = []
     for k0 in range(1, n - 1, 32):
         k1 = min(k0 + 32, n - 1)
-        f = frac(a[k0:k1], a[k0 - 1:k1 - 1], a[k0 + 1:k1 + 1])
+        f = frac(a[k0:k1], a[k0 - 1 : k1 - 1], a[k0 + 1 : k1 + 1])
         out += [(k0 + int(i), float(f[i])) for i in np.flatnonzero(f > SLICE_SPIKE_FRACTION)]
     if n >= 3:
         for k, (k1, k2) in ((0, (1, 2)), (n - 1, (n - 2, n - 3))):
@@ -123,7 +132,7 @@ def slice_steps(a: np.ndarray, step: int = 2) -> np.ndarray:
     for k0 in range(0, a.shape[0] - 1, 32):
         k1 = min(k0 + 33, a.shape[0])
         part = a[k0:k1, ::step, ::step].astype(np.float32)
-        out[k0:k1 - 1] = (np.abs(np.diff(part, axis=0)) > SPIKE_HU).mean(axis=(1, 2))
+        out[k0 : k1 - 1] = (np.abs(np.diff(part, axis=0)) > SPIKE_HU).mean(axis=(1, 2))
     return out
 
 
@@ -148,8 +157,11 @@ def corrupt_slices_in_roi(a: np.ndarray, roi: np.ndarray) -> list[tuple[int, flo
         here, below, above = (a[i][m].astype(np.float64) for i in (k, k - 1, k + 1))
         # A spike: far from both neighbours while they agree with each other (so a clean slice next to a
         # corrupted one is not a spike itself).
-        spike = ((np.abs(here - below) > SPIKE_HU) & (np.abs(here - above) > SPIKE_HU)
-                 & (np.abs(below - above) < SPIKE_HU / 2))
+        spike = (
+            (np.abs(here - below) > SPIKE_HU)
+            & (np.abs(here - above) > SPIKE_HU)
+            & (np.abs(below - above) < SPIKE_HU / 2)
+        )
         frac = float(np.mean(spike))
         if frac > SPIKE_FRACTION:
             out.append((int(k), frac))

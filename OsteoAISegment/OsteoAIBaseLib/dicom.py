@@ -30,11 +30,24 @@ MAX_COORD_MM = 1e5  # a patient position beyond 100 m is a broken header, not a 
 MAX_PIXEL_SPACING_MM = 50.0
 MIN_RESCALE_SLOPE, MAX_RESCALE_SLOPE, MAX_RESCALE_INTERCEPT = 1e-4, 1e3, 1e5  # beyond: no CT value is a HU
 _NATIVE_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
-_PIXEL_FORMAT = ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
-                 "PhotometricInterpretation")
+_PIXEL_FORMAT = (
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+)
 # Tags that tell two series apart besides the UID (which may be empty or shared by a broken export).
-_SERIES_TAGS = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesNumber", "Modality",
-                "SeriesDescription", "SeriesTime")
+_SERIES_TAGS = (
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "SeriesNumber",
+    "Modality",
+    "SeriesDescription",
+    "SeriesTime",
+)
 # Functional-group sequences of an enhanced (multi-frame) CT holding what a classic slice has at top level.
 _FG = {
     "ImagePositionPatient": "PlanePositionSequence",
@@ -66,8 +79,11 @@ class _Slice:
         seqs = [_FG[keyword]] if keyword in _FG else []
         for group in (self.per_frame, self.shared):
             # Legacy-converted enhanced CT keeps what has no functional group in these two sequences.
-            for seq in (*seqs, "UnassignedPerFrameConvertedAttributesSequence",
-                        "UnassignedSharedConvertedAttributesSequence"):
+            for seq in (
+                *seqs,
+                "UnassignedPerFrameConvertedAttributesSequence",
+                "UnassignedSharedConvertedAttributesSequence",
+            ):
                 item = _first_item(group, seq)
                 if item is not None and tags.raw_text(item, keyword) is not None:
                     return item
@@ -89,7 +105,7 @@ def _first_item(ds, keyword: str):
     try:
         seq = ds.get(keyword)
         return seq[0] if seq else None
-    except Exception:  # noqa: BLE001 - a damaged sequence reads as absent
+    except Exception:
         return None
 
 
@@ -98,7 +114,7 @@ def _read_header(p: Path):
 
     try:
         return pydicom.dcmread(p, stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - non-DICOM files (README, DICOMDIR helpers) are skipped
+    except Exception:
         return None
 
 
@@ -117,8 +133,7 @@ def _slices_of(p: Path, ds) -> list[_Slice]:
             return []  # not an image plane with a position (SR, presentation state, DICOMDIR...)
         return [_Slice(p, ds)]
     if per_frame_seq is None:
-        raise InputError("a multi-frame DICOM file has no per-frame functional groups: its frame positions "
-                         "are unknown")
+        raise InputError("a multi-frame DICOM file has no per-frame functional groups: its frame positions are unknown")
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     n = int(n_frames[0]) if n_frames else len(per_frame_seq)
     if per_frame_seq is not None and len(per_frame_seq) != n:
@@ -129,7 +144,7 @@ def _slices_of(p: Path, ds) -> list[_Slice]:
 def _seq(ds, keyword):
     try:
         return ds.get(keyword)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -175,15 +190,17 @@ def list_series(folder: Path) -> list[dict]:
         except tags.BadValue:
             thickness = None
         thickness = thickness[0] if thickness and 0 < thickness[0] < 100 else 0.0
-        series.append({
-            "uid": key[0],
-            "items": items,
-            "modality": key[4].upper(),
-            "description": key[5],
-            "kernel": key[-1],
-            "slice_thickness": thickness,
-            "n": len(items),
-        })
+        series.append(
+            {
+                "uid": key[0],
+                "items": items,
+                "modality": key[4].upper(),
+                "description": key[5],
+                "kernel": key[-1],
+                "slice_thickness": thickness,
+                "n": len(items),
+            }
+        )
     return series
 
 
@@ -199,9 +216,7 @@ def choose_series(series: list[dict]) -> tuple[dict, str]:
         raise InputError(f"no CT series in the folder (found modality {', '.join(mods)})")
     usable = [s for s in ct if s["n"] >= 10] or ct
     best = min(usable, key=lambda s: (_kernel_rank(s["kernel"]), s["slice_thickness"] or 99, -s["n"]))
-    why = (
-        f"{best['n']} slices, {best['slice_thickness']:g} mm, kernel {tags.shorten(best['kernel'], 24) or 'unknown'}"
-    )
+    why = f"{best['n']} slices, {best['slice_thickness']:g} mm, kernel {tags.shorten(best['kernel'], 24) or 'unknown'}"
     if len(ct) > 1:
         why += f" (chosen among {len(ct)} CT series: thinnest soft-tissue kernel)"
     return best, why
@@ -233,8 +248,9 @@ def _per_slice(items: list[_Slice], keyword: str, count: int, what: str) -> np.n
             v = [np.nan] * count
         vals.append(v)
     if bad:
-        raise InputError(f"{keyword} is missing or malformed on {bad} of {len(items)} slices "
-                         f"(e.g. '{example}'): {what}")
+        raise InputError(
+            f"{keyword} is missing or malformed on {bad} of {len(items)} slices (e.g. '{example}'): {what}"
+        )
     return np.asarray(vals, dtype=float)
 
 
@@ -250,27 +266,33 @@ def _geometry(items: list[_Slice], uid_missing: bool) -> _Geometry:
         raise InputError("the DICOM series holds a single slice: a 3D CT volume is needed")
     pos = _per_slice(items, "ImagePositionPatient", 3, "slice positions are unknown")
     if np.any(np.abs(pos) > MAX_COORD_MM):
-        raise InputError(f"ImagePositionPatient is implausible (beyond {MAX_COORD_MM:g} mm) on "
-                         f"{int(np.any(np.abs(pos) > MAX_COORD_MM, axis=1).sum())} of {n} slices")
+        raise InputError(
+            f"ImagePositionPatient is implausible (beyond {MAX_COORD_MM:g} mm) on "
+            f"{int(np.any(np.abs(pos) > MAX_COORD_MM, axis=1).sum())} of {n} slices"
+        )
     iop = _per_slice(items, "ImageOrientationPatient", 6, "the slice orientation is unknown")
     row, col = iop[0, :3], iop[0, 3:]
     if not (abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2 and abs(row @ col) < 1e-2):
-        raise InputError("ImageOrientationPatient is not two orthogonal unit vectors "
-                         f"('{items[0].raw('ImageOrientationPatient')}')")
-    if (k := _same(iop, 1e-3)):
-        raise InputError(f"ImageOrientationPatient differs between slices ({k} of {n} differ from the first): "
-                         "not one volume")
+        raise InputError(
+            f"ImageOrientationPatient is not two orthogonal unit vectors ('{items[0].raw('ImageOrientationPatient')}')"
+        )
+    if k := _same(iop, 1e-3):
+        raise InputError(
+            f"ImageOrientationPatient differs between slices ({k} of {n} differ from the first): not one volume"
+        )
     ps = _per_slice(items, "PixelSpacing", 2, "the voxel size is unknown")
     if np.any(ps <= 0) or np.any(ps > MAX_PIXEL_SPACING_MM):
         bad = int(np.any((ps <= 0) | (ps > MAX_PIXEL_SPACING_MM), axis=1).sum())
-        raise InputError(f"PixelSpacing is zero, negative or implausible on {bad} of {n} slices "
-                         f"(e.g. '{items[int(np.argmax(np.any((ps <= 0) | (ps > 50), axis=1)))].raw('PixelSpacing')}')"
-                         ": the voxel size is unknown")
-    if (k := _same(ps, 1e-4 * ps[0].max())):
+        raise InputError(
+            f"PixelSpacing is zero, negative or implausible on {bad} of {n} slices "
+            f"(e.g. '{items[int(np.argmax(np.any((ps <= 0) | (ps > 50), axis=1)))].raw('PixelSpacing')}')"
+            ": the voxel size is unknown"
+        )
+    if k := _same(ps, 1e-4 * ps[0].max()):
         raise InputError(f"PixelSpacing differs between slices ({k} of {n} differ from the first): not one volume")
     size = _per_slice(items, "Rows", 1, "the image size is unknown")[:, 0]
     size = np.stack([size, _per_slice(items, "Columns", 1, "the image size is unknown")[:, 0]], axis=1)
-    if (k := _same(size, 0)):
+    if k := _same(size, 0):
         raise InputError(f"Rows/Columns differ between slices ({k} of {n} differ from the first): not one volume")
     _same_pixel_format(items)
     rescale, qc = _rescale(items)
@@ -309,6 +331,7 @@ def _geometry(items: list[_Slice], uid_missing: bool) -> _Geometry:
 
 def _same_pixel_format(items: list[_Slice]) -> None:
     """Pixel data of one volume is stored one way: a slice stored otherwise is decoded as garbage."""
+
     def value(s: _Slice, keyword: str):
         if keyword == "PhotometricInterpretation":
             return s.text(keyword)
@@ -319,9 +342,11 @@ def _same_pixel_format(items: list[_Slice]) -> None:
         return tuple(v) if v else None
 
     fmt = [tuple(value(s, k) for k in _PIXEL_FORMAT) for s in items]
-    if (k := sum(f != fmt[0] for f in fmt)):
-        raise InputError(f"the pixel format (bits, sign, samples) differs between slices ({k} of {len(items)} "
-                         "differ from the first): not one volume")
+    if k := sum(f != fmt[0] for f in fmt):
+        raise InputError(
+            f"the pixel format (bits, sign, samples) differs between slices ({k} of {len(items)} "
+            "differ from the first): not one volume"
+        )
     samples = fmt[0][_PIXEL_FORMAT.index("SamplesPerPixel")]
     if samples not in (None, (1.0,)):
         one = isinstance(samples, tuple) and len(samples) == 1
@@ -337,8 +362,9 @@ def _rescale(items: list[_Slice]) -> tuple[list[tuple[float, float]], list[str]]
             slope = s.numbers("RescaleSlope", 1)
             icpt = s.numbers("RescaleIntercept", 1)
         except tags.BadValue as e:
-            raise InputError(f"RescaleSlope/RescaleIntercept is malformed ('{e}'): the Hounsfield units are "
-                             "unknown") from None
+            raise InputError(
+                f"RescaleSlope/RescaleIntercept is malformed ('{e}'): the Hounsfield units are unknown"
+            ) from None
         if slope is None or icpt is None:
             missing += 1
             out.append(None)
@@ -346,16 +372,20 @@ def _rescale(items: list[_Slice]) -> tuple[list[tuple[float, float]], list[str]]
         if slope[0] == 0:
             raise InputError("RescaleSlope is 0: the Hounsfield units are unknown")
         if not (MIN_RESCALE_SLOPE <= slope[0] <= MAX_RESCALE_SLOPE and abs(icpt[0]) <= MAX_RESCALE_INTERCEPT):
-            raise InputError(f"RescaleSlope/RescaleIntercept {slope[0]:g}/{icpt[0]:g} is implausible for CT: "
-                             "the Hounsfield units are unknown")
+            raise InputError(
+                f"RescaleSlope/RescaleIntercept {slope[0]:g}/{icpt[0]:g} is implausible for CT: "
+                "the Hounsfield units are unknown"
+            )
         out.append((slope[0], icpt[0]))
     if missing == len(items):
         # The CT IOD requires the rescale; stored values are taken as HU and validation refuses them if
         # they do not look like HU (raw unsigned values have no air below -50).
         return [(1.0, 0.0)] * len(items), ["rescale_missing: no RescaleSlope/Intercept; stored values taken as HU"]
     if missing:
-        raise InputError(f"RescaleSlope/RescaleIntercept is missing on {missing} of {len(items)} slices: "
-                         "the Hounsfield units of those slices are unknown")
+        raise InputError(
+            f"RescaleSlope/RescaleIntercept is missing on {missing} of {len(items)} slices: "
+            "the Hounsfield units of those slices are unknown"
+        )
     return out, []
 
 
@@ -367,7 +397,7 @@ def _stored_pixels(path: Path, cache: dict) -> tuple[np.ndarray, bool]:
 
     try:
         ds = pydicom.dcmread(path)
-    except Exception:  # noqa: BLE001 - the header read before; the rest of the file is damaged
+    except Exception:
         raise InputError("a DICOM file of the series is damaged (its pixel data cannot be read)") from None
     if "PixelData" not in ds:
         raise InputError("a slice of the series has no pixel data")
@@ -390,7 +420,7 @@ def _stored_pixels(path: Path, cache: dict) -> tuple[np.ndarray, bool]:
             raise InputError(f"a slice's pixel data is truncated ({have} of {need} bytes)")
     try:
         arr, rescaled = np.asarray(ds.pixel_array), False
-    except Exception as e:  # noqa: BLE001 - a compression pydicom has no decoder for here: let GDCM try
+    except Exception as e:
         if native:
             raise InputError(f"cannot decode the DICOM pixels: {tags.shorten(str(e), 80)}") from None
         import SimpleITK as sitk
@@ -426,7 +456,7 @@ def _pixels(g: _Geometry) -> np.ndarray:
             hu = arr.astype(np.int64) * int(slope) + int(icpt)
         else:
             hu = arr.astype(np.float64) * slope + icpt
-        out[k] = np.clip(hu, -2**31, 2**31 - 1) if integral else hu
+        out[k] = np.clip(hu, -(2**31), 2**31 - 1) if integral else hu
     if not np.issubdtype(out.dtype, np.integer):
         if np.all(np.mod(out, 1) == 0) and out.min() >= -32768 and out.max() <= 32767:
             return out.astype(np.int16)

@@ -30,7 +30,7 @@ def _element(ds, keyword: str):
         return None
     try:
         return ds.get_item(tag)
-    except Exception:  # noqa: BLE001 - a damaged element reads as absent; callers decide if that is fatal
+    except Exception:
         return None
 
 
@@ -66,7 +66,7 @@ def numbers(ds, keyword: str, count: int | None = None) -> list[float] | None:
     if str(getattr(elem, "VR", "")) in _BINARY_VRS:
         try:
             value = ds[elem.tag].value  # binary numbers: let pydicom unpack them
-        except Exception:  # noqa: BLE001
+        except Exception:
             raise BadValue("undecodable") from None
         seq = list(value) if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else [value]
         if not seq or not all(isinstance(v, int | float) and math.isfinite(v) for v in seq):

@@ -57,8 +57,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise InputError(f"the input is a {img.GetDimension()}D image: a 3D CT volume is needed")
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"the input has {img.GetNumberOfComponentsPerPixel()} components per voxel: not a CT")
-    meta = {"source": kind, "format": p.suffix.lstrip("."), "load_qc": [],
-            "identifiers": {"file_name": p.name}}
+    meta = {"source": kind, "format": p.suffix.lstrip("."), "load_qc": [], "identifiers": {"file_name": p.name}}
     sidecar = p.parent / "ct.json"  # acquisition tags beside a converted volume (DICOM keywords)
     if sidecar.exists():
         import json
@@ -95,7 +94,7 @@ def _nifti_checks(p: Path, vol: Volume) -> None:
         with ImageOpener(str(p)) as f:
             raw = nib.Nifti1Header.from_fileobj(f, check=False)  # as stored, before nibabel's fixes
         img = nib.load(str(p))
-    except Exception:  # noqa: BLE001 - no nibabel, NIfTI-2, or a header only ITK reads: keep ITK's reading
+    except Exception:
         return
     if np.issubdtype(raw.get_data_dtype(), np.floating):
         data = np.asanyarray(img.dataobj)
@@ -103,14 +102,17 @@ def _nifti_checks(p: Path, vol: Volume) -> None:
             finite = np.isfinite(data.reshape(data.shape[0], data.shape[1], data.shape[2], -1))
             bad = ~finite.all(axis=(0, 1, 3))  # per slice k (nibabel's third axis)
             if bad.any():
-                raise InputError(f"the volume contains NaN or infinite values in {int(bad.sum())} of {bad.size} "
-                                 "slices: no HU there")
+                raise InputError(
+                    f"the volume contains NaN or infinite values in {int(bad.sum())} of {bad.size} slices: no HU there"
+                )
     pixdim = np.asarray(raw["pixdim"][1:4], dtype=float)
     if np.all(pixdim > 0):
         return
     if np.any(pixdim == 0) and not int(raw["sform_code"]) > 0:
-        raise InputError("the NIfTI header's voxel size (pixdim) is zero or negative and no affine gives it: "
-                         "the voxel geometry is unknown")
+        raise InputError(
+            "the NIfTI header's voxel size (pixdim) is zero or negative and no affine gives it: "
+            "the voxel geometry is unknown"
+        )
     affine = np.asarray(img.affine, dtype=float)
     if not np.all(np.isfinite(affine)):
         raise InputError("the NIfTI header has a non-finite orientation: the voxel geometry is unknown")
@@ -120,8 +122,11 @@ def _nifti_checks(p: Path, vol: Volume) -> None:
     if np.any(spacing <= 0):
         raise InputError("the NIfTI header has a zero voxel size: the voxel geometry is unknown")
     direction, origin = m / spacing, ras_to_lps @ affine[:3, 3]
-    if (np.allclose(direction, vol.direction, atol=1e-4) and np.allclose(spacing, vol.spacing, rtol=1e-4)
-            and np.allclose(origin, vol.origin, atol=1e-3)):
+    if (
+        np.allclose(direction, vol.direction, atol=1e-4)
+        and np.allclose(spacing, vol.spacing, rtol=1e-4)
+        and np.allclose(origin, vol.origin, atol=1e-3)
+    ):
         return
     vol.spacing, vol.origin, vol.direction = tuple(spacing), tuple(origin), direction
     vol.meta.setdefault("load_qc", []).append(
@@ -180,8 +185,11 @@ def from_canonical(labels: np.ndarray, canonical: Volume, original: Volume) -> n
     The canonical grid is an axis permutation/flip of the original, so this is normally an exact
     re-ordering; only an input whose grid cannot be matched that way is resampled (nearest neighbour).
     """
-    if (labels.shape == original.shape and np.allclose(canonical.direction, original.direction)
-            and np.allclose(canonical.origin, original.origin, atol=1e-3)):
+    if (
+        labels.shape == original.shape
+        and np.allclose(canonical.direction, original.direction)
+        and np.allclose(canonical.origin, original.origin, atol=1e-3)
+    ):
         return labels  # the input was already canonical
     src = volume_to_sitk(canonical, labels)
     code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(original.direction.ravel()))

@@ -91,6 +91,8 @@ def check(name: str, version: str, path: Path, card_sha256: str | None) -> tuple
             )
         return digest, True
     if digest != card_sha256:
-        raise IntegrityError(f"{path.name} is altered or corrupt: sha256 {digest[:12]}... does not match its "
-                             f"model.json ({str(card_sha256)[:12]}...)")
+        raise IntegrityError(
+            f"{path.name} is altered or corrupt: sha256 {digest[:12]}... does not match its "
+            f"model.json ({str(card_sha256)[:12]}...)"
+        )
     return digest, False

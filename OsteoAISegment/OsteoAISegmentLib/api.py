@@ -33,8 +33,9 @@ def _auto_choice() -> tuple[str, str]:
 
         card = json.loads((model_dir() / "model.json").read_text())
         prefer = bool(card.get("prefer_in_auto", False))
-        return ("model" if prefer else "classical"), \
-            f"models/{MODEL_NAME} model.json prefer_in_auto is {str(prefer).lower()}"
+        return (
+            "model" if prefer else "classical"
+        ), f"models/{MODEL_NAME} model.json prefer_in_auto is {str(prefer).lower()}"
     except Exception as e:  # a broken model install must not stop the classical fallback
         return "classical", f"the vertebra model card cannot be read ({str(e).strip()[:120]})"
 

@@ -35,8 +35,9 @@ def _step(progress, cancel, frac, msg):
         progress(frac, msg)
 
 
-def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None = None,
-                      cancel: Callable[[], bool] | None = None) -> SpineSegmentation:
+def segment_classical(
+    vol: Volume, progress: Callable[[float, str], None] | None = None, cancel: Callable[[], bool] | None = None
+) -> SpineSegmentation:
     arr = vol.array
     if arr.ndim != 3 or min(arr.shape) < 2:
         raise InputError("no spine found: the volume is not 3D")
@@ -110,9 +111,14 @@ def segment_classical(vol: Volume, progress: Callable[[float, str], None] | None
         "hu_reference": ref.as_dict(),
     }
     _step(progress, cancel, 1.0, "segmentation done")
-    return SpineSegmentation(vertebrae=vert_full.astype(np.int16), bodies=body_full.astype(np.int16),
-                             levels=_cranial_first(present), qc=qc, info=info,
-                             segmenter=f"classical@{VERSION}")
+    return SpineSegmentation(
+        vertebrae=vert_full.astype(np.int16),
+        bodies=body_full.astype(np.int16),
+        levels=_cranial_first(present),
+        qc=qc,
+        info=info,
+        segmenter=f"classical@{VERSION}",
+    )
 
 
 def _disc_planes(arr, spacing, work, pts, bc, ref):
@@ -120,15 +126,15 @@ def _disc_planes(arr, spacing, work, pts, bc, ref):
     how the discs read ("dark" or "bright", discs.find_discs)."""
     if max(spacing) <= FINE_MAX_SLICE_MM:
         return _fine_discs(arr, spacing, work, pts, bc, ref)
-    disc_idx, _score, pitch, polarity = discs.find_discs(work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"],
-                                                          bc["post_wall_j"])
+    disc_idx, _score, pitch, polarity = discs.find_discs(
+        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"]
+    )
     tang, _u, _v = discs._frames(pts)
     rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
     return [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx], pitch, polarity
 
 
-def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict,
-                ref: hu_reference.HuReference):
+def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict, ref: hu_reference.HuReference):
     """Disc planes (work-grid coordinates) placed from a 1 mm grid around the body centreline.
 
     On the 2 mm grid a 3 mm upper-thoracic disc between two bright endplates averages to about
@@ -140,7 +146,7 @@ def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc:
     hi_mm = np.array([pts[:, 0].max() * WS + 4, np.max(bc["post_wall_j"]) * WS + 8, pts[:, 2].max() * WS + 32])
     lo = np.maximum(np.floor(lo_mm / sk).astype(int), 0)
     hi = np.minimum(np.ceil(hi_mm / sk).astype(int) + 1, arr.shape)
-    fine, _g = workgrid.make_work(arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], spacing, FS)
+    fine, _g = workgrid.make_work(arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], spacing, FS)
     fine = ref.to_nominal(fine).astype(np.float32)
     shift = lo * sk / FS  # crop origin on the fine grid
     # the centreline and its body walls, resampled to one point per fine slice
@@ -193,8 +199,9 @@ def _split(work, canal_ji, k0, k1, bc, planes):
     bc_c["post_wall_j"] = bc["post_wall_j"] - j_lo
     bc_c["ant_wall_j"] = bc["ant_wall_j"] - j_lo
     bc_c["body_i"] = bc["body_i"] - i_lo
-    seg_c, body_c, info = _split_box(work[:, j_lo:j_hi, i_lo:i_hi], canal_ji - off[1:], k0, k1, bc_c,
-                                     [(p - off, n) for p, n in planes])
+    seg_c, body_c, info = _split_box(
+        work[:, j_lo:j_hi, i_lo:i_hi], canal_ji - off[1:], k0, k1, bc_c, [(p - off, n) for p, n in planes]
+    )
     seg = np.zeros(work.shape, np.int16)
     body = np.zeros(work.shape, np.int16)
     seg[:, j_lo:j_hi, i_lo:i_hi] = seg_c
@@ -295,8 +302,7 @@ def _largest_per_label(lab: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict,
-             ref: hu_reference.HuReference) -> np.ndarray:
+def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict, ref: hu_reference.HuReference) -> np.ndarray:
     """Work labels -> full grid: smooth union boundary (linear), labels by nearest, bone-refined."""
     lut = np.zeros(int(lab_w.max()) + 1, np.int16)
     for s, v in mapping.items():

@@ -64,9 +64,11 @@ def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) 
         aw[ok] = np.maximum(aw[ok], pw[ok] - cap)
     out = {"valid": ok}
     ks = np.arange(n)
-    for name, arr, fallback in (("post_wall_j", pw, canal_ji[:, 0] - 10 / ws),
-                                ("ant_wall_j", aw, canal_ji[:, 0] - 45 / ws),
-                                ("body_i", bi, canal_ji[:, 1])):
+    for name, arr, fallback in (
+        ("post_wall_j", pw, canal_ji[:, 0] - 10 / ws),
+        ("ant_wall_j", aw, canal_ji[:, 0] - 45 / ws),
+        ("body_i", bi, canal_ji[:, 1]),
+    ):
         if ok.sum() >= 2:
             v = np.interp(ks, ks[ok], ndi.median_filter(arr[ok], 5, mode="nearest"))
             v = ndi.gaussian_filter1d(v, 3 / ws * 1.5, mode="nearest")
@@ -126,7 +128,7 @@ def _neck(sl: np.ndarray, p: int, a: int, i: int, ws: float, default: int) -> in
                 return neck
             # an enhanced vessel as dense as the body (low kVp, dense bone): a round structure
             # narrower than the body and deeper than a cortex in front of the neck
-            fr = widths[r + int(np.argmin(seg)):]
+            fr = widths[r + int(np.argmin(seg)) :]
             if (neck - default) * ws >= 10 and len(fr) and fr.max() < 0.75 * best and front > 150:
                 return neck
             return default
@@ -160,8 +162,9 @@ def disk_means(work: np.ndarray, pts: np.ndarray, normals: np.ndarray, radius_vo
     return vals.reshape(len(pts), -1).mean(1)
 
 
-def ap_line_p90(work: np.ndarray, pts: np.ndarray, t: np.ndarray, ant_j: np.ndarray, post_j: np.ndarray,
-                ws: float) -> np.ndarray:
+def ap_line_p90(
+    work: np.ndarray, pts: np.ndarray, t: np.ndarray, ant_j: np.ndarray, post_j: np.ndarray, ws: float
+) -> np.ndarray:
     """90th percentile of lines across the body from the anterior to the posterior wall.
 
     At mid-body the lines cross the cortical walls (bright); across a disc they do not. This
@@ -188,10 +191,16 @@ def ap_line_p90(work: np.ndarray, pts: np.ndarray, t: np.ndarray, ant_j: np.ndar
     return out
 
 
-def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
-               depth_mm: np.ndarray, ant_j: np.ndarray | None = None,
-               post_j: np.ndarray | None = None,
-               polarity: str = "auto") -> tuple[list[int], np.ndarray, np.ndarray, str]:
+def find_discs(
+    work: np.ndarray,
+    pts: np.ndarray,
+    ws: float,
+    radius_mm: float,
+    depth_mm: np.ndarray,
+    ant_j: np.ndarray | None = None,
+    post_j: np.ndarray | None = None,
+    polarity: str = "auto",
+) -> tuple[list[int], np.ndarray, np.ndarray, str]:
     """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch
     and the polarity used.
 
@@ -239,8 +248,10 @@ def find_discs(work: np.ndarray, pts: np.ndarray, ws: float, radius_mm: float,
     pitch0 = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
     # only a thin (thoracic) disc can hide in a slice: lumbar discs (~10 mm) stay dark
     thin = np.clip((THICK_DISC_PITCH_MM - pitch0 * ws) / 6.0, 0.0, 1.0)
-    scores = {"dark": dark + ENERGY_WEIGHT * en,
-              "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en}
+    scores = {
+        "dark": dark + ENERGY_WEIGHT * en,
+        "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en,
+    }
     chains = {p: _chain(scores[p], pitch0, ws) for p in (POLARITIES if polarity == "auto" else (polarity,))}
     # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
     # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
@@ -384,7 +395,6 @@ def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: flo
 def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[int]:
     out = list(peaks)
 
-
     for a, b in zip(peaks[:-1], peaks[1:], strict=False):
         p = pitch[(a + b) // 2]
         if b - a > 1.6 * p:
@@ -396,8 +406,9 @@ def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[i
     return sorted(out)
 
 
-def refine_plane(work: np.ndarray, p: np.ndarray, n: np.ndarray, radius_vox: float,
-                 ws: float) -> tuple[np.ndarray, np.ndarray]:
+def refine_plane(
+    work: np.ndarray, p: np.ndarray, n: np.ndarray, radius_vox: float, ws: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Tilt (±20°) and shift (±3 mm) the disc plane to where the disc reads darkest."""
     t = n / np.linalg.norm(n)
     lat = np.array([0.0, 0.0, 1.0])

@@ -39,9 +39,13 @@ class HuReference:
         return (x - self.offset) / self.scale
 
     def as_dict(self) -> dict:
-        return {"fat_hu": _r(self.fat), "soft_tissue_hu": _r(self.soft), "air_hu": _r(self.air),
-                "scale": round(self.scale, 4),
-                "offset_hu": round(self.offset, 2)}
+        return {
+            "fat_hu": _r(self.fat),
+            "soft_tissue_hu": _r(self.soft),
+            "air_hu": _r(self.air),
+            "scale": round(self.scale, 4),
+            "offset_hu": round(self.offset, 2),
+        }
 
 
 IDENTITY = HuReference(float("nan"), float("nan"), 1.0, 0.0)

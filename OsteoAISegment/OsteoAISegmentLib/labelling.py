@@ -65,7 +65,8 @@ def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
             # a rib running out of the scan (top or bottom slice) is seen only in part
             cut = sl[0].start == 0 or sl[0].stop == nk
             if dm.max() < (REACH_CUT_MM if cut else REACH_MM) and not _runs_forward(
-                    m, dm, np.broadcast_to(dj, lab.shape)[sl]):
+                m, dm, np.broadcast_to(dj, lab.shape)[sl]
+            ):
                 continue
             s_in = m & np.broadcast_to(strip, lab.shape)[sl]
             if s_in.sum() < 2:
@@ -75,9 +76,16 @@ def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
                 continue
             k_top = int(kk.max())
             centre = np.argwhere(s_in).mean(0) + [x.start for x in sl]
-            ribs.append({"side": name, "k_top": k_top, "k_bottom": int(kk.min()), "reach_mm": float(dm.max()),
-                         "crossing_kji": [float(x) for x in centre],
-                         "volume_cm3": round(float(vol_cm3), 1)})
+            ribs.append(
+                {
+                    "side": name,
+                    "k_top": k_top,
+                    "k_bottom": int(kk.min()),
+                    "reach_mm": float(dm.max()),
+                    "crossing_kji": [float(x) for x in centre],
+                    "volume_cm3": round(float(vol_cm3), 1),
+                }
+            )
     return ribs, assess
 
 
@@ -117,8 +125,9 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
     body = lab_w if body_w is None else body_w
     ribs, _sides = find_ribs(work, canal_ji, k0, ws)
     boxes = ndi.find_objects(np.asarray(body, np.int32))
-    k_ranges = {i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None
-                for i in segs}
+    k_ranges = {
+        i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None for i in segs
+    }
     can = _assessable(work, k_ranges, canal_ji, k0, ws)
     rib_t = [slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []) for rb in ribs]
     # ribs are counted in their order along the spine, not by height: in a kyphotic upper thorax
@@ -130,8 +139,11 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
     for s in seg_info:
         kr = k_ranges[s["index"]]
         whole = kr is not None and kr[0] * ws >= 4 and (work.shape[0] - 1 - kr[1]) * ws >= 4
-        evidence.append(naming.SegmentEvidence(
-            assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None))
+        evidence.append(
+            naming.SegmentEvidence(
+                assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None
+            )
+        )
     named = naming.name_segments(evidence, rib_ev)
     qc = list(named.qc)
     mapping = {}
@@ -147,13 +159,25 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
     for q, rb in enumerate(ribs):
         i = named.rib_segment.get(q)
         rb["level"] = lv.name(mapping[segs[i]]) if i is not None and mapping.get(segs[i]) else None
-    return {"mapping": mapping, "qc": qc, "anchor": named.anchor, "rib_pairs": rib_pairs,
-            "naming": {"margin_nats": None if not np.isfinite(named.margin) else round(named.margin, 2),
-                       "runner_up": [lv.NAMES.get(v, "?") for v in (named.runner_up or [])],
-                       "evidence": [{"rib_sides": e.rib_sides, "assessable": e.assessable,
-                                     "volume_cm3": None if e.volume_cm3 is None else round(e.volume_cm3, 1)}
-                                    for e in evidence]},
-            "ribs": ribs}
+    return {
+        "mapping": mapping,
+        "qc": qc,
+        "anchor": named.anchor,
+        "rib_pairs": rib_pairs,
+        "naming": {
+            "margin_nats": None if not np.isfinite(named.margin) else round(named.margin, 2),
+            "runner_up": [lv.NAMES.get(v, "?") for v in (named.runner_up or [])],
+            "evidence": [
+                {
+                    "rib_sides": e.rib_sides,
+                    "assessable": e.assessable,
+                    "volume_cm3": None if e.volume_cm3 is None else round(e.volume_cm3, 1),
+                }
+                for e in evidence
+            ],
+        },
+        "ribs": ribs,
+    }
 
 
 def _spine_order(t: np.ndarray) -> float:

@@ -75,11 +75,23 @@ class Reference:
 
 def load_landmarks(path: str | Path) -> Reference:
     d = json.loads(Path(path).read_text())
-    verts = [RefVertebra(v["level"], v.get("alt_level"), np.asarray(v["superior"], float),
-                         np.asarray(v["inferior"], float), np.asarray(v["centroid"], float),
-                         bool(v.get("fully_in_view", True))) for v in d["vertebrae"]]
-    return Reference(d.get("scan", Path(path).parent.name), verts, d.get("level_confidence", "high"),
-                     bool(d.get("names_agreed", True)))
+    verts = [
+        RefVertebra(
+            v["level"],
+            v.get("alt_level"),
+            np.asarray(v["superior"], float),
+            np.asarray(v["inferior"], float),
+            np.asarray(v["centroid"], float),
+            bool(v.get("fully_in_view", True)),
+        )
+        for v in d["vertebrae"]
+    ]
+    return Reference(
+        d.get("scan", Path(path).parent.name),
+        verts,
+        d.get("level_confidence", "high"),
+        bool(d.get("names_agreed", True)),
+    )
 
 
 def _world_points(canonical, kji: np.ndarray) -> np.ndarray:
@@ -94,8 +106,14 @@ def _centroids(lab: np.ndarray) -> dict[int, np.ndarray]:
     return {v: np.asarray(c) for v, c in zip(ids, com, strict=True)}
 
 
-def score_scan(ref: Reference, canonical, bodies: np.ndarray, rois: np.ndarray,
-               scan_qc: list[str], level_qc: dict[int, list[str]] | None = None) -> dict:
+def score_scan(
+    ref: Reference,
+    canonical,
+    bodies: np.ndarray,
+    rois: np.ndarray,
+    scan_qc: list[str],
+    level_qc: dict[int, list[str]] | None = None,
+) -> dict:
     """Per-reference-level and per-ROI rows, and the scan's totals. Labelmaps on the canonical grid."""
     uncertain = any(f.startswith("label_uncertain") for f in scan_qc)
     level_qc = level_qc or {}
@@ -104,22 +122,33 @@ def score_scan(ref: Reference, canonical, bodies: np.ndarray, rois: np.ndarray,
     for rv in ref.vertebrae:
         if rv.level not in lv.IDS or lv.IDS[rv.level] > 24:
             continue  # the sacrum gets no vertebra label and no ROI
-        hits = [v for v, p in body_c.items()
-                if rv.in_slab(p, ID_TOL_MM)[0] and rv.across(p)[0] <= ACROSS_TOL_MM]
+        hits = [v for v, p in body_c.items() if rv.in_slab(p, ID_TOL_MM)[0] and rv.across(p)[0] <= ACROSS_TOL_MM]
         # two predicted bodies in one reference slab: the nearer one is this vertebra
         hit = min(hits, key=lambda v: float(np.linalg.norm(body_c[v] - rv.centroid))) if hits else None
         name = lv.NAMES.get(hit) if hit else None
         ok = name in rv.names
         fracture = bool(hit and any(f.startswith("fracture") for f in level_qc.get(hit, [])))
-        rows.append({"level": rv.level, "alt": rv.alt_level, "full": rv.fully_in_view, "predicted": name,
-                     "identified": ok, "wrong_unflagged": bool(name and not ok and not uncertain),
-                     "fracture_flag": fracture})
+        rows.append(
+            {
+                "level": rv.level,
+                "alt": rv.alt_level,
+                "full": rv.fully_in_view,
+                "predicted": name,
+                "identified": ok,
+                "wrong_unflagged": bool(name and not ok and not uncertain),
+                "fracture_flag": fracture,
+            }
+        )
     roi_rows = score_rois(ref, canonical, rois)
     full = [r for r in rows if r["full"]]
     return {
-        "scan": ref.scan, "confidence": ref.confidence, "label_uncertain": uncertain,
-        "levels": rows, "rois": roi_rows,
-        "n_full": len(full), "n_identified": sum(r["identified"] for r in full),
+        "scan": ref.scan,
+        "confidence": ref.confidence,
+        "label_uncertain": uncertain,
+        "levels": rows,
+        "rois": roi_rows,
+        "n_full": len(full),
+        "n_identified": sum(r["identified"] for r in full),
         "wrong_unflagged": sum(r["wrong_unflagged"] for r in rows),
         "fracture_flags": sum(r["fracture_flag"] for r in rows),
         # a low-confidence scan names its levels honestly only with label_uncertain
@@ -139,8 +168,15 @@ def score_rois(ref: Reference, canonical, rois: np.ndarray) -> list[dict]:
         named = max(float(rv.in_slab(pts).mean()) for rv in own) if own else None
         homes = [rv for rv in ref.vertebrae if rv.in_slab(c)[0] and rv.across(c)[0] <= ACROSS_TOL_MM]
         blind = float(homes[0].in_slab(pts).mean()) if homes else None
-        out.append({"roi": name, "voxels": len(kji), "inside_named": named, "inside_body": blind,
-                    "home": homes[0].level if homes else None})
+        out.append(
+            {
+                "roi": name,
+                "voxels": len(kji),
+                "inside_named": named,
+                "inside_body": blind,
+                "home": homes[0].level if homes else None,
+            }
+        )
     return out
 
 

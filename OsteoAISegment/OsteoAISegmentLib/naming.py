@@ -40,9 +40,35 @@ P_RIB_OTHER = 0.01
 # typical body volume (cm3) by ordinal, C1..L5, as the classical body masks measure it (the body
 # grows ~10% a level down the spine; measured on the real scans of ../shared/data: T2 ~9, T10 ~18,
 # L3 ~40 cm3)
-BODY_CM3 = 1.35 * np.array([3, 3, 3.5, 4, 4.5, 5, 5.5,  # C1-C7
-                            6, 6.5, 7, 7.5, 8.5, 9.5, 11, 12, 13.5, 15, 17, 20,  # T1-T12
-                            23, 26, 28, 29, 29], float)  # L1-L5
+BODY_CM3 = 1.35 * np.array(
+    [
+        3,
+        3,
+        3.5,
+        4,
+        4.5,
+        5,
+        5.5,  # C1-C7
+        6,
+        6.5,
+        7,
+        7.5,
+        8.5,
+        9.5,
+        11,
+        12,
+        13.5,
+        15,
+        17,
+        20,  # T1-T12
+        23,
+        26,
+        28,
+        29,
+        29,
+    ],
+    float,
+)  # L1-L5
 SIZE_SD = 0.3  # log-volume spread of one body around the patient's own trend
 SIZE_WEIGHT = 0.5
 PATIENT_SCALE_SD = 0.35  # log spread of body size between patients: cervical and lumbar bodies differ ~7x
@@ -60,6 +86,7 @@ class SegmentEvidence:
 class RibEvidence:
     """One rib where it crosses the paravertebral strip: its side and its height in each segment's
     slab (0 = that segment's lower disc plane, 1 = its upper one)."""
+
     side: str
     t: np.ndarray  # one value per segment, cranial -> caudal
 
@@ -103,6 +130,8 @@ def _rib_t_mean(ordinal: int) -> float:
     if thoracic <= 10:
         return 0.6
     return 0.45 if thoracic == 11 else 0.25
+
+
 P_UNMATCHED_RIB = 0.02  # a rib-like bone that is no rib of these segments (scapula tip, calcification)
 
 
@@ -157,14 +186,18 @@ def rib_loglik(evidence: list[SegmentEvidence], ribs: list[RibEvidence], offset:
 
 def size_loglik(evidence: list[SegmentEvidence], offset: int) -> float:
     """Body volumes against the typical trend, with the patient's own scale fitted (profile likelihood)."""
-    r = [math.log(ev.volume_cm3) - math.log(BODY_CM3[offset + i])
-         for i, ev in enumerate(evidence) if ev.volume_cm3 and offset + i < len(BODY_CM3)]
+    r = [
+        math.log(ev.volume_cm3) - math.log(BODY_CM3[offset + i])
+        for i, ev in enumerate(evidence)
+        if ev.volume_cm3 and offset + i < len(BODY_CM3)
+    ]
     if not r:
         return 0.0
     scale = float(np.median(r))
     r = np.asarray(r) - scale
-    return (-0.5 * SIZE_WEIGHT * float(np.sum(np.minimum((r / SIZE_SD) ** 2, 9.0)))
-            - 0.5 * (scale / PATIENT_SCALE_SD) ** 2)
+    return (
+        -0.5 * SIZE_WEIGHT * float(np.sum(np.minimum((r / SIZE_SD) ** 2, 9.0))) - 0.5 * (scale / PATIENT_SCALE_SD) ** 2
+    )
 
 
 def score_offset(evidence: list[SegmentEvidence], ribs: list[RibEvidence], offset: int) -> float:
@@ -191,7 +224,7 @@ def name_segments(evidence: list[SegmentEvidence], ribs: list[RibEvidence] | Non
     ribs = ribs or []
     if n == 0:
         return Naming([], "none")
-    scores = {o: score_offset(evidence, ribs, o) for o in range(0, SACRUM + 1)}
+    scores = {o: score_offset(evidence, ribs, o) for o in range(SACRUM + 1)}
     order = sorted(scores, key=lambda o: -scores[o])
     best = order[0]
     ids = [ORDINAL[min(best + i, SACRUM)] for i in range(n)]
@@ -209,11 +242,15 @@ def name_segments(evidence: list[SegmentEvidence], ribs: list[RibEvidence] | Non
             rib_segment[idx[j]] = i
     anchors = _anchors(evidence, best)
     if not anchors:
-        qc.append(f"label_uncertain: no anchor in view (no first or last rib, no sacrum); named {_range(ids)} "
-                  f"from body size alone, {_range(runner)} as likely")
+        qc.append(
+            f"label_uncertain: no anchor in view (no first or last rib, no sacrum); named {_range(ids)} "
+            f"from body size alone, {_range(runner)} as likely"
+        )
     elif margin < MARGIN_NATS:
-        qc.append(f"label_uncertain: named {_range(ids)} from {', '.join(anchors)}, but {_range(runner)} "
-                  f"explains the anchors almost as well (margin {margin:.1f})")
+        qc.append(
+            f"label_uncertain: named {_range(ids)} from {', '.join(anchors)}, but {_range(runner)} "
+            f"explains the anchors almost as well (margin {margin:.1f})"
+        )
     qc += _rib_count_flags(evidence, best)
     return Naming(ids, "+".join(anchors) or "size_prior", qc, float(margin), runner, scores, rib_segment)
 
@@ -239,12 +276,20 @@ def _rib_count_flags(evidence: list[SegmentEvidence], offset: int) -> list[str]:
     if not ribbed:
         return []
     first, last = ribbed[0], ribbed[-1]
-    whole = (first > 0 and evidence[first - 1].assessable and evidence[first - 1].rib_sides == 0
-             and last < len(evidence) - 1 and evidence[last + 1].assessable and evidence[last + 1].rib_sides == 0)
+    whole = (
+        first > 0
+        and evidence[first - 1].assessable
+        and evidence[first - 1].rib_sides == 0
+        and last < len(evidence) - 1
+        and evidence[last + 1].assessable
+        and evidence[last + 1].rib_sides == 0
+    )
     if not whole:
         return []
     pairs = last - first + 1
     if pairs == 12:
         return []
-    return [f"label_uncertain: ribs on {pairs} vertebrae of a rib cage seen whole (12 expected: 11 or 13 rib "
-            f"pairs, or a missed rib); names counted from the {'first' if offset + first == T1_ORD else 'last'} rib"]
+    return [
+        f"label_uncertain: ribs on {pairs} vertebrae of a rib cage seen whole (12 expected: 11 or 13 rib "
+        f"pairs, or a missed rib); names counted from the {'first' if offset + first == T1_ORD else 'last'} rib"
+    ]

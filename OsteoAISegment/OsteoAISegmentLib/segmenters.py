@@ -33,15 +33,37 @@ def segment_classical(vol, device: str = "cpu", progress=None, cancel=None):
     return run(vol, progress=progress, cancel=cancel)
 
 
-SEGMENTERS.register(Choice(
-    "auto", "auto", "the trained model when its card says it beat the classical segmenter on real CT, "
-    "else classical", "OsteoAISegmentLib.api:segment_auto"))
-SEGMENTERS.register(Choice(
-    "model", "model (MONAI)", "the trained MONAI vertebra model (models/vertebra-seg)",
-    "OsteoAISegmentLib.ai.inference:segment_with_model", _model_unavailable))
-SEGMENTERS.register(Choice(
-    "classical", "classical", "thresholds, the spinal canal and the ribs; no model, CPU only",
-    "OsteoAISegmentLib.segmenters:segment_classical"))
-SEGMENTERS.register(Choice(
-    "totalsegmentator", "TotalSegmentator", "TotalSegmentator's 'total' task, when installed with its weights",
-    "OsteoAISegmentLib.totalseg:segment_with_totalsegmentator", _totalsegmentator_unavailable))
+SEGMENTERS.register(
+    Choice(
+        "auto",
+        "auto",
+        "the trained model when its card says it beat the classical segmenter on real CT, else classical",
+        "OsteoAISegmentLib.api:segment_auto",
+    )
+)
+SEGMENTERS.register(
+    Choice(
+        "model",
+        "model (MONAI)",
+        "the trained MONAI vertebra model (models/vertebra-seg)",
+        "OsteoAISegmentLib.ai.inference:segment_with_model",
+        _model_unavailable,
+    )
+)
+SEGMENTERS.register(
+    Choice(
+        "classical",
+        "classical",
+        "thresholds, the spinal canal and the ribs; no model, CPU only",
+        "OsteoAISegmentLib.segmenters:segment_classical",
+    )
+)
+SEGMENTERS.register(
+    Choice(
+        "totalsegmentator",
+        "TotalSegmentator",
+        "TotalSegmentator's 'total' task, when installed with its weights",
+        "OsteoAISegmentLib.totalseg:segment_with_totalsegmentator",
+        _totalsegmentator_unavailable,
+    )
+)

@@ -37,10 +37,14 @@ def totalsegmentator_available() -> bool:
 
 def _why_unavailable() -> str:
     if importlib.util.find_spec("totalsegmentator") is None:
-        return ("TotalSegmentator is not installed (pip install TotalSegmentator, then "
-                "`totalseg_download_weights -t total`); use --segmenter model or classical")
-    return (f"TotalSegmentator is installed but its 'total' weights are not in {_weights_dir()} "
-            "(run `totalseg_download_weights -t total`)")
+        return (
+            "TotalSegmentator is not installed (pip install TotalSegmentator, then "
+            "`totalseg_download_weights -t total`); use --segmenter model or classical"
+        )
+    return (
+        f"TotalSegmentator is installed but its 'total' weights are not in {_weights_dir()} "
+        "(run `totalseg_download_weights -t total`)"
+    )
 
 
 def ts_to_verse(ts: np.ndarray) -> np.ndarray:
@@ -109,10 +113,17 @@ def segment_with_totalsegmentator(vol, device: str = "cpu", progress=None, cance
     if progress:
         progress(1.0, "TotalSegmentator done")
     return SpineSegmentation(
-        vertebrae=vert, bodies=approximate_bodies(vert), levels=present, qc=qc,
-        info={"rib_pairs": len(ribs_left & ribs_right), "partial_levels": partial,
-              "seconds": round(time.perf_counter() - t0, 3)},
-        segmenter=f"totalsegmentator@{_ts_version()}")
+        vertebrae=vert,
+        bodies=approximate_bodies(vert),
+        levels=present,
+        qc=qc,
+        info={
+            "rib_pairs": len(ribs_left & ribs_right),
+            "partial_levels": partial,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+        segmenter=f"totalsegmentator@{_ts_version()}",
+    )
 
 
 def _ts_version() -> str:

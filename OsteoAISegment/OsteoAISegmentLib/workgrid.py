@@ -38,14 +38,24 @@ def make_work(array: np.ndarray, spacing, ws: float = 2.0) -> tuple[np.ndarray, 
     if any(f > 1 for f in shrink):
         img = sitk.BinShrink(img, shrink)  # partial-volume averaging, not aliasing
     size = [int(np.floor((n - 1) * s / ws + 1e-6)) + 1 for n, s in zip(array.shape[::-1], spacing, strict=False)]
-    out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, (0.0, 0.0, 0.0), (ws,) * 3,
-                        tuple(np.eye(3).ravel()), -1000.0, sitk.sitkFloat32)
+    out = sitk.Resample(
+        img,
+        size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        (0.0, 0.0, 0.0),
+        (ws,) * 3,
+        tuple(np.eye(3).ravel()),
+        -1000.0,
+        sitk.sitkFloat32,
+    )
     work = sitk.GetArrayFromImage(out)
     return work, WorkGrid(tuple(array.shape), spacing, ws, tuple(work.shape))
 
 
-def to_full(field: np.ndarray, grid: WorkGrid, default: float, linear: bool = True,
-            box: tuple | None = None) -> np.ndarray:
+def to_full(
+    field: np.ndarray, grid: WorkGrid, default: float, linear: bool = True, box: tuple | None = None
+) -> np.ndarray:
     """Resample a work-grid field onto the full canonical grid (linear or nearest).
 
     ``box`` = (lo_kji, hi_kji) full-grid index bounds (hi exclusive): only that block is computed
@@ -60,6 +70,15 @@ def to_full(field: np.ndarray, grid: WorkGrid, default: float, linear: bool = Tr
     size = [int(x) for x in (hi - lo)[::-1]]
     origin = tuple(float(x) for x in (lo * np.asarray(grid.full_spacing[::-1]))[::-1])
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(img, size, sitk.Transform(), interp, origin, grid.full_spacing,
-                        tuple(np.eye(3).ravel()), float(default), img.GetPixelID())
+    out = sitk.Resample(
+        img,
+        size,
+        sitk.Transform(),
+        interp,
+        origin,
+        grid.full_spacing,
+        tuple(np.eye(3).ravel()),
+        float(default),
+        img.GetPixelID(),
+    )
     return sitk.GetArrayFromImage(out)

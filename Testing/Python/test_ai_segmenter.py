@@ -55,10 +55,10 @@ def _column(n=6, first="T9", ribs_on=None, vote_shift=0):
         if 0 <= c < N_LEVELS:
             prob[c, k0:k1] = 0.9
         if ribs_on and r in ribs_on:
-            sem[k0 + 4:k0 + 8, 30:34, 10:30] = RIB  # right rib touching the posterior elements? no: the body side
-            sem[k0 + 4:k0 + 8, 30:34, 50:70] = RIB
-            sem[k0 + 4:k0 + 8, 30:34, 30:37] = RIB
-            sem[k0 + 4:k0 + 8, 30:34, 43:50] = RIB
+            sem[k0 + 4 : k0 + 8, 30:34, 10:30] = RIB  # right rib touching the posterior elements? no: the body side
+            sem[k0 + 4 : k0 + 8, 30:34, 50:70] = RIB
+            sem[k0 + 4 : k0 + 8, 30:34, 30:37] = RIB
+            sem[k0 + 4 : k0 + 8, 30:34, 43:50] = RIB
     return sem, prob
 
 

@@ -64,6 +64,7 @@ def _error(path) -> str:
 
 def test_stored_values_above_32767_do_not_wrap(tmp_path):
     """A metal block stored as 65000 (unsigned) with intercept -1024 is 63976 HU, not -1560."""
+
     def metal(ds, i):
         ds.PixelRepresentation = 0
         img = np.full((32, 32), 1064, np.uint16)  # 40 HU
@@ -75,8 +76,7 @@ def test_stored_values_above_32767_do_not_wrap(tmp_path):
     assert vol.array.max() == 63976 and vol.array.min() == -1000
     assert vol.array.dtype != np.int16  # kept at full width
     flags = [q for q in validate(vol) if q.startswith("implausible_hu")]
-    assert flags == ["implausible_hu: 192 voxels above 30710 HU, beyond any CT scale (metal, or stored values "
-                     "misread)"]
+    assert flags == ["implausible_hu: 192 voxels above 30710 HU, beyond any CT scale (metal, or stored values misread)"]
 
 
 def test_rescale_missing_on_one_slice_is_refused(tmp_path):
@@ -84,8 +84,9 @@ def test_rescale_missing_on_one_slice_is_refused(tmp_path):
         del ds.RescaleSlope, ds.RescaleIntercept
 
     msg = _error(_edit(_series(tmp_path), drop, only={5}))
-    assert msg == ("RescaleSlope/RescaleIntercept is missing on 1 of 12 slices: the Hounsfield units of those "
-                   "slices are unknown")
+    assert msg == (
+        "RescaleSlope/RescaleIntercept is missing on 1 of 12 slices: the Hounsfield units of those slices are unknown"
+    )
 
 
 def test_rescale_per_slice_is_applied_per_slice(tmp_path):
@@ -125,13 +126,20 @@ def test_orientation_not_orthonormal_is_refused(tmp_path):
     "value, message",
     [
         (None, "PixelSpacing is missing or malformed on 12 of 12 slices (e.g. 'missing'): the voxel size is unknown"),
-        (b"abc\\def", "PixelSpacing is missing or malformed on 12 of 12 slices (e.g. 'abc\\def'): "
-                      "the voxel size is unknown"),
+        (
+            b"abc\\def",
+            "PixelSpacing is missing or malformed on 12 of 12 slices (e.g. 'abc\\def'): the voxel size is unknown",
+        ),
         (b"0.8", "PixelSpacing is missing or malformed on 12 of 12 slices (e.g. '0.8'): the voxel size is unknown"),
-        (b"0\\0", "PixelSpacing is zero, negative or implausible on 12 of 12 slices (e.g. '0\\0'): "
-                  "the voxel size is unknown"),
-        (b"-0.8\\0.8", "PixelSpacing is zero, negative or implausible on 12 of 12 slices (e.g. '-0.8\\0.8'): "
-                       "the voxel size is unknown"),
+        (
+            b"0\\0",
+            "PixelSpacing is zero, negative or implausible on 12 of 12 slices (e.g. '0\\0'): the voxel size is unknown",
+        ),
+        (
+            b"-0.8\\0.8",
+            "PixelSpacing is zero, negative or implausible on 12 of 12 slices (e.g. '-0.8\\0.8'): "
+            "the voxel size is unknown",
+        ),
     ],
 )
 def test_missing_garbage_or_zero_pixel_spacing_is_refused(tmp_path, value, message):
@@ -177,9 +185,14 @@ def test_malformed_kvp_is_ignored_with_a_note(tmp_path, value):
     assert len(notes) == 1 and "\x1b" not in notes[0]
 
 
-@pytest.mark.parametrize("keyword, value, shown", [("SliceThickness", b"1.2.3", "1.2.3"),
-                                                   ("CTDIvol", struct.pack("<d", float("nan")), "nan"),
-                                                   ("CTDIvol", b"\x01\x02", "undecodable")])
+@pytest.mark.parametrize(
+    "keyword, value, shown",
+    [
+        ("SliceThickness", b"1.2.3", "1.2.3"),
+        ("CTDIvol", struct.pack("<d", float("nan")), "nan"),
+        ("CTDIvol", b"\x01\x02", "undecodable"),
+    ],
+)
 def test_malformed_descriptive_tags_are_ignored_with_a_note(tmp_path, keyword, value, shown):
     vol = read_volume(_edit(_series(tmp_path), lambda ds, i: _raw(ds, keyword, value)))
     key = {"SliceThickness": "slice_thickness", "CTDIvol": "ctdivol"}[keyword]
@@ -198,6 +211,7 @@ def test_kvp_source_is_dicom(tmp_path):
 
 def test_rescale_missing_everywhere_and_raw_values_is_not_ct(tmp_path):
     """Stored 0..4095 values without rescale are no HU: refused as not CT, not screened."""
+
     def drop(ds, i):
         del ds.RescaleSlope, ds.RescaleIntercept
 
@@ -230,8 +244,9 @@ def test_identical_series_with_an_empty_uid_are_refused(tmp_path):
             ds.ImagePositionPatient = [-10.0, -12.0, 101.0 + (i - N) * 2.0]  # interleaved half a slice apart
 
     _edit(tmp_path / "d", shift)
-    assert _error(tmp_path / "d") == ("slices without a SeriesInstanceUID share instance numbers: "
-                                      "several series are mixed")
+    assert _error(tmp_path / "d") == (
+        "slices without a SeriesInstanceUID share instance numbers: several series are mixed"
+    )
 
 
 def test_localizer_in_the_series_is_skipped(tmp_path):
@@ -270,7 +285,8 @@ def test_enhanced_multiframe_ct_reads_like_the_classic_series(tmp_path):
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.PixelRepresentation = 1
     mf = hd.legacy.LegacyConvertedEnhancedCTImage(
-        dsets, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1)
+        dsets, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1
+    )
     (tmp_path / "mf").mkdir()
     mf.save_as(tmp_path / "mf" / "enhanced.dcm")
     vol = read_volume(tmp_path / "mf")
@@ -325,8 +341,10 @@ def test_zero_nifti_pixdim_is_refused(tmp_path):
 
 def test_negative_mha_spacing_is_folded_into_the_direction(tmp_path):
     arr = _ct_like((10, 5, 6))
-    header = ("ObjectType = Image\nNDims = 3\nDimSize = 6 5 10\nElementType = MET_SHORT\nElementSpacing = 1 1 -2\n"
-              "Offset = 0 0 0\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nElementDataFile = LOCAL\n")
+    header = (
+        "ObjectType = Image\nNDims = 3\nDimSize = 6 5 10\nElementType = MET_SHORT\nElementSpacing = 1 1 -2\n"
+        "Offset = 0 0 0\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nElementDataFile = LOCAL\n"
+    )
     p = tmp_path / "neg.mha"
     p.write_bytes(header.encode() + arr.tobytes())
     vol = read_volume(p)
@@ -392,8 +410,7 @@ def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level(phantoms):
     ph = phantoms(seed=7, matrix=256, spacing=(1.2, 1.2, 1.5), levels="T11-L2")
     vol = ph.volume
     assert np.allclose(vol.direction, np.eye(3))  # the phantom is on the canonical grid: ROI boxes index it
-    opts = PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu",
-                           n_key_images=0)
+    opts = PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu", n_key_images=0)
     clean = run_pipeline(vol, opts)
     target = next(lv for lv in clean.results.levels if lv.used_for_diagnosis)
     (k0, j0, i0), (k1, j1, i1) = target.extra["roi_box_kji"]
@@ -435,8 +452,9 @@ def test_file_name_is_not_echoed(tmp_path, capsys):
 
 def test_pixel_format_different_on_one_slice_is_refused(tmp_path):
     msg = _error(_edit(_series(tmp_path), lambda ds, i: setattr(ds, "PixelRepresentation", 0), only={4}))
-    assert msg == ("the pixel format (bits, sign, samples) differs between slices (1 of 12 differ from the first): "
-                   "not one volume")
+    assert msg == (
+        "the pixel format (bits, sign, samples) differs between slices (1 of 12 differ from the first): not one volume"
+    )
 
 
 def test_truncated_pixel_data_is_refused(tmp_path):
@@ -457,6 +475,7 @@ def test_implausible_rescale_is_refused(tmp_path, slope, intercept):
 @pytest.mark.parametrize("where", [0, 6, 11])
 def test_a_slice_whose_rescale_lies_is_refused(tmp_path, where):
     """One slice says intercept 0 while its pixels are stored with -1024: +1024 HU on that slice only."""
+
     def lie(ds, i):
         ds.RescaleIntercept = 0
 
@@ -469,8 +488,10 @@ def test_a_block_of_slices_whose_rescale_lies_is_refused(tmp_path):
     vol = read_volume(_edit(_series(tmp_path), lambda ds, i: setattr(ds, "RescaleIntercept", 0), only={4, 5, 6, 7}))
     with pytest.raises(InputError) as e:
         validate(vol)
-    assert str(e.value) == ("slices k=3 and k=4 differ in 100% of their voxels by more than 500 HU: mis-scaled "
-                            "slices (a rescale that does not fit) or two series mixed")
+    assert str(e.value) == (
+        "slices k=3 and k=4 differ in 100% of their voxels by more than 500 HU: mis-scaled "
+        "slices (a rescale that does not fit) or two series mixed"
+    )
 
 
 def test_multiframe_without_per_frame_groups_is_refused(tmp_path):
@@ -478,8 +499,9 @@ def test_multiframe_without_per_frame_groups_is_refused(tmp_path):
         ds.NumberOfFrames = 2
         ds.PixelData = ds.PixelData * 2
 
-    assert _error(_edit(_series(tmp_path), frames)) == ("a multi-frame DICOM file has no per-frame functional "
-                                                        "groups: its frame positions are unknown")
+    assert _error(_edit(_series(tmp_path), frames)) == (
+        "a multi-frame DICOM file has no per-frame functional groups: its frame positions are unknown"
+    )
 
 
 def test_rgb_is_refused(tmp_path):

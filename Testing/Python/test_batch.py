@@ -20,10 +20,14 @@ def cohort(tmp_path_factory):
     bad = root / "tree" / "DOE_JOHN_BROKEN" / "ct.nii.gz"
     bad.parent.mkdir()
     bad.write_bytes(b"not a CT at all")
-    rows = [{"path": str(p.relative_to(root)), "age": 70 + i, "sex": "female", "site": f"site{i % 2}"}
-            for i, p in enumerate(cts)]
-    rows += [{"path": str(bad.relative_to(root)), "age": "", "sex": "", "site": "site0"},
-             {"path": "missing/DOE_MISSING.nii.gz", "age": "", "sex": "", "site": "site1"}]
+    rows = [
+        {"path": str(p.relative_to(root)), "age": 70 + i, "sex": "female", "site": f"site{i % 2}"}
+        for i, p in enumerate(cts)
+    ]
+    rows += [
+        {"path": str(bad.relative_to(root)), "age": "", "sex": "", "site": "site0"},
+        {"path": "missing/DOE_MISSING.nii.gz", "age": "", "sex": "", "site": "site1"},
+    ]
     return {"root": root, "cts": cts, "bad": bad, "csv": write_csv(root / "cohort.csv", rows)}
 
 
@@ -57,8 +61,10 @@ def test_one_bad_input_fails_alone_with_a_one_line_reason(cohort, first_run):
     assert code == 0
     failures = (out / "failures.csv").read_text().splitlines()
     assert failures[0] == "study_id,reason" and len(failures) == 3
-    assert {f.split(",")[0] for f in failures[1:]} == {study_id(cohort["bad"]),
-                                                       study_id(cohort["root"] / "missing/DOE_MISSING.nii.gz")}
+    assert {f.split(",")[0] for f in failures[1:]} == {
+        study_id(cohort["bad"]),
+        study_id(cohort["root"] / "missing/DOE_MISSING.nii.gz"),
+    }
     assert "DOE" not in "".join(failures)  # the path (a patient's name here) is never repeated
     studies = sorted(p.name for p in (out / "studies").iterdir())
     assert studies == sorted(study_id(p) for p in cohort["cts"])

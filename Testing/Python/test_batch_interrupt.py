@@ -46,18 +46,31 @@ def _ctrl_c_enabled() -> None:
 
 
 def _start_and_stop_midway(tree: Path, out: Path, sig: int, tmp_path: Path) -> subprocess.Popen:
-    log = open(tmp_path / "batch.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "batch", str(tree), "--out", str(out),
-                             "--workers", "2", *CLI_OPTIONS], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True,  # its own process group, as a terminal's job is
-                            preexec_fn=_ctrl_c_enabled)
-    deadline = time.monotonic() + 90
-    while len(_published(out)) < N // 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the batch ended before it could be stopped half-way"
-    os.killpg(proc.pid, sig)
-    proc.wait(timeout=60)
-    log.close()
+    with open(tmp_path / "batch.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "OsteoAILib.cli",
+                "batch",
+                str(tree),
+                "--out",
+                str(out),
+                "--workers",
+                "2",
+                *CLI_OPTIONS,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's job is
+            preexec_fn=_ctrl_c_enabled,
+        )
+        deadline = time.monotonic() + 90
+        while len(_published(out)) < N // 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the batch ended before it could be stopped half-way"
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
     return proc
 
 

@@ -17,8 +17,15 @@ from OsteoAILib.results import (
 
 
 def lv(level, label, vbmd, qc=(), mean_hu=None):
-    return LevelResult(level=level, label=label, roi_volume_mm3=2000, roi_mean_hu=mean_hu or vbmd,
-                       vbmd_mg_cm3=vbmd, vbmd_ci95=(vbmd - 4, vbmd + 4), qc=list(qc))
+    return LevelResult(
+        level=level,
+        label=label,
+        roi_volume_mm3=2000,
+        roi_mean_hu=mean_hu or vbmd,
+        vbmd_mg_cm3=vbmd,
+        vbmd_ci95=(vbmd - 4, vbmd + 4),
+        qc=list(qc),
+    )
 
 
 @pytest.mark.parametrize("v, cat", [(121, "normal"), (120, "osteopenia"), (80, "osteopenia"), (79.9, "osteoporosis")])
@@ -26,8 +33,10 @@ def test_acr_thresholds(v, cat):
     assert acr_category(v) == cat
 
 
-@pytest.mark.parametrize("hu, triage", [(100, "likely osteoporosis"), (110, "likely osteoporosis"),
-                                        (140, "indeterminate"), (161, "likely normal")])
+@pytest.mark.parametrize(
+    "hu, triage",
+    [(100, "likely osteoporosis"), (110, "likely osteoporosis"), (140, "indeterminate"), (161, "likely normal")],
+)
 def test_pickhardt_triage(hu, triage):
     assert pickhardt_triage(hu) == triage
 
@@ -41,8 +50,12 @@ def test_default_prefers_l1_l2():
 
 
 def test_fractured_level_is_replaced_and_reported():
-    levels = [lv("T11", 18, 70), lv("T12", 19, 72), lv("L1", 20, 160, qc=["fracture: grade 2 (30% height loss)"]),
-              lv("L2", 21, 74)]
+    levels = [
+        lv("T11", 18, 70),
+        lv("T12", 19, 72),
+        lv("L1", 20, 160, qc=["fracture: grade 2 (30% height loss)"]),
+        lv("L2", 21, 74),
+    ]
     d = bmd.diagnose(levels)
     assert d.levels == ["L2", "T12"]
     assert d.category == "osteoporosis"
@@ -75,8 +88,9 @@ def test_measure_levels_uses_calibration_and_roi_statistics():
     arr[12:18] += 50
     from OsteoAIBaseLib.volume import Volume
 
-    cal = Calibration(method="phantom", slope=1.0, intercept=0.0, hu_per_mg_cm3=1.0, hu_at_zero_mg_cm3=0.0,
-                      residual_hu=0.0)
+    cal = Calibration(
+        method="phantom", slope=1.0, intercept=0.0, hu_per_mg_cm3=1.0, hu_at_zero_mg_cm3=0.0, residual_hu=0.0
+    )
     levels = bmd.measure_levels(Volume(arr, (1, 1, 2)), rois, cal)
     assert [x.level for x in levels] == ["T12", "L1"]  # cranial first
     t12, l1 = levels
@@ -87,8 +101,13 @@ def test_measure_levels_uses_calibration_and_roi_statistics():
 
 def test_results_json_roundtrip():
     levels = [lv("L1", 20, 100), lv("L2", 21, 90)]
-    res = Results(input={"source": "x"}, levels=levels, diagnosis=bmd.diagnose(levels),
-                  calibration=Calibration(method="internal"), software={"osteoai": "0.1.0"})
+    res = Results(
+        input={"source": "x"},
+        levels=levels,
+        diagnosis=bmd.diagnose(levels),
+        calibration=Calibration(method="internal"),
+        software={"osteoai": "0.1.0"},
+    )
     d = json.loads(json.dumps(res.to_dict()))
     assert d["schema"] == "osteoai/results/v1"
     back = Results.from_dict(d)

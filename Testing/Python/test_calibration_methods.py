@@ -65,8 +65,9 @@ def test_phantom_rods():
     assert not [f for f in cal.qc if f.startswith("calib_fit")]
 
 
-@pytest.mark.parametrize("pairs", [None, [], [(100, 50.0)], [(100, 50.0), (90, 50.0)], [(200, 0.0), (100, 100.0)],
-                                   "nonsense"])
+@pytest.mark.parametrize(
+    "pairs", [None, [], [(100, 50.0)], [(100, 50.0), (90, 50.0)], [(200, 0.0), (100, 100.0)], "nonsense"]
+)
 def test_phantom_bad_pairs_are_input_errors(pairs):
     with pytest.raises(InputError):
         calibration.calibrate(Volume(np.zeros((4, 4, 4))), None, method="phantom", phantom_pairs=pairs)
@@ -87,15 +88,18 @@ def test_none_is_the_standard_conversion_and_flagged():
     assert calibration.hu_to_vbmd(physics.trabecular_hu(100.0, ff, 120.0), cal) == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize("meta,user,expect", [
-    ({"kvp": 100.0, "kvp_source": "dicom"}, None, (100.0, "dicom")),
-    ({"kvp": 140.0}, None, (140.0, "sidecar")),
-    ({"kvp": 140.0, "format": "dicom"}, None, (140.0, "dicom")),
-    ({"tags": {"KVP": 80}}, None, (80.0, "sidecar")),
-    ({"kvp": 100.0}, 135.0, (135.0, "user")),
-    ({}, None, (120.0, "default")),
-    ({"kvp": 20.0}, None, (120.0, "default")),
-])
+@pytest.mark.parametrize(
+    "meta,user,expect",
+    [
+        ({"kvp": 100.0, "kvp_source": "dicom"}, None, (100.0, "dicom")),
+        ({"kvp": 140.0}, None, (140.0, "sidecar")),
+        ({"kvp": 140.0, "format": "dicom"}, None, (140.0, "dicom")),
+        ({"tags": {"KVP": 80}}, None, (80.0, "sidecar")),
+        ({"kvp": 100.0}, 135.0, (135.0, "user")),
+        ({}, None, (120.0, "default")),
+        ({"kvp": 20.0}, None, (120.0, "default")),
+    ],
+)
 def test_kvp_resolution(meta, user, expect):
     kvp, source, flags = calibration.resolve_kvp(Volume(np.zeros((2, 2, 2)), meta=meta), user)
     assert (kvp, source) == expect

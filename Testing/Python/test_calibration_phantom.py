@@ -145,8 +145,15 @@ def test_accuracy_sweep_default_resolution(phantoms):
             for seed in (1, 2, 3):
                 a, b = float(rng.uniform(0.9, 1.1)), float(rng.uniform(-30, 30))
                 bh = float(rng.uniform(0.0, 0.5)) if case == "cupping" else 0.0
-                ph = phantoms(seed=100 * seed + kvp, kvp=kvp, dose=dose, levels="T12-L2",
-                              hu_scale=a, hu_offset=b, beam_hardening=bh)
+                ph = phantoms(
+                    seed=100 * seed + kvp,
+                    kvp=kvp,
+                    dose=dose,
+                    levels="T12-L2",
+                    hu_scale=a,
+                    hu_offset=b,
+                    beam_hardening=bh,
+                )
                 err, _, cal = _errors(ph)
                 rows.append((case, kvp, seed, a, b, cal.method, list(err.values())))
     print("\ncase      kVp seed  scale  offset method    MAE   bias  (mg/cm3)")
@@ -187,7 +194,9 @@ def test_invariance_sweep_default_resolution(phantoms):
                         worst_clipped = max(worst_clipped, rel)
                     else:
                         worst = max(worst, rel)
-                    print(f"kVp {kvp} cupping {bh} a {a:4.2f} b {b:+4.0f} clipped {clipped!s:5}: "
-                          f"max |dvBMD| {100 * rel:.2f}%")
+                    print(
+                        f"kVp {kvp} cupping {bh} a {a:4.2f} b {b:+4.0f} clipped {clipped!s:5}: "
+                        f"max |dvBMD| {100 * rel:.2f}%"
+                    )
     print(f"worst: {100 * worst:.2f}% unclipped, {100 * worst_clipped:.2f}% clipped at -1024 HU")
     assert worst <= 0.02 and worst_clipped <= 0.02

@@ -19,8 +19,17 @@ def torso(kvp=120.0, vbmd=150.0, scale=1.0, offset=0.0, noise=10.0, seed=0, aort
     nk, nj, ni = SHAPE
     j, i = np.mgrid[:nj, :ni].astype(float)
     ff = physics.marrow_fat_fraction_for_age(age)
-    H = {n: physics.hu(m, kvp) for n, m in (("air", "air"), ("fat", "adipose"), ("muscle", "muscle"),
-                                             ("blood", "blood"), ("soft", "skin"), ("cortex", "cortical_bone"))}
+    H = {
+        n: physics.hu(m, kvp)
+        for n, m in (
+            ("air", "air"),
+            ("fat", "adipose"),
+            ("muscle", "muscle"),
+            ("blood", "blood"),
+            ("soft", "skin"),
+            ("cortex", "cortical_bone"),
+        )
+    }
     sl = np.full((nj, ni), H["air"])
     body = ((i - 80) / 62) ** 2 + ((j - 72) / 48) ** 2 <= 1
     inner = ((i - 80) / 55) ** 2 + ((j - 72) / 41) ** 2 <= 1  # 14 mm fat ring under the skin
@@ -135,8 +144,13 @@ def test_auto_falls_back_to_none_without_references():
     # A tight crop inside the body: no air, no fat ring, no aorta.
     v, seg, trab = torso()
     crop = v.with_array(np.ascontiguousarray(v.array[:, 80:100, 68:92]))
-    seg_c = type(seg)(vertebrae=seg.vertebrae[:, 80:100, 68:92], bodies=seg.bodies[:, 80:100, 68:92],
-                      levels=seg.levels, info={}, qc=[])
+    seg_c = type(seg)(
+        vertebrae=seg.vertebrae[:, 80:100, 68:92],
+        bodies=seg.bodies[:, 80:100, 68:92],
+        levels=seg.levels,
+        info={},
+        qc=[],
+    )
     cal = calibration.calibrate(crop, seg_c, method="auto")
     assert cal.method == "none"
     codes = {qc.code(f) for f in cal.qc}

@@ -31,6 +31,6 @@ def test_every_volume_read_from_a_fuzzed_series_holds_the_true_values(tmp_path):
         done = mutate(base, case, np.random.default_rng([21, i]))
         if run_case(case)[0] == "volume":
             v = read_volume(case).array
-            if not any(np.array_equal(v, ref[s:s + len(v)]) for s in range(len(ref) - len(v) + 1)):
+            if not any(np.array_equal(v, ref[s : s + len(v)]) for s in range(len(ref) - len(v) + 1)):
                 wrong.append(done)
     assert wrong == []

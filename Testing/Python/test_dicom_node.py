@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
-from support.dicom_helpers import write_series  # noqa: E402
-from support.dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
+from support.dicom_helpers import write_series
+from support.dicom_out import dciodvfy_errors, small_phantom_dicom
 
 TIMEOUT_S = 180
 
@@ -37,8 +37,18 @@ def send(folder: Path, port: int) -> None:
     if shutil.which("storescu"):
         cmd = ["storescu", "-aec", "OSTEOAI", "+sd", "+r", "127.0.0.1", str(port), str(folder)]
     else:
-        cmd = [sys.executable, "-m", "pynetdicom", "storescu", "-aec", "OSTEOAI", "-r", "127.0.0.1", str(port),
-               str(folder)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pynetdicom",
+            "storescu",
+            "-aec",
+            "OSTEOAI",
+            "-r",
+            "127.0.0.1",
+            str(port),
+            str(folder),
+        ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
 
@@ -77,9 +87,24 @@ def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
     from OsteoAILib.dicom_node.health import echo
 
     log = open(work.parent / f"node-{time.time_ns()}.out", "w")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "serve-dicom", "--host", "127.0.0.1",
-                          "--port", str(port), "--forward", f"DEST@127.0.0.1:{dest_port}", "--work", str(work)],
-                         stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "OsteoAILib.cli",
+            "serve-dicom",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--forward",
+            f"DEST@127.0.0.1:{dest_port}",
+            "--work",
+            str(work),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: p.poll() is not None or echo("127.0.0.1", port, "OSTEOAI", timeout=2), "the node to answer")
     assert p.poll() is None, "the node exited at start"
     return p
@@ -107,8 +132,22 @@ def node_run(tmp_path_factory):
         wait_for(lambda: receiver.of_modality("SR"), "the SR at the destination")
         send(mr, port)
         wait_for(lambda: list((work / "failed").glob("*/reason.txt")), "the MR study to be set aside")
-        health = subprocess.run([sys.executable, "-m", "OsteoAILib.cli", "serve-dicom", "--health", "--port", str(port),
-                                 "--work", str(work)], capture_output=True, text=True, timeout=60)
+        health = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "OsteoAILib.cli",
+                "serve-dicom",
+                "--health",
+                "--port",
+                str(port),
+                "--work",
+                str(work),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         facts.update(ct=ct, received=list(receiver.received), health=health)
         time.sleep(1.0)  # nothing more may arrive
         facts["received_late"] = list(receiver.received)

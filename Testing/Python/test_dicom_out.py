@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("highdicom")
 
-from support.dicom_out import dciodvfy_errors, small_phantom_dicom  # noqa: E402
+from support.dicom_out import dciodvfy_errors, small_phantom_dicom
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def test_seg_segments_carry_snomed_codes_and_the_labelmap_voxels(screened):
     from OsteoAILib.terminology import SNOMED_VERTEBRA
 
     _, out = screened
-    for fname, nii, roi in (("seg_vertebrae.dcm", "vertebrae.nii.gz", False),
-                            ("seg_trabecular_rois.dcm", "trabecular_rois.nii.gz", True)):
+    for fname, nii, roi in (
+        ("seg_vertebrae.dcm", "vertebrae.nii.gz", False),
+        ("seg_trabecular_rois.dcm", "trabecular_rois.nii.gz", True),
+    ):
         seg = hd.seg.segread(out / "dicom" / fname)
         lab = np.asarray(nib.load(out / nii).dataobj)
         for desc in seg.SegmentSequence:
@@ -65,8 +67,12 @@ def test_seg_segments_carry_snomed_codes_and_the_labelmap_voxels(screened):
                 assert desc.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Cancellous bone"
             mask = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=[u for _, _, u in seg.get_source_image_uids()],
-                segment_numbers=[desc.SegmentNumber], combine_segments=True, skip_overlap_checks=True,
-                ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+                segment_numbers=[desc.SegmentNumber],
+                combine_segments=True,
+                skip_overlap_checks=True,
+                ignore_spatial_locations=True,
+                assert_missing_frames_are_empty=True,
+            )
             assert int(mask.astype(bool).sum()) == int((lab == IDS[level]).sum())
 
 
@@ -110,8 +116,14 @@ def test_frames_of_fast_path_matches_nearest_neighbour_resampling():
     from OsteoAILib.dicom_out import source
 
     lab = np.random.default_rng(0).integers(0, 5, (7, 9, 11)).astype(np.int16)
-    for d_col, d_row in [((1, 0, 0), (0, 1, 0)), ((-1, 0, 0), (0, 1, 0)), ((0, 1, 0), (1, 0, 0)),
-                         ((0, -1, 0), (-1, 0, 0)), ((1, 0, 0), (0, 0, 1)), ((0, 0, -1), (0, 1, 0))]:
+    for d_col, d_row in [
+        ((1, 0, 0), (0, 1, 0)),
+        ((-1, 0, 0), (0, 1, 0)),
+        ((0, 1, 0), (1, 0, 0)),
+        ((0, -1, 0), (-1, 0, 0)),
+        ((1, 0, 0), (0, 0, 1)),
+        ((0, 0, -1), (0, 1, 0)),
+    ]:
         d_col, d_row = np.array(d_col, float), np.array(d_row, float)
         for ijk0 in ([3, 4, 2], [10, 8, 6], [0, 0, 0], [-2, 3, 1], [3, 4, 9]):
             ijk0 = np.array(ijk0)

@@ -36,8 +36,9 @@ def _cmake_list(text: str, var: str) -> list[str]:
 def test_every_lib_python_file_is_in_scripts(module):
     text = (REPO / module / "CMakeLists.txt").read_text()
     scripts = {s.replace("${MODULE_NAME}", module) for s in _cmake_list(text, "MODULE_PYTHON_SCRIPTS")}
-    on_disk = {p.relative_to(REPO / module).as_posix() for lib in LIBS[module]
-               for p in (REPO / module / lib).rglob("*.py")}
+    on_disk = {
+        p.relative_to(REPO / module).as_posix() for lib in LIBS[module] for p in (REPO / module / lib).rglob("*.py")
+    }
     on_disk = {p for p in on_disk if "__pycache__" not in p}
     missing = sorted(on_disk - scripts)
     assert not missing, f"{module}/CMakeLists.txt SCRIPTS lacks: {missing}"

@@ -82,15 +82,19 @@ def test_no_identifier_in_any_output(screened, tmp_path, capfd):
     models = json.loads((out / "results.json").read_text())["software"]["models"]
     tag = f"vbmd-mlp@{MODEL_VERSION}"
     assert models[tag]["pinned"] and len(models[tag]["files"]["weights.npz"]) == 64
-    contents = {p: (gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()).lower()
-                for p in files}  # a NIfTI's header (descrip, aux_file) is inside its gzip stream
+    contents = {
+        p: (gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()).lower() for p in files
+    }  # a NIfTI's header (descrip, aux_file) is inside its gzip stream
     hits = []
     for needle in _needles():
         pat = needle.lower().encode()
         hits += [f"{needle} in {p.relative_to(out)}" for p, data in contents.items() if pat in data]
         hits += [f"{needle} in the file name {n}" for n in names if needle.lower() in n.lower()]
-        hits += [f"{needle} in {stream}" for stream, text in (("stdout", printed.out), ("stderr", printed.err))
-                 if needle.lower() in text.lower()]
+        hits += [
+            f"{needle} in {stream}"
+            for stream, text in (("stdout", printed.out), ("stderr", printed.err))
+            if needle.lower() in text.lower()
+        ]
     assert hits == []
     # the labelmaps are whole and on the input grid
     import SimpleITK as sitk
@@ -107,4 +111,6 @@ def test_identifiers_only_on_request(screened):
     vol = read_volume(screened[1])
     assert "identifiers" not in _input_description(vol, vol)
     assert _input_description(vol, vol, keep_identifiers=True)["identifiers"] == {
-        "series_description": PLANTED["SeriesDescription"], "series_instance_uid": PLANTED["SeriesInstanceUID"]}
+        "series_description": PLANTED["SeriesDescription"],
+        "series_instance_uid": PLANTED["SeriesInstanceUID"],
+    }

@@ -171,6 +171,6 @@ def test_cycle_finder_finds_a_circle():
 def test_every_package_is_a_tree_level(package):
     """Package level: base <- segment <- core, never the other way."""
     order = list(PACKAGES)
-    above = order[order.index(package) + 1:]
+    above = order[order.index(package) + 1 :]
     if above:
         assert _offenders(package, above) == []

@@ -101,12 +101,15 @@ def test_a_pickle_payload_is_never_loaded(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "unreadable"),
-    ("[1, 2]", "not a JSON object"),
-    (None, "incomplete: 'interval_k'"),
-    ("normalisation", "malformed: normalisation"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "unreadable"),
+        ("[1, 2]", "not a JSON object"),
+        (None, "incomplete: 'interval_k'"),
+        ("normalisation", "malformed: normalisation"),
+    ],
+)
 def test_malformed_or_incomplete_cards_are_refused(tmp_path, text, message):
     d = _copy(VBMD, tmp_path / "m", ["model.json", "weights.npz"])
     if text is None:
@@ -132,8 +135,9 @@ def test_a_corrupted_model_under_auto_is_a_qc_flag(tmp_path, monkeypatch):
     problems: list[str] = []
     est, tag = make_estimator("auto", Volume(np.zeros((2, 2, 2))), Calibration("internal"), problems)
     assert est is None and tag is None
-    assert len(problems) == 1 and problems[0].startswith("vbmd_model_unavailable: vbmd-mlp not used (vBMD model "
-                                                         "weights are altered: weights.npz is not the shipped")
+    assert len(problems) == 1 and problems[0].startswith(
+        "vbmd_model_unavailable: vbmd-mlp not used (vBMD model weights are altered: weights.npz is not the shipped"
+    )
     with pytest.raises(infer.ModelError):
         make_estimator("ai", Volume(np.zeros((2, 2, 2))), Calibration("internal"), [])
 

@@ -240,8 +240,11 @@ def test_segment_module_loads_labels_and_replaces_them_on_reapply(module, tmp_pa
     bodies[:, :15] = 0
     write_volume(out.volume, tmp_path / "vertebrae.nii.gz", out.vertebrae.astype(np.int16))
     write_volume(out.volume, tmp_path / "bodies.nii.gz", bodies.astype(np.int16))
-    (tmp_path / "segmentation.json").write_text(json.dumps({"qc": ["rib_count: 12 pairs"], "segmenter": "fake@1",
-                                                            "levels": [19, 20, 21], "info": {"rib_pairs": 12}}))
+    (tmp_path / "segmentation.json").write_text(
+        json.dumps(
+            {"qc": ["rib_count: 12 pairs"], "segmenter": "fake@1", "levels": [19, 20, 21], "info": {"rib_pairs": 12}}
+        )
+    )
     logic = seg_mod.OsteoAISegmentLogic()
     p = logic.getParameterNode()
     p.inputVolume = mrml.add_volume_node(hs.scene, out.volume, "ct")

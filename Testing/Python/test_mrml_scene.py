@@ -105,7 +105,7 @@ def test_reloaded_results_text_roi_boxes_key_images(written):
     boxes = mrml.roi_boxes_of(hs.scene, seg)
     assert sorted(boxes) == ["L1", "L2", "T12"]
     vol = _one(hs.scene, "CT")
-    for _level, box in boxes.items():
+    for box in boxes.values():
         assert not mrml.box_moved(box)
         inside = mrml.box_mask(box, mrml.ijk_to_ras(vol), out.rois.shape)
         assert inside[out.rois == int(box.GetAttribute(mrml.ATTR + "label"))].all()

@@ -21,14 +21,19 @@ def segment_with_truth(vol, device="cpu", progress=None, cancel=None):
     ph = TRUTH["phantom"]
     assert vol.shape == ph.volume.shape
     levels = sorted((int(x) for x in np.unique(ph.vertebrae) if x), key=ORDER.index)
-    return SpineSegmentation(vertebrae=ph.vertebrae.astype(np.int16), bodies=ph.bodies.astype(np.int16),
-                             levels=levels, segmenter="truth@test")
+    return SpineSegmentation(
+        vertebrae=ph.vertebrae.astype(np.int16),
+        bodies=ph.bodies.astype(np.int16),
+        levels=levels,
+        segmenter="truth@test",
+    )
 
 
 @pytest.fixture
 def truth_segmenter():
-    choice = SEGMENTERS.register(Choice("truth", "phantom truth", "the phantom's own labels (test)",
-                                        "test_options_registry:segment_with_truth"))
+    choice = SEGMENTERS.register(
+        Choice("truth", "phantom truth", "the phantom's own labels (test)", "test_options_registry:segment_with_truth")
+    )
     yield choice
     SEGMENTERS.unregister("truth")
 
@@ -104,8 +109,9 @@ def test_a_registered_calibration_method_is_offered_and_runs():
     from OsteoAILib.phantom import PhantomParams, make_phantom
     from OsteoAILib.slicer_ui.parameters import osteoaiParameters
 
-    options.CALIBRATION_METHODS.register(Choice("fixed", "fixed line", "slope 1.1, intercept -5 (test)",
-                                                "test_options_registry:calibrate_fixed"))
+    options.CALIBRATION_METHODS.register(
+        Choice("fixed", "fixed line", "slope 1.1, intercept -5 (test)", "test_options_registry:calibrate_fixed")
+    )
     try:
         assert options.options_from_args(_run_args("--calibration", "fixed")).calibration == "fixed"
         assert "fixed" in osteoaiParameters()[0]["calibration"][1]
@@ -122,8 +128,15 @@ def test_a_choice_that_cannot_run_here_fails_before_any_work():
     from OsteoAIBaseLib.errors import InputError
 
     why = "the absent package is not installed"
-    SEGMENTERS.register(Choice("absent", "absent", "needs a package this machine lacks (test)",
-                               "test_options_registry:segment_with_truth", lambda: why))
+    SEGMENTERS.register(
+        Choice(
+            "absent",
+            "absent",
+            "needs a package this machine lacks (test)",
+            "test_options_registry:segment_with_truth",
+            lambda: why,
+        )
+    )
     try:
         with pytest.raises(InputError, match=f"^--segmenter absent cannot run here: {why}$"):
             options.options_from_args(_run_args("--segmenter", "absent"))

@@ -26,8 +26,11 @@ HERE = Path(__file__).resolve().parent
 def folder_state(d: Path) -> str | None:
     """The tag of the complete result in ``d``, None when there is none; fails on any mixture."""
     res_path = d / "results.json"
-    visible = {p.relative_to(d).as_posix() for p in d.rglob("*")
-               if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts)}
+    visible = {
+        p.relative_to(d).as_posix()
+        for p in d.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts)
+    }
     if not res_path.exists():
         return None
     res = json.loads(res_path.read_text())
@@ -66,10 +69,13 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda t: (t / "f").write_text("x") and t / "f", "the output path is a file, not a folder"),
-    (lambda t: (t / "f").write_text("x") and t / "f" / "sub", "the output path lies below a file, not a folder"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t: (t / "f").write_text("x") and t / "f", "the output path is a file, not a folder"),
+        (lambda t: (t / "f").write_text("x") and t / "f" / "sub", "the output path lies below a file, not a folder"),
+    ],
+)
 def test_a_bad_out_fails_before_any_work(tmp_path, capsys, make, message):
     # the input does not exist: the output error coming first shows the folder is checked before reading
     rc = cli_main(["run", str(tmp_path / "missing.nii.gz"), "--out", str(make(tmp_path)), "--quiet"])
@@ -85,8 +91,9 @@ def test_a_read_only_out_fails_before_any_work(tmp_path, capsys):
         rc = cli_main(["run", str(tmp_path / "missing.nii.gz"), "--out", str(ro), "--quiet"])
     finally:
         ro.chmod(0o755)
-    assert rc == 1 and _one_error_line(capsys) == ("osteoai run: error: cannot write into the output folder: "
-                                                   "permission denied (read-only or not writable)")
+    assert rc == 1 and _one_error_line(capsys) == (
+        "osteoai run: error: cannot write into the output folder: permission denied (read-only or not writable)"
+    )
 
 
 def test_no_space_fails_before_any_work(tmp_path, capsys, monkeypatch):
@@ -101,15 +108,23 @@ def test_a_second_run_into_a_locked_folder_stops(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom OsteoAILib.output_folder import output_lock\n"
-         f"with output_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(30)\n"],
-        stdout=subprocess.PIPE, text=True, env=_env())
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom OsteoAILib.output_folder import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         rc = cli_main(["run", str(tmp_path / "missing.nii.gz"), "--out", str(out), "--quiet"])
         assert rc == 1 and _one_error_line(capsys) == (
             "osteoai run: error: another osteoai run is writing into this output folder; "
-            "wait for it or choose another --out")
+            "wait for it or choose another --out"
+        )
         with pytest.raises(OutputError, match="another osteoai run"):
             write_outputs(make_output("B"), out)
     finally:

@@ -15,7 +15,7 @@ def _rib_pairs(ph) -> tuple[int, int]:
     ribs = np.isin(ph.tissues, [TISSUES["rib"], TISSUES["rib_marrow"]])
     ni = ribs.shape[2]
     counts = []
-    for side in (ribs[:, :, : ni // 2], ribs[:, :, ni // 2:]):
+    for side in (ribs[:, :, : ni // 2], ribs[:, :, ni // 2 :]):
         lab, n = ndimage.label(side)
         sizes = np.bincount(lab.ravel())[1:]
         counts.append(int((sizes >= 20).sum()))

@@ -34,8 +34,12 @@ def _roi_mean(ph, e):
 
 def test_same_seed_identical_different_seed_differs(small):
     again = make_phantom(PhantomParams(seed=5, **SMALL))
-    for a, b in ((small.volume.array, again.volume.array), (small.vertebrae, again.vertebrae),
-                 (small.bodies, again.bodies), (small.tissues, again.tissues)):
+    for a, b in (
+        (small.volume.array, again.volume.array),
+        (small.vertebrae, again.vertebrae),
+        (small.bodies, again.bodies),
+        (small.tissues, again.tissues),
+    ):
         assert np.array_equal(a, b)
     assert small.truth == again.truth
     other = make_phantom(PhantomParams(seed=6, **SMALL))
@@ -146,7 +150,14 @@ def test_scanner_scale_offset_and_cupping():
 
 
 def test_bad_parameters_raise_input_error():
-    for kw in (dict(levels="C3-T2"), dict(levels="T12-T10"), dict(dose="tiny"), dict(kvp=30),
-               dict(fracture={"L1": 0.95}), dict(bmd={"X9": 50}), dict(rib_pairs=10)):
+    for kw in (
+        dict(levels="C3-T2"),
+        dict(levels="T12-T10"),
+        dict(dose="tiny"),
+        dict(kvp=30),
+        dict(fracture={"L1": 0.95}),
+        dict(bmd={"X9": 50}),
+        dict(rib_pairs=10),
+    ):
         with pytest.raises(InputError):
             make_phantom(PhantomParams(**{**SMALL, **kw}))

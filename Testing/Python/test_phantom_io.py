@@ -92,8 +92,17 @@ def test_truth_json(written):
     assert truth["rib_pairs"] == 12 and truth["noise_sigma_hu"] > 0
     assert set(truth["reference_hu"]) >= {"air", "fat", "muscle", "blood"}
     for e in truth["levels"]:
-        for key in ("level", "label", "vbmd_mg_cm3", "trabecular_hu_noise_free", "marrow_fat_fraction",
-                    "fracture", "fracture_ratio", "centre_kji", "heights_mm"):
+        for key in (
+            "level",
+            "label",
+            "vbmd_mg_cm3",
+            "trabecular_hu_noise_free",
+            "marrow_fat_fraction",
+            "fracture",
+            "fracture_ratio",
+            "centre_kji",
+            "heights_mm",
+        ):
             assert key in e
     assert [e["level"] for e in truth["levels"] if not e["partial"]] == ["T12", "L1"]
 
@@ -101,9 +110,33 @@ def test_truth_json(written):
 def test_cli_writes_and_summarises(tmp_path, capsys):
     from OsteoAILib.cli import main
 
-    rc = main(["phantom", "--out", str(tmp_path), "--seed", "2", "--kvp", "80", "--dose", "low",
-               "--levels", "T12-L1", "--bmd", "L1=70", "--fracture", "T12:0.3", "--matrix", "128",
-               "--spacing", "2,2,3", "--rib-pairs", "13", "--hu-offset", "10"])
+    rc = main(
+        [
+            "phantom",
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "2",
+            "--kvp",
+            "80",
+            "--dose",
+            "low",
+            "--levels",
+            "T12-L1",
+            "--bmd",
+            "L1=70",
+            "--fracture",
+            "T12:0.3",
+            "--matrix",
+            "128",
+            "--spacing",
+            "2,2,3",
+            "--rib-pairs",
+            "13",
+            "--hu-offset",
+            "10",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "L1" in text and "70.0" in text and "wrote ct" in text

@@ -64,8 +64,9 @@ def test_calibrated_hu_when_the_vbmd_model_is_missing(phantom, tmp_path, monkeyp
     from OsteoAILib.vbmd_model import infer
 
     monkeypatch.setenv(infer.ENV_VAR, str(tmp_path / "nowhere"))
-    out = run_pipeline(phantom.volume, PipelineOptions(segmenter="classical", calibration="internal",
-                                                        vbmd_method="auto"))
+    out = run_pipeline(
+        phantom.volume, PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="auto")
+    )
     sw = out.results.software
     assert sw["segmenter_choice"] == "classical: requested"
     assert sw["vbmd_choice"].startswith("auto -> calibrated-hu: ") and "nowhere" in sw["vbmd_choice"]
@@ -73,6 +74,7 @@ def test_calibrated_hu_when_the_vbmd_model_is_missing(phantom, tmp_path, monkeyp
 
 
 def test_calibrated_hu_when_requested(phantom):
-    out = run_pipeline(phantom.volume, PipelineOptions(segmenter="classical", calibration="internal",
-                                                        vbmd_method="calibrated-hu"))
+    out = run_pipeline(
+        phantom.volume, PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu")
+    )
     assert out.results.software["vbmd_choice"] == "calibrated-hu: requested"

@@ -23,8 +23,9 @@ def phantom(phantoms):
 
 @pytest.fixture(scope="module")
 def screened(phantom):
-    return run_pipeline(phantom.volume, PipelineOptions(segmenter="classical", calibration="internal",
-                                                        vbmd_method="calibrated-hu"))
+    return run_pipeline(
+        phantom.volume, PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu")
+    )
 
 
 def _truth(ph):
@@ -87,8 +88,9 @@ def test_any_orientation_gives_outputs_on_the_input_grid(phantom, screened):
     """Flip and permute the phantom (a PIR-like file): labels come back on that grid, same result."""
     img = volume_to_sitk(phantom.volume)
     pir = volume_from_sitk(sitk.DICOMOrient(img, "PIR"), dict(phantom.volume.meta))
-    out = run_pipeline(pir, PipelineOptions(segmenter="classical", calibration="internal",
-                                            vbmd_method="calibrated-hu", n_key_images=0))
+    out = run_pipeline(
+        pir, PipelineOptions(segmenter="classical", calibration="internal", vbmd_method="calibrated-hu", n_key_images=0)
+    )
     assert out.vertebrae.shape == pir.shape
     lab_pir = sitk.GetArrayFromImage(sitk.DICOMOrient(volume_to_sitk(phantom.volume, screened.vertebrae), "PIR"))
     assert np.array_equal(out.vertebrae, lab_pir)

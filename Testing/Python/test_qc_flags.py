@@ -16,8 +16,9 @@ COARSE = dict(levels="T11-L2", matrix=256, spacing=(1.4, 1.4, 2.0))
 def _seg(ph):
     levels = [lv["label"] for lv in ph.truth["levels"]]
     partial = [lv["label"] for lv in ph.truth["levels"] if lv["partial"]]
-    return SimpleNamespace(vertebrae=ph.vertebrae, bodies=ph.bodies, levels=levels,
-                           info={"partial_levels": partial}, qc=[])
+    return SimpleNamespace(
+        vertebrae=ph.vertebrae, bodies=ph.bodies, levels=levels, info={"partial_levels": partial}, qc=[]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,16 @@ def fractured(phantoms):
 
 
 def test_flag_table():
-    assert {"fracture", "roi_small", "fov_cut", "body_cut", "metal", "implausible", "no_roi",
-            "seg_suspect"} == qc.EXCLUDING
+    assert {
+        "fracture",
+        "roi_small",
+        "fov_cut",
+        "body_cut",
+        "metal",
+        "implausible",
+        "no_roi",
+        "seg_suspect",
+    } == qc.EXCLUDING
     assert not {"contrast", "noise", "calib_fit", "uncalibrated"} & qc.EXCLUDING
     assert all(text for _, text in qc.FLAGS.values())
     flags = ["noise: high", "fracture: L1 grade 2", "contrast: aorta 300 HU"]
@@ -69,8 +78,9 @@ def test_split_error_is_not_a_fracture():
     assert qc.fracture_flags(wedge, 20, [mirrored, normal])[0].startswith("seg_suspect: L1")
     # shortest at the back with the front preserved: no osteoporotic fracture does that (the posterior
     # wall holds), a plane tilted the wrong way does
-    assert qc.fracture_flags({"anterior": 25.0, "middle": 22.0, "posterior": 17.0}, 20,
-                             [normal, normal])[0].startswith("seg_suspect: L1")
+    assert qc.fracture_flags({"anterior": 25.0, "middle": 22.0, "posterior": 17.0}, 20, [normal, normal])[0].startswith(
+        "seg_suspect: L1"
+    )
     crush = {"anterior": 17.6, "middle": 17.5, "posterior": 17.2}
     assert qc.fracture_flags(crush, 20, [normal, normal])[0].startswith("fracture: L1")
 
@@ -172,8 +182,11 @@ def test_noise_estimate_matches_phantom(phantoms, dose):
 def test_noise_flag():
     assert qc.noise_flags(12.0) == []
     assert qc.noise_flags(50.0)[0].startswith("noise: image noise 50 HU")
-    refs = {"fat": {"sd_hu": 48.0, "n_voxels": 5000}, "muscle": {"sd_hu": 55.0, "n_voxels": 3000},
-            "air": {"sd_hu": 5.0, "n_voxels": 4000, "why": "found; air clipped at -1024 HU"}}
+    refs = {
+        "fat": {"sd_hu": 48.0, "n_voxels": 5000},
+        "muscle": {"sd_hu": 55.0, "n_voxels": 3000},
+        "air": {"sd_hu": 5.0, "n_voxels": 4000, "why": "found; air clipped at -1024 HU"},
+    }
     assert qc.estimate_noise_sigma(None, refs) == 48.0  # the body's noise, not the quieter air
     assert qc.estimate_noise_sigma(None, {"air": {"sd_hu": 9.0, "n_voxels": 4000, "why": "found"}}) == 9.0
     assert qc.estimate_noise_sigma(None, {"air": refs["air"]}) is None  # clipped air is no measure
@@ -189,8 +202,7 @@ def test_calibration_and_implausible_flags():
 
 def test_contrast_flags_on_phantom(phantoms):
     for contrast in (False, True):
-        ph = phantoms(seed=6, contrast=contrast, levels="T12-L1", matrix=256,
-                      spacing=(1.4, 1.4, 2.0))
+        ph = phantoms(seed=6, contrast=contrast, levels="T12-L1", matrix=256, spacing=(1.4, 1.4, 2.0))
         refs = calibration.calibrate(ph.volume, _seg(ph)).references
         flags = qc.contrast_flags(refs, ph.volume.meta["kvp"])
         assert bool(flags) == contrast

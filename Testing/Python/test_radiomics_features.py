@@ -71,8 +71,7 @@ def test_phantom_rois_give_every_family_and_follow_density(phantoms):
     """Real ROIs (roi.py on the phantom's own vertebra masks) of a small phantom with known vBMD."""
     from OsteoAILib.vbmd_model.dataset import SMALL_GRID, measure
 
-    ph = phantoms(seed=3, bmd={"T11": 100.0, "T12": 100.0, "L1": 60.0, "L2": 170.0},
-                  **SMALL_GRID)
+    ph = phantoms(seed=3, bmd={"T11": 100.0, "T12": 100.0, "L1": 60.0, "L2": 170.0}, **SMALL_GRID)
     rois, _, _ = measure(ph.volume, "truth", ph, kvp=120.0)
     rows = {r["level"]: r for r in rf.extract(ph.volume, rois.labelmap, [20, 21])}
     for r in rows.values():

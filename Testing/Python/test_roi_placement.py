@@ -23,8 +23,9 @@ def _truth_seg(ph) -> SpineSegmentation:
     ids = [int(x) for x in np.unique(ph.vertebrae) if x]
     ids = sorted(ids, key=lv.ORDER.index)
     partial = [x for x in ids if any(np.take(ph.vertebrae == x, e, axis=0).any() for e in (0, -1))]
-    return SpineSegmentation(ph.vertebrae.astype(np.int16), ph.bodies.astype(np.int16), ids, [],
-                             {"partial_levels": partial}, "truth")
+    return SpineSegmentation(
+        ph.vertebrae.astype(np.int16), ph.bodies.astype(np.int16), ids, [], {"partial_levels": partial}, "truth"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,11 @@ def truth_rois(phantom) -> RoiSet:
 
 
 def _complete_levels(ph):
-    return [int(x) for x in np.unique(ph.bodies) if x and not ph.bodies[0].__eq__(x).any()
-            and not ph.bodies[-1].__eq__(x).any()]
+    return [
+        int(x)
+        for x in np.unique(ph.bodies)
+        if x and not ph.bodies[0].__eq__(x).any() and not ph.bodies[-1].__eq__(x).any()
+    ]
 
 
 def test_roi_inside_body_away_from_cortex_and_vein(phantom, truth_rois):
@@ -130,8 +134,9 @@ def test_body_split_off_the_discs_gets_no_roi(phantom):
     levels = _complete_levels(phantom)
     kb = [np.nonzero((phantom.bodies == lab).any(axis=(1, 2)))[0] for lab in levels]
     half = int(round(np.median([k.max() - k.min() for k in kb]) / 2))
-    shifted = SpineSegmentation(np.roll(seg.vertebrae, half, axis=0), np.roll(seg.bodies, half, axis=0),
-                                seg.levels, [], {}, "shifted")
+    shifted = SpineSegmentation(
+        np.roll(seg.vertebrae, half, axis=0), np.roll(seg.bodies, half, axis=0), seg.levels, [], {}, "shifted"
+    )
     rs = place_rois(phantom.volume, shifted)
     for lab in levels:
         roi = rs.labelmap == lab

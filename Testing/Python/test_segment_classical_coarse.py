@@ -13,8 +13,18 @@ from support.seg_metrics import best_label, dice
 
 # the vBMD benchmark's grid and a hard acquisition: 80 kVp, enhanced aorta and organs (as dense
 # as the bone), HU scale and offset off, cupping
-COARSE = dict(levels="T11-L2", matrix=192, spacing=(1.5, 1.5, 2.0), kvp=80.0, contrast=True, dose="low",
-              hu_scale=0.94, hu_offset=18.0, beam_hardening=0.3, bmd={"T11": 150, "T12": 145, "L1": 140, "L2": 138})
+COARSE = dict(
+    levels="T11-L2",
+    matrix=192,
+    spacing=(1.5, 1.5, 2.0),
+    kvp=80.0,
+    contrast=True,
+    dose="low",
+    hu_scale=0.94,
+    hu_offset=18.0,
+    beam_hardening=0.3,
+    bmd={"T11": 150, "T12": 145, "L1": 140, "L2": 138},
+)
 
 
 def _complete_levels(ph) -> list[int]:

@@ -17,8 +17,13 @@ def _scan(top: str, n: int, ribbed: set[int], top_cut=False, bottom_cut=False, s
     ev = []
     for i in range(n):
         cut = (top_cut and i == 0) or (bottom_cut and i == n - 1)
-        ev.append(SegmentEvidence(assessable=not cut, volume_cm3=None if cut else float(BODY_CM3[min(o0 + i, 23)]),
-                                  sacrum_below=sacrum_below == i))
+        ev.append(
+            SegmentEvidence(
+                assessable=not cut,
+                volume_cm3=None if cut else float(BODY_CM3[min(o0 + i, 23)]),
+                sacrum_below=sacrum_below == i,
+            )
+        )
     ribs = [RibEvidence(side, 0.55 + np.arange(n) - i) for i in sorted(ribbed) for side in ("left", "right")]
     return ev, ribs
 

@@ -13,10 +13,19 @@ REPO = slicer_harness.REPO
 UI = REPO / "OsteoAI" / "OsteoAILib" / "slicer_ui"
 # Each module: its module file and the Lib files of its panel and logic (translation context: the file)
 FILES = {
-    "OsteoAI": [REPO / "OsteoAI" / "OsteoAI.py", UI / "osteoai_module.py", UI / "sample_data.py",
-                UI / "dependencies.py", UI / "background.py"],
-    "OsteoAISegment": [REPO / "OsteoAISegment" / "OsteoAISegment.py", UI / "segment_module.py",
-                       UI / "dependencies.py", UI / "background.py"],
+    "OsteoAI": [
+        REPO / "OsteoAI" / "OsteoAI.py",
+        UI / "osteoai_module.py",
+        UI / "sample_data.py",
+        UI / "dependencies.py",
+        UI / "background.py",
+    ],
+    "OsteoAISegment": [
+        REPO / "OsteoAISegment" / "OsteoAISegment.py",
+        UI / "segment_module.py",
+        UI / "dependencies.py",
+        UI / "background.py",
+    ],
 }
 ERRORS = ("RuntimeError", "ValueError")
 
@@ -55,7 +64,8 @@ def test_every_marked_string_is_a_literal_lupdate_can_extract(module):
 
 def _literal(node) -> bool:
     return isinstance(node, ast.Constant | ast.JoinedStr) or (
-        isinstance(node, ast.BinOp) and (_literal(node.left) or _literal(node.right)))
+        isinstance(node, ast.BinOp) and (_literal(node.left) or _literal(node.right))
+    )
 
 
 @pytest.mark.parametrize("module", FILES)

@@ -12,12 +12,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = REPO / "ExtensionsIndex" / "OsteoAI.json"
-SCHEMA_URL = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
+SCHEMA_URL = (
+    "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#"
+)
 # Slicer/Slicer Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json: required keys, then every allowed key
 # with its type ("additionalProperties": false) and its enum where it has one.
 REQUIRED = ("$schema", "category", "scm_url")
-PROPERTIES = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
-              "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+PROPERTIES = {
+    "$schema": str,
+    "category": str,
+    "scm_url": str,
+    "scm_revision": str,
+    "scm_type": str,
+    "build_dependencies": list,
+    "build_subdirectory": str,
+    "enabled": bool,
+    "tier": int,
+}
 ENUMS = {"scm_type": ("git", "local"), "tier": (1, 3, 5)}
 RAW = "https://raw.githubusercontent.com/osteoai/osteoai/main/"
 BLOB = "https://github.com/osteoai/osteoai/blob/main/"
@@ -68,7 +79,7 @@ def test_catalog_entry_agrees_with_cmakelists():
 def _repo_file(url: str) -> Path:
     for base in (RAW, BLOB):
         if url.startswith(base):
-            return REPO / url[len(base):].split("#", 1)[0]
+            return REPO / url[len(base) :].split("#", 1)[0]
     pytest.fail(f"{url} does not point into this repository ({RAW} or {BLOB})")
 
 

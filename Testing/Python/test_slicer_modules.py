@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -252,9 +253,7 @@ def test_dependencies_the_slicer_way(h, phantoms, monkeypatch):
     real = slicer.packaging.pip_check
     monkeypatch.setattr(slicer.packaging, "pip_check",
                         lambda r, *a: not str(r).startswith("pyradiomics") and real(r, *a))  # fmt: skip
-    assert deps.missingDependencies() == [] and deps.missingDependencies(radiomics=True) == [
-        "pyradiomics"
-    ]
+    assert deps.missingDependencies() == [] and deps.missingDependencies(radiomics=True) == ["pyradiomics"]
     w.updateDependencyStatus()
     assert "Optional, for Radiomics: pyradiomics" in w.ui.dependencyStatusLabel.text
     import OsteoAILib.mrml as coremrml
@@ -275,7 +274,7 @@ def test_dependencies_the_slicer_way(h, phantoms, monkeypatch):
     calls = []
 
     def pip_ensure(reqs, constraints=None, **kw):
-        calls.append((list(reqs), open(constraints).read(), kw))
+        calls.append((list(reqs), Path(constraints).read_text(), kw))
 
     monkeypatch.setattr(slicer.packaging, "pip_ensure", pip_ensure)
     with pytest.raises(RuntimeError, match="^Missing Python packages: pyradiomics"):
@@ -301,8 +300,9 @@ def test_a_registered_segmenter_appears_in_both_panels(tmp_path, monkeypatch):
     from OsteoAISegmentLib.registry import Choice
     from OsteoAISegmentLib.segmenters import SEGMENTERS
 
-    SEGMENTERS.register(Choice("truth", "phantom truth", "the phantom's own labels (test)",
-                               "test_options_registry:segment_with_truth"))
+    SEGMENTERS.register(
+        Choice("truth", "phantom truth", "the phantom's own labels (test)", "test_options_registry:segment_with_truth")
+    )
     try:
         monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
         with slicer_harness.harness(tmp_path) as h:

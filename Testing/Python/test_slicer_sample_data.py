@@ -25,24 +25,52 @@ def _sample_data_standin():
     import slicer
 
     class SampleDataSource:
-        def __init__(self, sampleName=None, sampleDescription=None, uris=None, fileNames=None, nodeNames=None,
-                     checksums=None, loadFiles=None, customDownloader=None, thumbnailFileName=None,
-                     loadFileType=None, loadFileProperties=None):
+        def __init__(
+            self,
+            sampleName=None,
+            sampleDescription=None,
+            uris=None,
+            fileNames=None,
+            nodeNames=None,
+            checksums=None,
+            loadFiles=None,
+            customDownloader=None,
+            thumbnailFileName=None,
+            loadFileType=None,
+            loadFileProperties=None,
+        ):
             self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
             self.sampleDescription = sampleDescription or sampleName
 
     class SampleDataLogic:
         @staticmethod
-        def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,
-                                           nodeNames=None, customDownloader=None, thumbnailFileName=None,
-                                           loadFileType="VolumeFile", loadFiles=None, loadFileProperties={},  # noqa: B006 (as in Slicer)
-                                           checksums=None):
+        def registerCustomSampleDataSource(
+            category="Custom",
+            sampleName=None,
+            uris=None,
+            fileNames=None,
+            nodeNames=None,
+            customDownloader=None,
+            thumbnailFileName=None,
+            loadFileType="VolumeFile",
+            loadFiles=None,
+            loadFileProperties={},  # noqa: B006 (as in Slicer)
+            checksums=None,
+        ):
             if not hasattr(slicer.modules, "sampleDataSources"):
                 slicer.modules.sampleDataSources = {}
-            src = SampleDataSource(sampleName=sampleName, uris=uris, fileNames=fileNames, nodeNames=nodeNames,
-                                   thumbnailFileName=thumbnailFileName, loadFileType=loadFileType,
-                                   loadFiles=loadFiles, loadFileProperties=loadFileProperties,
-                                   checksums=checksums, customDownloader=customDownloader)
+            src = SampleDataSource(
+                sampleName=sampleName,
+                uris=uris,
+                fileNames=fileNames,
+                nodeNames=nodeNames,
+                thumbnailFileName=thumbnailFileName,
+                loadFileType=loadFileType,
+                loadFiles=loadFiles,
+                loadFileProperties=loadFileProperties,
+                checksums=checksums,
+                customDownloader=customDownloader,
+            )
             sources = slicer.modules.sampleDataSources.setdefault(category, [])
             if not any(s.sampleName == src.sampleName for s in sources):
                 sources.append(src)
@@ -108,13 +136,27 @@ def test_phantom_is_registered_at_startup_and_built_locally(h, monkeypatch):
 def test_registration_signature_matches_slicer_sample_data():
     """The stand-in keeps SampleData.py's keyword names, so the call in OsteoAI.py is the one Slicer accepts."""
     params = inspect.signature(_sample_data_standin().SampleDataLogic.registerCustomSampleDataSource).parameters
-    assert list(params) == ["category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
-                            "thumbnailFileName", "loadFileType", "loadFiles", "loadFileProperties", "checksums"]
+    assert list(params) == [
+        "category",
+        "sampleName",
+        "uris",
+        "fileNames",
+        "nodeNames",
+        "customDownloader",
+        "thumbnailFileName",
+        "loadFileType",
+        "loadFiles",
+        "loadFileProperties",
+        "checksums",
+    ]
     import ast
 
     tree = ast.parse((slicer_harness.REPO / "OsteoAI" / "OsteoAI.py").read_text())
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "")
-             == "registerCustomSampleDataSource"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "registerCustomSampleDataSource"
+    ]
     assert len(calls) == 1 and not calls[0].args
     assert {k.arg for k in calls[0].keywords} <= set(params)
 

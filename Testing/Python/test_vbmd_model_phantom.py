@@ -11,13 +11,41 @@ from OsteoAILib.vbmd_model import infer
 # Seeds >= 900000 are never used in training. Conditions that bias the plain estimate: iodinated
 # contrast in the marrow (reads dense), beam-hardening cupping (reads light), scanner scale/offset.
 CASES = [
-    {"seed": 960001, "kvp": 100.0, "dose": "low", "age": 78.0, "contrast": True, "beam_hardening": 0.1,
-     "hu_scale": 1.05, "hu_offset": -20.0, "base": 70.0},
-    {"seed": 960002, "kvp": 140.0, "dose": "standard", "age": 50.0, "contrast": False, "beam_hardening": 0.4,
-     "hu_scale": 0.95, "hu_offset": 15.0, "base": 135.0},
+    {
+        "seed": 960001,
+        "kvp": 100.0,
+        "dose": "low",
+        "age": 78.0,
+        "contrast": True,
+        "beam_hardening": 0.1,
+        "hu_scale": 1.05,
+        "hu_offset": -20.0,
+        "base": 70.0,
+    },
+    {
+        "seed": 960002,
+        "kvp": 140.0,
+        "dose": "standard",
+        "age": 50.0,
+        "contrast": False,
+        "beam_hardening": 0.4,
+        "hu_scale": 0.95,
+        "hu_offset": 15.0,
+        "base": 135.0,
+    },
     # another voxel grid than the benchmark's (the model trains on 1-2 mm pixels, 1-3 mm slices)
-    {"seed": 960003, "kvp": 120.0, "dose": "standard", "age": 62.0, "contrast": True, "beam_hardening": 0.2,
-     "hu_scale": 1.0, "hu_offset": 10.0, "base": 95.0, "grid": {"matrix": 288, "spacing": (1.0, 1.0, 3.0)}},
+    {
+        "seed": 960003,
+        "kvp": 120.0,
+        "dose": "standard",
+        "age": 62.0,
+        "contrast": True,
+        "beam_hardening": 0.2,
+        "hu_scale": 1.0,
+        "hu_offset": 10.0,
+        "base": 95.0,
+        "grid": {"matrix": 288, "spacing": (1.0, 1.0, 3.0)},
+    },
 ]
 
 
@@ -35,9 +63,18 @@ def results(model):
     rows = []
     for c in CASES:
         bmd = {lv: c["base"] + 2.0 * i for i, lv in enumerate(LEVELS)}
-        p = PhantomParams(seed=c["seed"], kvp=c["kvp"], dose=c["dose"], age=c["age"], contrast=c["contrast"],
-                          beam_hardening=c["beam_hardening"], hu_scale=c["hu_scale"], hu_offset=c["hu_offset"],
-                          bmd=bmd, **{**SMALL_GRID, **c.get("grid", {})})
+        p = PhantomParams(
+            seed=c["seed"],
+            kvp=c["kvp"],
+            dose=c["dose"],
+            age=c["age"],
+            contrast=c["contrast"],
+            beam_hardening=c["beam_hardening"],
+            hu_scale=c["hu_scale"],
+            hu_offset=c["hu_offset"],
+            bmd=bmd,
+            **{**SMALL_GRID, **c.get("grid", {})},
+        )
         ph = make_phantom(p)
         truth = truth_by_label(ph)
         # The phantom's own masks: the segmenter has its own tests; this one is about the estimator.

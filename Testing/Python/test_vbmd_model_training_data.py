@@ -21,12 +21,27 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "vbmd_accuracy.py"
 def _cal(slope=1.0, intercept=0.0, blood_hu=40.0, blood_used=True):
     expected = {"air": -1000.0, "fat": -95.0, "muscle": 45.0, "blood": 40.0}
     measured = {**expected, "blood": blood_hu}
-    refs = {name: {"measured_hu": (measured[name] - intercept) / slope, "expected_hu": hu, "sd_hu": 12.0,
-                   "n_voxels": 500, "used": True}
-            for name, hu in expected.items()}
+    refs = {
+        name: {
+            "measured_hu": (measured[name] - intercept) / slope,
+            "expected_hu": hu,
+            "sd_hu": 12.0,
+            "n_voxels": 500,
+            "used": True,
+        }
+        for name, hu in expected.items()
+    }
     refs["blood"]["used"] = blood_used
-    return Calibration(method="internal", slope=slope, intercept=intercept, residual_hu=1.5, kvp=120.0,
-                       references=refs, hu_per_mg_cm3=0.8, hu_at_zero_mg_cm3=-30.0)
+    return Calibration(
+        method="internal",
+        slope=slope,
+        intercept=intercept,
+        residual_hu=1.5,
+        kvp=120.0,
+        references=refs,
+        hu_per_mg_cm3=0.8,
+        hu_at_zero_mg_cm3=-30.0,
+    )
 
 
 def _enhancement(cal, spacing=(1.0, 1.0, 2.0)):

@@ -15,11 +15,26 @@ from OsteoAILib.vbmd_model import model as mlp
 
 
 def _cal(slope=1.0, intercept=0.0, kvp=120.0):
-    refs = {name: {"measured_hu": (hu - intercept) / slope, "expected_hu": hu, "sd_hu": 12.0 / slope,
-                   "n_voxels": 500, "used": True}
-            for name, hu in {"air": -1000.0, "fat": -95.0, "muscle": 45.0, "blood": 40.0}.items()}
-    return Calibration(method="internal", slope=slope, intercept=intercept, residual_hu=1.5, kvp=kvp,
-                       references=refs, hu_per_mg_cm3=0.8, hu_at_zero_mg_cm3=-30.0)
+    refs = {
+        name: {
+            "measured_hu": (hu - intercept) / slope,
+            "expected_hu": hu,
+            "sd_hu": 12.0 / slope,
+            "n_voxels": 500,
+            "used": True,
+        }
+        for name, hu in {"air": -1000.0, "fat": -95.0, "muscle": 45.0, "blood": 40.0}.items()
+    }
+    return Calibration(
+        method="internal",
+        slope=slope,
+        intercept=intercept,
+        residual_hu=1.5,
+        kvp=kvp,
+        references=refs,
+        hu_per_mg_cm3=0.8,
+        hu_at_zero_mg_cm3=-30.0,
+    )
 
 
 def test_features_ignore_a_linear_hu_change():
@@ -72,12 +87,19 @@ def tiny_model(tmp_path):
     torch.manual_seed(0)
     w = mlp.torch_to_arrays(mlp.build_torch(F.N_FEATURES, 8))
     train.save_weights(tmp_path / "weights.npz", w)
-    meta = {"name": "vbmd-mlp", "version": "0.0-test", "format": infer.MODEL_FORMAT,
-            "features": list(F.FEATURE_NAMES),
-            "normalisation": {"mean": [0.0] * F.N_FEATURES, "std": [1.0] * F.N_FEATURES},
-            "target_scale": 10.0, "interval_k": 1.96, "calibration_methods": ["internal"],
-            "domain": {"kvp": [70.0, 130.0]}, "weights_file": "weights.npz",
-            "weights_sha256": infer.sha256_file(tmp_path / "weights.npz")}
+    meta = {
+        "name": "vbmd-mlp",
+        "version": "0.0-test",
+        "format": infer.MODEL_FORMAT,
+        "features": list(F.FEATURE_NAMES),
+        "normalisation": {"mean": [0.0] * F.N_FEATURES, "std": [1.0] * F.N_FEATURES},
+        "target_scale": 10.0,
+        "interval_k": 1.96,
+        "calibration_methods": ["internal"],
+        "domain": {"kvp": [70.0, 130.0]},
+        "weights_file": "weights.npz",
+        "weights_sha256": infer.sha256_file(tmp_path / "weights.npz"),
+    }
     (tmp_path / "model.json").write_text(json.dumps(meta))
     return tmp_path
 

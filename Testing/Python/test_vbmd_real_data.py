@@ -13,8 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 PAIR = DATA / "tcia-lungdx-chest-5mm"
-pytestmark = pytest.mark.skipif(not (PAIR / "ct-lung-kernel.nii.gz").is_file(),
-                                reason=f"real CT not found at {DATA} (see its README)")
+pytestmark = pytest.mark.skipif(
+    not (PAIR / "ct-lung-kernel.nii.gz").is_file(), reason=f"real CT not found at {DATA} (see its README)"
+)
 sys.path.insert(0, str(REPO / "Testing" / "benchmarks"))
 
 
@@ -23,8 +24,10 @@ def pair():
     from OsteoAIBaseLib.imageio import read_volume
     from OsteoAILib.pipeline import PipelineOptions, run_pipeline
 
-    return {k: run_pipeline(read_volume(PAIR / f), PipelineOptions()).results
-            for k, f in (("soft", "ct.nii.gz"), ("lung", "ct-lung-kernel.nii.gz"))}
+    return {
+        k: run_pipeline(read_volume(PAIR / f), PipelineOptions()).results
+        for k, f in (("soft", "ct.nii.gz"), ("lung", "ct-lung-kernel.nii.gz"))
+    }
 
 
 def test_both_kernels_fall_inside_the_models_domain_and_say_so(pair):
@@ -60,8 +63,13 @@ def test_soft_and_lung_kernel_agree_per_level_for_both_estimators(pair):
     kept = [lv for lv in common if lv not in fractured and same_bone(lv)]
     assert len(kept) >= 6
     for key in ("ai", "hu"):
-        d = np.array([abs(b[lv][key] - a[lv][key]) / a[lv][key] for lv in kept
-                      if a[lv][key] is not None and b[lv][key] is not None])
+        d = np.array(
+            [
+                abs(b[lv][key] - a[lv][key]) / a[lv][key]
+                for lv in kept
+                if a[lv][key] is not None and b[lv][key] is not None
+            ]
+        )
         assert d.size >= 6
         # measured: AI 0.8-3.3%, HU 0.8-4.0%
         assert np.median(d) <= 0.03 and np.mean(d <= 0.03) >= 0.8 and d.max() <= 0.05, (key, d)
@@ -102,7 +110,10 @@ def test_a_linear_hu_scale_change_does_not_move_the_diagnosis():
     assert all(name in a and a[name].vbmd_mg_cm3 is not None for name in used)
     moved = np.mean([a[n].vbmd_mg_cm3 for n in used]) / before.diagnosis.vbmd_mg_cm3 - 1.0
     assert abs(moved) <= 0.02
-    per_level = [a[n].vbmd_mg_cm3 / b[n].vbmd_mg_cm3 - 1.0 for n in b
-                 if n in a and b[n].vbmd_mg_cm3 and a[n].vbmd_mg_cm3 and b[n].vbmd_method == a[n].vbmd_method]
+    per_level = [
+        a[n].vbmd_mg_cm3 / b[n].vbmd_mg_cm3 - 1.0
+        for n in b
+        if n in a and b[n].vbmd_mg_cm3 and a[n].vbmd_mg_cm3 and b[n].vbmd_method == a[n].vbmd_method
+    ]
     # measured: -0.2% to +0.6% on the 7 levels of that scan
     assert len(per_level) >= 4 and np.max(np.abs(per_level)) <= 0.02

@@ -54,7 +54,8 @@ def test_habitus_streaks_and_tissue_offsets_reach_the_image():
     big = make_phantom(PhantomParams(**{**SMALL, "matrix": 200}, body_scale=1.3))
     k = base.volume.shape[0] // 2
     assert realism.body_diameter_mm(big.volume.array, k, big.volume.spacing) > 1.2 * realism.body_diameter_mm(
-        base.volume.array, k, base.volume.spacing)
+        base.volume.array, k, base.volume.spacing
+    )
     off = make_phantom(PhantomParams(**SMALL, tissue_offsets_hu={"fat": 8.0, "muscle": -5.0}))
     assert off.truth["tissue_hu"]["fat"] == pytest.approx(base.truth["tissue_hu"]["fat"] + 8.0, abs=1e-3)
     assert off.truth["tissue_hu"]["muscle"] == pytest.approx(base.truth["tissue_hu"]["muscle"] - 5.0, abs=1e-3)
@@ -85,7 +86,8 @@ def test_realistic_training_draws_span_what_real_scans_show():
     # the legacy draws (age, vBMD, scanner scale...) are those of sample_params: held-back phantoms unchanged
     base = dataset.sample_params(100011)
     assert {k: ps[11][k] for k in ("age", "bmd", "hu_scale", "hu_offset", "contrast")} == {
-        k: base[k] for k in ("age", "bmd", "hu_scale", "hu_offset", "contrast")}
+        k: base[k] for k in ("age", "bmd", "hu_scale", "hu_offset", "contrast")
+    }
 
 
 def test_roi_texture_tells_white_from_smooth():
@@ -98,7 +100,10 @@ def test_roi_texture_tells_white_from_smooth():
     acf_w, corr_w = realism.roi_texture(white, mask, (1.0, 1.0, 1.0))
     acf_s, corr_s = realism.roi_texture(smooth, mask, (1.0, 1.0, 1.0))
     assert abs(acf_w) < 0.05 and acf_s > 0.7 and corr_s > 1.0
-    rows = realism.summarise([{"features": {"cal_sd_hu": v}} for v in (10, 50, 90)],
-                             [{"features": {"cal_sd_hu": v}} for v in (20, 60)], ["cal_sd_hu"])
+    rows = realism.summarise(
+        [{"features": {"cal_sd_hu": v}} for v in (10, 50, 90)],
+        [{"features": {"cal_sd_hu": v}} for v in (20, 60)],
+        ["cal_sd_hu"],
+    )
     assert rows[0]["outside"] == pytest.approx(2 / 3)
     assert "cal_sd_hu" in realism.format_table(rows)

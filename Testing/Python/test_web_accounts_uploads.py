@@ -65,6 +65,7 @@ def test_review_app_is_behind_the_login(tmp_path):
     async def run():
         app = web.Application()
         site.bind(app)
+
         async def review_app(request):
             return web.Response(text="review app")
 
@@ -159,9 +160,13 @@ def test_queue_screens_uploads_in_order_and_reports_failures(tmp_path):
 
 def _result(d: Path, vbmd=95.0) -> Path:
     d.mkdir(parents=True)
-    res = {"input": {}, "levels": [{"level": "L1", "label": 20, "vbmd_mg_cm3": vbmd, "qc": ["fov_cut: x"]}],
-           "diagnosis": {"vbmd_mg_cm3": vbmd, "category": "osteopenia", "levels": ["L1"], "criteria": ""},
-           "calibration": {"method": "internal"}, "qc": ["label_uncertain: y"]}
+    res = {
+        "input": {},
+        "levels": [{"level": "L1", "label": 20, "vbmd_mg_cm3": vbmd, "qc": ["fov_cut: x"]}],
+        "diagnosis": {"vbmd_mg_cm3": vbmd, "category": "osteopenia", "levels": ["L1"], "criteria": ""},
+        "calibration": {"method": "internal"},
+        "qc": ["label_uncertain: y"],
+    }
     (d / "results.json").write_text(json.dumps(res))
     return d
 

@@ -30,8 +30,9 @@ HAS_EGL = bool(os.environ.get("DISPLAY")) or ctypes.util.find_library("EGL") is 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)"),
-    pytest.mark.skipif(not HAS_EGL, reason="no display and no libEGL to render offscreen (apt-get install libegl1 "
-                                           "libegl-mesa0)"),
+    pytest.mark.skipif(
+        not HAS_EGL, reason="no display and no libEGL to render offscreen (apt-get install libegl1 libegl-mesa0)"
+    ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
@@ -55,9 +56,25 @@ def server(tmp_path_factory):
     accounts.write_text(f'reviewers:\n  alice: "{hash_password(PASSWORD)}"\n')
     port = _free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "web", "--data", str(data), "--port", str(port),
-                             "--accounts", str(accounts), "--segmenter", "classical"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "OsteoAILib.cli",
+            "web",
+            "--data",
+            str(data),
+            "--port",
+            str(port),
+            "--accounts",
+            str(accounts),
+            "--segmenter",
+            "classical",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):

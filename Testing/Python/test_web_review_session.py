@@ -19,10 +19,12 @@ def study(tmp_path_factory) -> Path:
     from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
 
     d = tmp_path_factory.mktemp("study")
-    files = write_phantom(make_phantom(PhantomParams(seed=3, matrix=160, spacing=(1.8, 1.8, 2.5), levels="T12-L2")),
-                          d / "phantom")
-    assert main(["run", str(files["ct"]), "--out", str(d / "run"), "--scene", "--quiet", "--segmenter",
-                 "classical"]) == 0
+    files = write_phantom(
+        make_phantom(PhantomParams(seed=3, matrix=160, spacing=(1.8, 1.8, 2.5), levels="T12-L2")), d / "phantom"
+    )
+    assert (
+        main(["run", str(files["ct"]), "--out", str(d / "run"), "--scene", "--quiet", "--segmenter", "classical"]) == 0
+    )
     return d / "run"
 
 
@@ -30,8 +32,14 @@ def test_box_edits_and_erase_change_what_recompute_measures(hs, study):
     from OsteoAIWeb.review_session import ReviewSession
 
     sha = hashlib.sha256((study / "results.json").read_bytes()).hexdigest()
-    data_classes = ("vtkMRMLVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsNode", "vtkMRMLTableNode",
-                    "vtkMRMLPlotChartNode", "vtkMRMLTextNode")
+    data_classes = (
+        "vtkMRMLVolumeNode",
+        "vtkMRMLSegmentationNode",
+        "vtkMRMLMarkupsNode",
+        "vtkMRMLTableNode",
+        "vtkMRMLPlotChartNode",
+        "vtkMRMLTextNode",
+    )
 
     def data_nodes():
         return sum(hs.scene.GetNodesByClass(c).GetNumberOfItems() for c in data_classes)

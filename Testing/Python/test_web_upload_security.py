@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("aiohttp", reason="aiohttp (osteoai web) is not installed")
-from aiohttp import FormData, web  # noqa: E402
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from aiohttp import FormData, web
+from aiohttp.test_utils import TestClient, TestServer
 
-from OsteoAIWeb.routes import Site, SiteConfig  # noqa: E402
+from OsteoAIWeb.routes import Site, SiteConfig
 
 
 class FakeQueue:
@@ -53,8 +53,9 @@ def mr_dicom_zip(tmp_path_factory) -> bytes:
     from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
 
     d = tmp_path_factory.mktemp("mr")
-    write_phantom(make_phantom(PhantomParams(seed=4, matrix=96, spacing=(2.5, 2.5, 2.5), levels="L1-L2")), d,
-                  dicom=True)
+    write_phantom(
+        make_phantom(PhantomParams(seed=4, matrix=96, spacing=(2.5, 2.5, 2.5), levels="L1-L2")), d, dicom=True
+    )
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(d.rglob("*.dcm")):
@@ -163,8 +164,9 @@ def test_zip_bomb_by_total(tmp_path):
     Harness(tmp_path, max_mb=8, unpacked_mb=2).rejected(_zip(noisy), "zip bomb")
 
 
-@pytest.mark.parametrize("name", ["../../evil.dcm", "/etc/evil.dcm", "series/../../evil.dcm", "C:\\evil.dcm",
-                                  "..\\..\\evil.dcm"])
+@pytest.mark.parametrize(
+    "name", ["../../evil.dcm", "/etc/evil.dcm", "series/../../evil.dcm", "C:\\evil.dcm", "..\\..\\evil.dcm"]
+)
 def test_path_traversal(tmp_path, name):
     Harness(tmp_path).rejected(_zip({name: b"DICM" * 100}), "points outside")
     assert not (tmp_path / "evil.dcm").exists() and not (tmp_path / "area" / "evil.dcm").exists()
@@ -174,7 +176,7 @@ def test_symlink_member(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         info = zipfile.ZipInfo("series/link.dcm")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     Harness(tmp_path).rejected(buf.getvalue(), "symbolic link")
 
@@ -197,10 +199,14 @@ def test_connection_cut_mid_upload(tmp_path):
         server = TestServer(app)
         await server.start_server()
         try:
-            body = (b"--B\r\nContent-Disposition: form-data; name=\"scan\"; filename=\"x\"\r\n"
-                    b"Content-Type: application/octet-stream\r\n\r\n" + b"PK\x03\x04" + os.urandom(200_000))
-            head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
-                    f"Content-Length: {len(body) + 400_000}\r\n\r\n").encode()
+            body = (
+                b'--B\r\nContent-Disposition: form-data; name="scan"; filename="x"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n" + b"PK\x03\x04" + os.urandom(200_000)
+            )
+            head = (
+                f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                f"Content-Length: {len(body) + 400_000}\r\n\r\n"
+            ).encode()
             loop = asyncio.get_running_loop()
 
             def cut():

@@ -39,16 +39,25 @@ def make_inputs(root: Path, n: int) -> list[Path]:
     real = [Path(s.input) for s in discover([SHARED])] if SHARED.is_dir() else []
     phantoms = []
     for i in range(max(0, n - len(real))):
-        p = PhantomParams(seed=500 + i, kvp=(80, 100, 120, 140)[i % 4], dose=("standard", "low")[i % 2],
-                          levels=("T11-L2", "T10-L3", "T12-L3")[i % 3], age=45 + 5 * i, sex="FM"[i % 2], **PHANTOM_GRID)
+        p = PhantomParams(
+            seed=500 + i,
+            kvp=(80, 100, 120, 140)[i % 4],
+            dose=("standard", "low")[i % 2],
+            levels=("T11-L2", "T10-L3", "T12-L3")[i % 3],
+            age=45 + 5 * i,
+            sex="FM"[i % 2],
+            **PHANTOM_GRID,
+        )
         d = root / "phantoms" / f"p{i:02d}"
         write_phantom(make_phantom(p), d)
         phantoms.append(d / "ct.nii.gz")
     studies = (real + phantoms)[:n]
     lst = root / "studies.txt"
     lst.write_text("\n".join(str(p) for p in studies) + "\n")
-    print(f"{len(studies)} studies: {min(len(real), n)} real CT from {SHARED}, {len(studies) - min(len(real), n)} "
-          f"phantoms {PHANTOM_GRID}")
+    print(
+        f"{len(studies)} studies: {min(len(real), n)} real CT from {SHARED}, {len(studies) - min(len(real), n)} "
+        f"phantoms {PHANTOM_GRID}"
+    )
     return [lst]
 
 
@@ -57,7 +66,8 @@ def timed_batch(inputs, out: Path, **kw) -> dict:
     from OsteoAILib.pipeline import PipelineOptions
 
     t0 = time.perf_counter()
-    code = run_batch(inputs, out, PipelineOptions(), quiet=True, stream=open(os.devnull, "w"), **kw)
+    with open(os.devnull, "w") as devnull:
+        code = run_batch(inputs, out, PipelineOptions(), quiet=True, stream=devnull, **kw)
     wall = time.perf_counter() - t0
     s = json.loads((out / "summary.json").read_text())
     s["wall_total_s"] = wall  # discovery + screening + tables, what a user waits for
@@ -68,7 +78,8 @@ def timed_batch(inputs, out: Path, **kw) -> dict:
 def per_study(out: Path) -> list[dict]:
     from OsteoAILib.batch.memory import voxels
 
-    rows = list(csv.DictReader(open(out / "index.csv")))
+    with open(out / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     for r in rows:
         r["voxels"] = voxels(r["input"])
     return [r for r in rows if r["status"] == "done"]
@@ -76,9 +87,11 @@ def per_study(out: Path) -> list[dict]:
 
 def report_run(s: dict, out: Path) -> None:
     run, t = s["this_run"], s["seconds_per_study"]
-    print(f"{run['screened']} screened, {run['failed']} failed in {s['wall_total_s']:.1f} s -> "
-          f"{3600 * run['screened'] / s['wall_total_s']:.0f} studies/hour (target >= 400); per study mean "
-          f"{t['mean']:.1f} s wall, {s['cpu_s_per_study']:.1f} s CPU; median {t['median']:.1f} s, max {t['max']:.1f} s")
+    print(
+        f"{run['screened']} screened, {run['failed']} failed in {s['wall_total_s']:.1f} s -> "
+        f"{3600 * run['screened'] / s['wall_total_s']:.0f} studies/hour (target >= 400); per study mean "
+        f"{t['mean']:.1f} s wall, {s['cpu_s_per_study']:.1f} s CPU; median {t['median']:.1f} s, max {t['max']:.1f} s"
+    )
     print("per-stage mean s: " + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_mean_s"].items()))
 
 
@@ -95,8 +108,18 @@ def kill_and_resume(inputs, out: Path, n: int, clean_csv: bytes) -> str:
     from OsteoAILib.batch.command import run_batch
     from OsteoAILib.pipeline import PipelineOptions
 
-    cmd = [sys.executable, "-m", "OsteoAILib.cli", "batch", *map(str, inputs), "--out", str(out), "--workers", "2",
-           "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "OsteoAILib.cli",
+        "batch",
+        *map(str, inputs),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def published():
@@ -109,21 +132,31 @@ def kill_and_resume(inputs, out: Path, n: int, clean_csv: bytes) -> str:
     proc.wait()
     before = {p.name: json.loads((p / "study.json").read_text())["run_id"] for p in published()}
     partial = len(list((out / "studies").glob(".partial-*")))
-    run_batch(inputs, out, PipelineOptions(), workers=2, resume=True, quiet=True, stream=open(os.devnull, "w"))
+    with open(os.devnull, "w") as devnull:
+        run_batch(inputs, out, PipelineOptions(), workers=2, resume=True, quiet=True, stream=devnull)
     s = json.loads((out / "summary.json").read_text())["this_run"]
     after = {p.name: json.loads((p / "study.json").read_text())["run_id"] for p in published()}
     repeated = sum(1 for k, v in before.items() if after.get(k) != v)
-    ok = (repeated == 0 and len(after) == n and s["skipped_complete"] == len(before)
-          and s["screened"] == n - len(before) and (out / "cohort.csv").read_bytes() == clean_csv)
-    return (f"killed with {len(before)}/{n} published ({partial} half-written folders hidden); resume skipped "
-            f"{s['skipped_complete']}, screened {s['screened']}; repeated {repeated}, lost {n - len(after)}; cohort "
-            f"table identical to the clean run: {(out / 'cohort.csv').read_bytes() == clean_csv} -> "
-            f"{'PASS' if ok else 'FAIL'}")
+    ok = (
+        repeated == 0
+        and len(after) == n
+        and s["skipped_complete"] == len(before)
+        and s["screened"] == n - len(before)
+        and (out / "cohort.csv").read_bytes() == clean_csv
+    )
+    return (
+        f"killed with {len(before)}/{n} published ({partial} half-written folders hidden); resume skipped "
+        f"{s['skipped_complete']}, screened {s['screened']}; repeated {repeated}, lost {n - len(after)}; cohort "
+        f"table identical to the clean run: {(out / 'cohort.csv').read_bytes() == clean_csv} -> "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
 
 
 def scaling_table(sec_per_study: float, peak_mb: float, big_sec: float, big_mb: float) -> list[str]:
-    lines = ["| workers (1 core each) | 100,000 studies, this mix | 100,000 full chest CTs | memory per worker |",
-             "|---|---|---|---|"]
+    lines = [
+        "| workers (1 core each) | 100,000 studies, this mix | 100,000 full chest CTs | memory per worker |",
+        "|---|---|---|---|",
+    ]
     for w in (2, 16, 64, 256, 1024):
         t1 = 1e5 * sec_per_study / w / 3600
         t2 = 1e5 * big_sec / w / 3600
@@ -153,15 +186,23 @@ def main() -> int:
     runs: dict[str, list[dict]] = {"local": [], "dask": []}
     for i, kind in enumerate(order):
         out = root / f"{kind}{i}"
-        print(f"\n== {kind}: " + (f"{args.workers} local worker processes" if kind == "local" else
-                                   "Dask LocalCluster, 2 worker processes x 1 thread") + f" ({load()})")
+        print(
+            f"\n== {kind}: "
+            + (
+                f"{args.workers} local worker processes"
+                if kind == "local"
+                else "Dask LocalCluster, 2 worker processes x 1 thread"
+            )
+            + f" ({load()})"
+        )
         if kind == "local":
             s = timed_batch(inputs, out, workers=args.workers)
         else:
             from distributed import LocalCluster
 
-            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                              silence_logs=40) as cluster:
+            with LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            ) as cluster:
                 s = timed_batch(inputs, out, dask=cluster)
         s["out"] = out
         runs[kind].append(s)
@@ -172,16 +213,20 @@ def main() -> int:
     wall = {k: sum(r["wall_total_s"] for r in v) for k, v in runs.items()}
     cpu = {k: statistics.fmean(r["cpu_s_per_study"] for r in v) for k, v in runs.items()}
     ratio = wall["local"] / wall["dask"]
-    print(f"\nLocalCluster throughput = {ratio * 100:.0f}% of local processes (target >= 85%) -> "
-          f"{'PASS' if ratio >= 0.85 else 'FAIL'}; CPU per study local {cpu['local']:.1f} s, dask {cpu['dask']:.1f} s; "
-          f"every cohort table identical: {same}")
+    print(
+        f"\nLocalCluster throughput = {ratio * 100:.0f}% of local processes (target >= 85%) -> "
+        f"{'PASS' if ratio >= 0.85 else 'FAIL'}; CPU per study local {cpu['local']:.1f} s, dask {cpu['dask']:.1f} s; "
+        f"every cohort table identical: {same}"
+    )
     rows = per_study(runs["local"][0]["out"])
     a, b = fit_memory(rows)
     peaks = sorted(float(r["peak_mb"]) for r in rows)
     big = max(rows, key=lambda r: r["voxels"])
-    print(f"peak memory per study: median {statistics.median(peaks):.0f} MB, max {peaks[-1]:.0f} MB; fit "
-          f"{a / 1e6:.0f} MB + {b:.1f} B/voxel; largest study {big['voxels'] / 1e6:.0f} Mvoxels: "
-          f"{float(big['cpu_s']):.1f} CPU s, {float(big['peak_mb']):.0f} MB")
+    print(
+        f"peak memory per study: median {statistics.median(peaks):.0f} MB, max {peaks[-1]:.0f} MB; fit "
+        f"{a / 1e6:.0f} MB + {b:.1f} B/voxel; largest study {big['voxels'] / 1e6:.0f} Mvoxels: "
+        f"{float(big['cpu_s']):.1f} CPU s, {float(big['peak_mb']):.0f} MB"
+    )
 
     if not args.skip_kill:
         print(f"\n== kill at 50%, then --resume ({load()})")
@@ -190,8 +235,10 @@ def main() -> int:
     print("\n== scaling on paper (1 study per core at a time; inputs and DIR on a shared file system)")
     p95 = peaks[min(len(peaks) - 1, math.ceil(0.95 * len(peaks)) - 1)]
     cpu_mean = statistics.fmean(float(r["cpu_s"]) for r in rows)
-    print(f"per study: {cpu_mean:.1f} CPU s (this mix), {float(big['cpu_s']):.1f} CPU s (largest); memory p95 "
-          f"{p95:.0f} MB")
+    print(
+        f"per study: {cpu_mean:.1f} CPU s (this mix), {float(big['cpu_s']):.1f} CPU s (largest); memory p95 "
+        f"{p95:.0f} MB"
+    )
     for line in scaling_table(cpu_mean, p95, float(big["cpu_s"]), float(big["peak_mb"])):
         print(line)
     print(f"\nresults in {root}" if args.keep else "")

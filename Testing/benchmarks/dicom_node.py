@@ -40,8 +40,11 @@ def phantom_datasets(folder: Path, small: bool) -> list:
     ph = make_phantom(params)
     write_phantom(ph, folder, dicom=True)
     files = sorted((folder / "dicom").glob("*.dcm"))
-    print(f"phantom {'small' if small else 'default'}: {ph.volume.shape} voxels, {len(files)} slices "
-          f"(built in {time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"phantom {'small' if small else 'default'}: {ph.volume.shape} voxels, {len(files)} slices "
+        f"(built in {time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
     return [pydicom.dcmread(p) for p in files]
 
 
@@ -82,9 +85,24 @@ def send(datasets: list, port: int) -> float:
 def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
     from OsteoAILib.dicom_node.health import echo
 
-    p = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "serve-dicom", "--host", "127.0.0.1", "--port",
-                          str(port), "--forward", f"DEST@127.0.0.1:{dest_port}", "--work", str(work)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "OsteoAILib.cli",
+            "serve-dicom",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--forward",
+            f"DEST@127.0.0.1:{dest_port}",
+            "--work",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not echo("127.0.0.1", port, AET, timeout=2):
         if p.poll() is not None:
             raise RuntimeError("the node exited at start")
@@ -137,8 +155,13 @@ def main() -> int:
                     t_last = send(big, port)
                     counts = wait_srs(receiver, {study}, timeout=600)
                     sr_at = [r["at"] for r in receiver.of_modality("SR") if r["study"] == study]
-                    print(f"latency run {run + 1}: sent {len(big)} instances in {t_last - t_sent0:.1f} s; last instance"
-                          f" -> SR at destination {sr_at[0] - t_last:.1f} s" if sr_at else "latency: no SR", flush=True)
+                    print(
+                        f"latency run {run + 1}: sent {len(big)} instances in {t_last - t_sent0:.1f} s; last instance"
+                        f" -> SR at destination {sr_at[0] - t_last:.1f} s"
+                        if sr_at
+                        else "latency: no SR",
+                        flush=True,
+                    )
                     ok &= bool(counts)
                 del big
             if not args.studies:
@@ -148,8 +171,9 @@ def main() -> int:
             for i in range(args.studies):
                 studies.add(as_new_study(batch, i, "batch"))
                 send(batch, port)
-            ok &= report(f"{args.studies} studies back to back", wait_srs(receiver, studies, 60 * args.studies),
-                         args.studies)
+            ok &= report(
+                f"{args.studies} studies back to back", wait_srs(receiver, studies, 60 * args.studies), args.studies
+            )
 
             # Kill and restart: a sender that resends a study whose association broke, as a scanner does.
             studies, killed = set(), threading.Event()
@@ -172,12 +196,13 @@ def main() -> int:
                     try:
                         send(batch, port)
                         break
-                    except Exception:  # noqa: BLE001 - the node is down: wait and send the study again
+                    except Exception:
                         time.sleep(1)
                 studies.add(study)
             k.join()
-            ok &= report("with a kill and restart halfway", wait_srs(receiver, studies, 60 * args.studies),
-                         args.studies)
+            ok &= report(
+                "with a kill and restart halfway", wait_srs(receiver, studies, 60 * args.studies), args.studies
+            )
         finally:
             node.send_signal(signal.SIGTERM)
             node.wait(60)

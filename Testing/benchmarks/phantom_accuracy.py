@@ -26,8 +26,11 @@ def run_one(seed, kvp, dose, vbmd_method, calibration, fast, age):
     ph = make_phantom(PhantomParams(seed=seed, kvp=kvp, dose=dose, levels="T10-L2", age=age, **kw))
     out = run_pipeline(ph.volume, PipelineOptions(calibration=calibration, vbmd_method=vbmd_method))
     truth = {t["level"]: t for t in ph.truth["levels"]}
-    errs = [lv.vbmd_mg_cm3 - truth[lv.level]["vbmd_mg_cm3"] for lv in out.results.levels
-            if lv.vbmd_mg_cm3 is not None and lv.level in truth and not truth[lv.level].get("fracture")]
+    errs = [
+        lv.vbmd_mg_cm3 - truth[lv.level]["vbmd_mg_cm3"]
+        for lv in out.results.levels
+        if lv.vbmd_mg_cm3 is not None and lv.level in truth and not truth[lv.level].get("fracture")
+    ]
     d = out.results.diagnosis
     true_diag = np.mean([truth[name]["vbmd_mg_cm3"] for name in d.levels]) if d.levels else None
     ok = d.category is not None and true_diag is not None and acr_category(true_diag) == d.category
@@ -59,14 +62,18 @@ def main() -> int:
                 dv = f"{d.vbmd_mg_cm3:.1f}" if d.vbmd_mg_cm3 is not None else "-"
                 near = " (flagged near_threshold)" if "near_threshold" in d.criteria else ""
                 tv = f"{td:.1f}" if td is not None else "-"
-                print(f"{seed:>5}{age:>4.0f}{kvp:>5.0f} {dose:<9}{np.mean(np.abs(errs)):>6.1f}{np.mean(errs):>+7.1f}  "
-                      f"{d.category or '-'} {dv} ({tv}) {'OK' if ok else 'WRONG'}{near} "
-                      f"{time.perf_counter() - t0:5.1f}")
+                print(
+                    f"{seed:>5}{age:>4.0f}{kvp:>5.0f} {dose:<9}{np.mean(np.abs(errs)):>6.1f}{np.mean(errs):>+7.1f}  "
+                    f"{d.category or '-'} {dv} ({tv}) {'OK' if ok else 'WRONG'}{near} "
+                    f"{time.perf_counter() - t0:5.1f}"
+                )
     print("\nSummary (per-level errors, fractured levels left out):")
     for dose, errs in by_dose.items():
         e = np.asarray(errs)
-        print(f"  {dose:<9} n={e.size:3d}  MAE {np.mean(np.abs(e)):.2f} mg/cm3  bias {e.mean():+.2f}  "
-              f"max |err| {np.max(np.abs(e)):.1f}")
+        print(
+            f"  {dose:<9} n={e.size:3d}  MAE {np.mean(np.abs(e)):.2f} mg/cm3  bias {e.mean():+.2f}  "
+            f"max |err| {np.max(np.abs(e)):.1f}"
+        )
     if "standard" in by_dose and "low" in by_dose:
         extra = np.mean(np.abs(by_dose["low"])) - np.mean(np.abs(by_dose["standard"]))
         print(f"  low dose adds {extra:+.2f} mg/cm3 MAE (target <= 2)")

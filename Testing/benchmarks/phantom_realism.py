@@ -45,7 +45,7 @@ def real_rows(data: Path, model, log=print) -> list[dict]:
         t0 = time.perf_counter()
         try:
             r, _ = realism.pipeline_rows(read_volume(path), model, name)
-        except Exception as e:  # noqa: BLE001 - one unreadable scan must not hide the others
+        except Exception as e:
             log(f"  {name}: failed ({type(e).__name__}: {str(e)[:100]})")
             continue
         log(f"  {name}: {len(r)} levels  [{time.perf_counter() - t0:.0f} s]")
@@ -75,9 +75,11 @@ def domain_report(rows: list[dict], log=print) -> dict:
     clean = [r for r in rows if not r["excluded"]]
     ok = [r for r in clean if r["domain"] is None]
     why = Counter(part.split(" ")[0] for r in clean if r["domain"] for part in r["domain"].split("; "))
-    log(f"domain: {len(ok)} of {len(clean)} real levels without an excluding QC flag accepted "
+    log(
+        f"domain: {len(ok)} of {len(clean)} real levels without an excluding QC flag accepted "
         f"({100 * len(ok) / max(len(clean), 1):.0f}%); all levels: {sum(r['domain'] is None for r in rows)} "
-        f"of {len(rows)}")
+        f"of {len(rows)}"
+    )
     for r in rows:
         state = "in domain" if r["domain"] is None else f"OUT: {r['domain']}"
         excl = f"  [excluded: {', '.join(r['excluded'])}]" if r["excluded"] else ""
@@ -91,8 +93,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--n-phantoms", type=int, default=16)
-    ap.add_argument("--grids", choices=["realistic", "varied", "fixed"], default="realistic",
-                    help="which phantoms to compare with: the realistic training phantoms or the legacy ones")
+    ap.add_argument(
+        "--grids",
+        choices=["realistic", "varied", "fixed"],
+        default="realistic",
+        help="which phantoms to compare with: the realistic training phantoms or the legacy ones",
+    )
     ap.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     args = ap.parse_args()
     from OsteoAILib.vbmd_model import realism

@@ -32,8 +32,11 @@ def main() -> int:
         for r in range(args.repeats):
             out = Path(tmp) / f"run{r}"
             t0 = time.perf_counter()
-            proc = subprocess.run([str(exe), "run", str(files["ct"]), "--out", str(out), "--quiet",
-                                   "--segmenter", args.segmenter], capture_output=True, text=True)
+            proc = subprocess.run(
+                [str(exe), "run", str(files["ct"]), "--out", str(out), "--quiet", "--segmenter", args.segmenter],
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - t0
             if proc.returncode != 0:
                 print(proc.stdout, proc.stderr)

@@ -62,8 +62,14 @@ def main() -> int:
     args = ap.parse_args()
 
     levels = ("T11", "T12", "L1", "L2")
-    params = PhantomParams(seed=args.seed, kvp=args.kvp, dose=args.dose, age=65.0,
-                           bmd={lv: args.bmd + 1.5 * (2 - i) for i, lv in enumerate(levels)}, **SMALL_GRID)
+    params = PhantomParams(
+        seed=args.seed,
+        kvp=args.kvp,
+        dose=args.dose,
+        age=65.0,
+        bmd={lv: args.bmd + 1.5 * (2 - i) for i, lv in enumerate(levels)},
+        **SMALL_GRID,
+    )
     render = acq.render
 
     def phantom_with_noise_seed(noise_seed: int):
@@ -78,9 +84,11 @@ def main() -> int:
     truth = truth_by_label(first)
     model = load_model(args.model)
     sp = np.asarray(first.volume.spacing)[::-1]
-    print(f"phantom seed {args.seed}, {args.kvp:g} kVp, {args.dose} dose (noise {sigma:.1f} HU), grid "
-          f"{first.volume.shape} @ {tuple(first.volume.spacing)} mm; {args.repeats} repeats; masks: {args.masks}; "
-          f"model {model.tag}")
+    print(
+        f"phantom seed {args.seed}, {args.kvp:g} kVp, {args.dose} dose (noise {sigma:.1f} HU), grid "
+        f"{first.volume.shape} @ {tuple(first.volume.spacing)} mm; {args.repeats} repeats; masks: {args.masks}; "
+        f"model {model.tag}"
+    )
     rng = np.random.default_rng(args.seed)
     res: dict[int, list[tuple[float, float]]] = {}
     t0 = time.perf_counter()
@@ -94,10 +102,13 @@ def main() -> int:
         vol = replace(ph.volume, array=img.astype(np.int16))
         moved = None
         if args.masks == "truth":
-            moved = replace(ph, volume=vol,
-                            vertebrae=move(ph.vertebrae, sp, rot, shift, 0, 0),
-                            bodies=move(ph.bodies, sp, rot, shift, 0, 0),
-                            tissues=move(ph.tissues, sp, rot, shift, 0, 0))
+            moved = replace(
+                ph,
+                volume=vol,
+                vertebrae=move(ph.vertebrae, sp, rot, shift, 0, 0),
+                bodies=move(ph.bodies, sp, rot, shift, 0, 0),
+                tissues=move(ph.tissues, sp, rot, shift, 0, 0),
+            )
         rois, cal, seg = measure(vol, args.masks, moved, kvp=args.kvp)
         feats = volume_level_features(vol, rois.labelmap, sorted(truth), cal, age=vol.meta.get("age"))
         for lab, f in feats.items():
@@ -107,15 +118,19 @@ def main() -> int:
         done = "  ".join(f"{truth[lab]['level']} {v[-1][1]:6.2f}" for lab, v in res.items())
         print(f"  repeat {r + 1:2d}: {done}   [{time.perf_counter() - t0:.0f} s]", flush=True)
 
-    print(f"\n{'level':<6}{'truth':>7}{'n':>4}{'plain mean':>12}{'plain CV%':>11}{'AI mean':>10}{'AI CV%':>9}"
-          "   target CV <= 1.5%")
+    print(
+        f"\n{'level':<6}{'truth':>7}{'n':>4}{'plain mean':>12}{'plain CV%':>11}{'AI mean':>10}{'AI CV%':>9}"
+        "   target CV <= 1.5%"
+    )
     worst = 0.0
     for lab, v in res.items():
         a = np.asarray(v)
         cv = 100 * a.std(axis=0, ddof=1) / a.mean(axis=0)
         worst = max(worst, float(cv.max()))
-        print(f"{truth[lab]['level']:<6}{truth[lab]['vbmd_mg_cm3']:>7.1f}{len(a):>4}{a[:, 0].mean():>12.2f}"
-              f"{cv[0]:>11.2f}{a[:, 1].mean():>10.2f}{cv[1]:>9.2f}")
+        print(
+            f"{truth[lab]['level']:<6}{truth[lab]['vbmd_mg_cm3']:>7.1f}{len(a):>4}{a[:, 0].mean():>12.2f}"
+            f"{cv[0]:>11.2f}{a[:, 1].mean():>10.2f}{cv[1]:>9.2f}"
+        )
     print(f"worst CV {worst:.2f}%  (total {time.perf_counter() - t0:.0f} s)")
     # The means' offset from the truth is accuracy, not precision: mostly this phantom's marrow fat
     # (drawn around the age table), which single-energy CT cannot see.
@@ -123,8 +138,10 @@ def main() -> int:
 
     fat_true, fat_assumed = first.truth["marrow_fat_fraction"], physics.marrow_fat_fraction_for_age(params.age)
     shift = physics.marrow_fat_vbmd_offset(args.bmd, fat_true, fat_assumed, args.kvp)
-    print(f"marrow fat {fat_true:.3f} (assumed from age {params.age:g}: {fat_assumed:.3f}): expected offset of the "
-          f"means {shift:+.2f} mg/cm3")
+    print(
+        f"marrow fat {fat_true:.3f} (assumed from age {params.age:g}: {fat_assumed:.3f}): expected offset of the "
+        f"means {shift:+.2f} mg/cm3"
+    )
     return 0
 
 

@@ -77,9 +77,17 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
         p = int(np.bincount(pred[pred > 0]).argmax()) if (pred > 0).any() else 0
         pm = seg.vertebrae == lab
         dice = float(2 * (pm & m).sum() / (pm.sum() + m.sum()))
-        rows.append({"level": NAMES[lab], "full": not touches_edge(m), "predicted": NAMES.get(p),
-                     "identified": p == lab, "wrong_unflagged": bool(p and p != lab and not uncertain),
-                     "fracture_flag": any(f.startswith("fracture") for f in level_qc.get(p, [])), "dice": dice})
+        rows.append(
+            {
+                "level": NAMES[lab],
+                "full": not touches_edge(m),
+                "predicted": NAMES.get(p),
+                "identified": p == lab,
+                "wrong_unflagged": bool(p and p != lab and not uncertain),
+                "fracture_flag": any(f.startswith("fracture") for f in level_qc.get(p, [])),
+                "dice": dice,
+            }
+        )
     for lab in (int(v) for v in np.unique(rois.labelmap) if v):
         r = rois.labelmap == lab
         under = truth[r]
@@ -87,13 +95,25 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
         # a scan labelled in part (one vertebra's mask): an ROI mostly outside every mask sits in an
         # unlabelled body and says nothing about placement
         home = int(np.bincount(under[under > 0]).argmax()) if (under > 0).mean() >= 0.5 else 0
-        roi_rows.append({"roi": NAMES.get(lab), "voxels": int(r.sum()), "inside_named": named if lab in truth else None,
-                         "inside_body": float((under == home).mean()) if home else None})
+        roi_rows.append(
+            {
+                "roi": NAMES.get(lab),
+                "voxels": int(r.sum()),
+                "inside_named": named if lab in truth else None,
+                "inside_body": float((under == home).mean()) if home else None,
+            }
+        )
     full = [r for r in rows if r["full"]]
-    return {"levels": rows, "rois": roi_rows, "n_full": len(full), "n_identified": sum(r["identified"] for r in full),
-            "wrong_unflagged": sum(r["wrong_unflagged"] for r in rows),
-            "fracture_flags": sum(r["fracture_flag"] for r in rows), "label_uncertain": uncertain,
-            "missing_uncertain_flag": False}
+    return {
+        "levels": rows,
+        "rois": roi_rows,
+        "n_full": len(full),
+        "n_identified": sum(r["identified"] for r in full),
+        "wrong_unflagged": sum(r["wrong_unflagged"] for r in rows),
+        "fracture_flags": sum(r["fracture_flag"] for r in rows),
+        "label_uncertain": uncertain,
+        "missing_uncertain_flag": False,
+    }
 
 
 def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict:
@@ -113,7 +133,7 @@ def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict
         t0 = time.perf_counter()
         try:
             seg, rois, level_qc = segment(variant(canonical, name), segmenter)
-        except Exception as e:  # noqa: BLE001 - a benchmark reports every failure and goes on
+        except Exception as e:
             out[name] = {"error": f"{type(e).__name__}: {e}"}
             traceback.print_exc(limit=3)
             continue
@@ -126,8 +146,13 @@ def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict
             s = score_scan(ref, canonical, seg.bodies, rois.labelmap, seg.qc, level_qc)
             discs = np.asarray(seg.info.get("discs_kji") or np.zeros((0, 3)), float)
             s["disc_score"] = score_discs(ref, canonical.index_to_lps(discs) if len(discs) else discs)
-        s.update(seconds=round(dt, 1), qc=seg.qc, found=[NAMES.get(v) for v in seg.levels],
-                 anchor=seg.info.get("label_anchor"), naming=seg.info.get("naming"))
+        s.update(
+            seconds=round(dt, 1),
+            qc=seg.qc,
+            found=[NAMES.get(v) for v in seg.levels],
+            anchor=seg.info.get("label_anchor"),
+            naming=seg.info.get("naming"),
+        )
         if base is None:
             base = (seg, rois)
         else:
@@ -158,21 +183,27 @@ def print_case(r: dict) -> None:
     for v in ("scaled", "noise"):
         if v in r:
             s = r[v]
-            inv.append(f"{v}: ERROR" if "error" in s else
-                       f"{v}: names {'same' if s['names_same'] else 'CHANGED'}, ROI Dice min {s['roi_dice_min']:.2f}")
+            inv.append(
+                f"{v}: ERROR"
+                if "error" in s
+                else f"{v}: names {'same' if s['names_same'] else 'CHANGED'}, ROI Dice min {s['roi_dice_min']:.2f}"
+            )
     flag = "uncertain" if b["label_uncertain"] else "certain"
     if b["missing_uncertain_flag"]:
         flag += " MISSING-FLAG"
-    print(f"{r['case']:38s} {r['segmenter']:10s} id {_pct(b['n_identified'], b['n_full']):14s} "
-          f"ROI in named {_mean_pct(named):5.1f}% in body {_mean_pct(blind):5.1f}% "
-          f"(min {min(blind, default=float('nan')) * 100:.0f}%) "
-          f"wrong-unflagged {b['wrong_unflagged']} fracture {b['fracture_flags']} {flag}"
-          f"{f' Dice {np.mean(dice):.2f}' if dice else ''} {b['seconds']}s")
+    print(
+        f"{r['case']:38s} {r['segmenter']:10s} id {_pct(b['n_identified'], b['n_full']):14s} "
+        f"ROI in named {_mean_pct(named):5.1f}% in body {_mean_pct(blind):5.1f}% "
+        f"(min {min(blind, default=float('nan')) * 100:.0f}%) "
+        f"wrong-unflagged {b['wrong_unflagged']} fracture {b['fracture_flags']} {flag}"
+        f"{f' Dice {np.mean(dice):.2f}' if dice else ''} {b['seconds']}s"
+    )
     print(f"    found {','.join(x or '?' for x in b['found'])}; anchor {b.get('anchor')}; " + "; ".join(inv))
     nm = b.get("naming") or {}
     if nm.get("evidence"):
-        ev = " ".join(f"{e['rib_sides']}{'' if e['assessable'] else '?'}/{e['volume_cm3'] or '-'}"
-                      for e in nm["evidence"])
+        ev = " ".join(
+            f"{e['rib_sides']}{'' if e['assessable'] else '?'}/{e['volume_cm3'] or '-'}" for e in nm["evidence"]
+        )
         ru = nm.get("runner_up") or ["?"]
         print(f"    naming margin {nm.get('margin_nats')} runner-up {ru[0]}-{ru[-1]}; ribs/volume per segment: {ev}")
     ds = b.get("disc_score")
@@ -182,8 +213,11 @@ def print_case(r: dict) -> None:
     wrong = [f"{x['level']}->{x['predicted']}" for x in b["levels"] if x["full"] and not x["identified"]]
     if wrong:
         print(f"    not identified: {' '.join(wrong)}")
-    bad = [f"{x['roi']}:{x['inside_body'] * 100:.0f}%" for x in b["rois"]
-           if x["inside_body"] is not None and x["inside_body"] < 0.99]
+    bad = [
+        f"{x['roi']}:{x['inside_body'] * 100:.0f}%"
+        for x in b["rois"]
+        if x["inside_body"] is not None and x["inside_body"] < 0.99
+    ]
     if bad:
         print(f"    ROIs < 99% in one body: {' '.join(bad)}")
     if b["qc"]:
@@ -200,8 +234,10 @@ def totals(results: list[dict]) -> dict:
                 vox_all += x["voxels"]
     inv = [r[v] for r in results for v in ("scaled", "noise") if v in r]
     return {
-        "scans": len(results), "errors": len(results) - len(ok),
-        "identified": sum(b["n_identified"] for b in ok), "full": sum(b["n_full"] for b in ok),
+        "scans": len(results),
+        "errors": len(results) - len(ok),
+        "identified": sum(b["n_identified"] for b in ok),
+        "full": sum(b["n_full"] for b in ok),
         "worst_scan_id": min((b["n_identified"] / b["n_full"] for b in ok if b["n_full"]), default=float("nan")),
         "roi_in_body": vox_in / vox_all if vox_all else float("nan"),
         "wrong_unflagged": sum(b["wrong_unflagged"] for b in ok),
@@ -226,8 +262,11 @@ def main() -> int:
     if not data.is_dir():
         print(f"no real data at {data}: nothing to score")
         return 0
-    cases = [c for c in [*LANDMARKED, *LABELLED]
-             if (data / c.split(":")[0]).is_dir() and (not args.scans or any(s in c for s in args.scans.split(",")))]
+    cases = [
+        c
+        for c in [*LANDMARKED, *LABELLED]
+        if (data / c.split(":")[0]).is_dir() and (not args.scans or any(s in c for s in args.scans.split(",")))
+    ]
     variants = args.variants.split(",")
     if variants[0] != "base":
         variants = ["base", *[v for v in variants if v != "base"]]
@@ -241,13 +280,15 @@ def main() -> int:
             sys.stdout.flush()
             res.append(r)
         t = totals(res)
-        print(f"TOTAL {segmenter}: identified {_pct(t['identified'], t['full'])}, worst scan "
-              f"{t['worst_scan_id'] * 100:.0f}%; ROI voxels inside one body {t['roi_in_body'] * 100:.1f}%; "
-              f"wrong names without label_uncertain {t['wrong_unflagged']}; low-confidence scans without the flag "
-              f"{t['missing_uncertain_flag']}; fracture flags {t['fracture_flags']}/{t['ref_levels']} reference "
-              f"levels; "
-              f"invariance: names changed in {t['names_changed']}/{t['invariance_runs']} runs, "
-              f"ROI Dice min {t['roi_dice_min']:.2f}; {t['errors']} scans failed")
+        print(
+            f"TOTAL {segmenter}: identified {_pct(t['identified'], t['full'])}, worst scan "
+            f"{t['worst_scan_id'] * 100:.0f}%; ROI voxels inside one body {t['roi_in_body'] * 100:.1f}%; "
+            f"wrong names without label_uncertain {t['wrong_unflagged']}; low-confidence scans without the flag "
+            f"{t['missing_uncertain_flag']}; fracture flags {t['fracture_flags']}/{t['ref_levels']} reference "
+            f"levels; "
+            f"invariance: names changed in {t['names_changed']}/{t['invariance_runs']} runs, "
+            f"ROI Dice min {t['roi_dice_min']:.2f}; {t['errors']} scans failed"
+        )
         all_results.append({"segmenter": segmenter, "cases": res, "total": t})
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=1, default=str))

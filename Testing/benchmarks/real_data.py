@@ -53,8 +53,14 @@ def true_labels(path: Path, kind: str, ref) -> np.ndarray:
 
 
 def fully_in_view(mask: np.ndarray) -> bool:
-    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-                or mask[:, :, 0].any() or mask[:, :, -1].any())
+    return not (
+        mask[0].any()
+        or mask[-1].any()
+        or mask[:, 0].any()
+        or mask[:, -1].any()
+        or mask[:, :, 0].any()
+        or mask[:, :, -1].any()
+    )
 
 
 def main() -> int:
@@ -78,7 +84,7 @@ def main() -> int:
         try:
             vol = read_volume(folder / ct)
             out = run_pipeline(vol, PipelineOptions(segmenter=args.segmenter))
-        except Exception as e:  # noqa: BLE001 - a benchmark reports every failure and goes on
+        except Exception as e:
             n_err += 1
             print(f"{case}: ERROR {type(e).__name__}: {e}")
             traceback.print_exc(limit=2)
@@ -106,10 +112,14 @@ def main() -> int:
             if roi.sum():
                 inside_all.append(inside)
             dice = 2 * ((out.vertebrae == lab) & m).sum() / ((out.vertebrae == lab).sum() + m.sum())
-            print(f"    {NAMES[lab]}: predicted {NAMES.get(pred_lab, 'none')} {'OK' if ok else 'WRONG'}; "
-                  f"Dice {dice:.2f}; ROI inside true vertebra {inside * 100:.1f}%")
-    print(f"\nSummary: {n_err} volumes failed; labels right {n_lab_ok}/{n_lab} for vertebrae fully in view; "
-          f"ROI voxels inside the true vertebra: min {min(inside_all, default=float('nan')) * 100:.1f}%")
+            print(
+                f"    {NAMES[lab]}: predicted {NAMES.get(pred_lab, 'none')} {'OK' if ok else 'WRONG'}; "
+                f"Dice {dice:.2f}; ROI inside true vertebra {inside * 100:.1f}%"
+            )
+    print(
+        f"\nSummary: {n_err} volumes failed; labels right {n_lab_ok}/{n_lab} for vertebrae fully in view; "
+        f"ROI voxels inside the true vertebra: min {min(inside_all, default=float('nan')) * 100:.1f}%"
+    )
     return 0
 
 

@@ -38,7 +38,7 @@ def _chunk(args) -> tuple[Counter, list]:
         outcome, detail = run_case(case, timeout_s)
         if outcome == "volume":
             v = read_volume(case).array
-            if not any(np.array_equal(v, ref[s:s + len(v)]) for s in range(len(ref) - len(v) + 1)):
+            if not any(np.array_equal(v, ref[s : s + len(v)]) for s in range(len(ref) - len(v) + 1)):
                 # values differ from the seed's: silent unless a QC flag (not a header note) says so
                 flags = [f for f in detail.split("; ") if f and not f.startswith("header:")]
                 outcome, detail = ("flagged", detail) if flags else ("wrong_values", f"shape {v.shape}")

@@ -45,8 +45,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--spacing", default=None, help="override the phantom spacing, e.g. 1,1,5 (si,sj,sk mm)")
-    ap.add_argument("--grids", choices=["fixed", "varied"], default="fixed",
-                    help="as vbmd_accuracy.py: varied draws 1-2 mm in-plane, 1-3 mm slices per phantom")
+    ap.add_argument(
+        "--grids",
+        choices=["fixed", "varied"],
+        default="fixed",
+        help="as vbmd_accuracy.py: varied draws 1-2 mm in-plane, 1-3 mm slices per phantom",
+    )
     ap.add_argument("--no-invariance", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -60,12 +64,14 @@ def main() -> int:
             p["matrix"] = int(round(192 * 1.5 / sp[0]))
         ph = make_phantom(_phantom_params(p))
         vol = ph.volume
-        head = f"seed {p['seed']} {p['spacing'][0]:.2f}x{p['spacing'][2]:.2f}mm {p['kvp']:.0f}kVp {p['dose']:<8} " \
-               f"CE={int(p['contrast'])} s={p['hu_scale']:.3f} " \
-               f"o={p['hu_offset']:+.0f} bh={p['beam_hardening']:.2f}"
+        head = (
+            f"seed {p['seed']} {p['spacing'][0]:.2f}x{p['spacing'][2]:.2f}mm {p['kvp']:.0f}kVp {p['dose']:<8} "
+            f"CE={int(p['contrast'])} s={p['hu_scale']:.3f} "
+            f"o={p['hu_offset']:+.0f} bh={p['beam_hardening']:.2f}"
+        )
         try:
             seg, rois = run_one(vol)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             print(f"{head}: FAILED {type(e).__name__}: {e}", flush=True)
             continue
         truth = sorted(int(x) for x in np.unique(ph.vertebrae) if x)
@@ -99,7 +105,7 @@ def main() -> int:
                 v2 = vol.with_array((a * vol.array.astype(np.float32) + b).astype(np.float32))
                 try:
                     s2, r2 = run_one(v2)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     inv += f" | ({a},{b}) FAILED {type(e).__name__}"
                     n_inv_bad += 1
                     continue
@@ -111,13 +117,18 @@ def main() -> int:
                 lab_txt = "same" if same else "DIFF " + str([lv.name(x) for x in s2.levels])
                 inv += f" | ({a},{b:+.0f}) labels {lab_txt} roiDice min {md:.2f}"
         found_s = [lv.name(x) for x in found]
-        print(f"{head}: {'OK   ' if labels_ok else 'WRONG'} found {found_s}"
-              f"{'' if found == truth else ' (truth ' + str([lv.name(x) for x in truth]) + ')'}"
-              f"  {' '.join(parts)}{inv}   [{time.perf_counter() - t0:.0f} s]", flush=True)
-    print(f"\n{args.n} phantoms: complete levels labelled right {n_lab}, "
-          f"all right with ROI >= 98% in the true body {n_ok}, "
-          f"levels with a bad ROI {n_roi_bad}, invariance failures {n_inv_bad}, worst ROI Dice under rescale "
-          f"{worst_inv:.2f}; {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{head}: {'OK   ' if labels_ok else 'WRONG'} found {found_s}"
+            f"{'' if found == truth else ' (truth ' + str([lv.name(x) for x in truth]) + ')'}"
+            f"  {' '.join(parts)}{inv}   [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
+    print(
+        f"\n{args.n} phantoms: complete levels labelled right {n_lab}, "
+        f"all right with ROI >= 98% in the true body {n_ok}, "
+        f"levels with a bad ROI {n_roi_bad}, invariance failures {n_inv_bad}, worst ROI Dice under rescale "
+        f"{worst_inv:.2f}; {time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 

@@ -28,8 +28,10 @@ def main() -> int:
 
     ph = make_phantom(PhantomParams(seed=a.seed))
     vol = ph.volume
-    print(f"default phantom: {vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]} @ {vol.spacing} mm; "
-          f"torch threads {a.threads}")
+    print(
+        f"default phantom: {vol.shape[0]} slices of {vol.shape[1]}x{vol.shape[2]} @ {vol.spacing} mm; "
+        f"torch threads {a.threads}"
+    )
     for dev in [d.strip() for d in a.device.split(",") if d.strip()]:
         if dev.startswith("cuda") and not torch.cuda.is_available():
             print(f"{dev}: no CUDA device, skipped")
@@ -45,8 +47,10 @@ def main() -> int:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         s = summarise(score_case(seg.vertebrae, ph.vertebrae, vol.spacing))
-        print(f"{dev}: {min(times):.2f} s (best of {a.repeats}; all {[round(t, 2) for t in times]}) "
-              f"levels {len(seg.levels)}; Dice {s['all']['mean_dice']} identification {s['all']['identification']}")
+        print(
+            f"{dev}: {min(times):.2f} s (best of {a.repeats}; all {[round(t, 2) for t in times]}) "
+            f"levels {len(seg.levels)}; Dice {s['all']['mean_dice']} identification {s['all']['identification']}"
+        )
     return 0
 
 

@@ -106,8 +106,10 @@ def breakdown(rows) -> None:
                     continue
                 share = e_ai[m].sum() / at_k.sum()  # this cell's contribution to the kVp's AI bias
                 cell = f"{k:.0f} kVp, age {'known' if known else 'unknown'}, {'CE' if ce else 'no CE'}"
-                print(f"    {cell:34}({m.sum():2d}/{len(set(seed[m])):d}){np.mean(e_plain[m]):>+10.2f}"
-                      f"{np.mean(e_ai[m]):>+12.2f}   {share:+.2f}")
+                print(
+                    f"    {cell:34}({m.sum():2d}/{len(set(seed[m])):d}){np.mean(e_plain[m]):>+10.2f}"
+                    f"{np.mean(e_ai[m]):>+12.2f}   {share:+.2f}"
+                )
 
 
 def main() -> int:
@@ -120,25 +122,37 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=36, help="held-back phantoms (>= 30 for the issue's numbers)")
     ap.add_argument("--masks", choices=["pipeline", "truth"], default="pipeline")
     ap.add_argument("--model", default=None, help="model folder (default models/vbmd-mlp)")
-    ap.add_argument("--first-seed", type=int, default=FIRST_SEED,
-                    help="first phantom seed (default 900000, the held-back set; another range never used in "
-                         "training, e.g. 800000, gives an independent validation set of the same design)")
-    ap.add_argument("--grids", choices=["fixed", "varied", "realistic"], default="fixed",
-                    help="voxel grid: the small 1.5 x 1.5 x 2 mm one (default), one per phantom drawn "
-                         "from 1-2 mm in-plane x 1-3 mm slices, or the realistic training phantoms' design "
-                         "(kernel, microstructure, habitus, 0.6-2.4 mm x 0.6-5 mm grids: vbmd_model.dataset.REALISM)")
-    ap.add_argument("--all-levels", action="store_true",
-                    help="score levels with an excluding QC flag too (the pipeline reports them but never "
-                         "uses them for the diagnosis)")
-    ap.add_argument("--invariance-n", type=int, default=None, help="phantoms re-measured for invariance "
-                    "(default: all)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=FIRST_SEED,
+        help="first phantom seed (default 900000, the held-back set; another range never used in "
+        "training, e.g. 800000, gives an independent validation set of the same design)",
+    )
+    ap.add_argument(
+        "--grids",
+        choices=["fixed", "varied", "realistic"],
+        default="fixed",
+        help="voxel grid: the small 1.5 x 1.5 x 2 mm one (default), one per phantom drawn "
+        "from 1-2 mm in-plane x 1-3 mm slices, or the realistic training phantoms' design "
+        "(kernel, microstructure, habitus, 0.6-2.4 mm x 0.6-5 mm grids: vbmd_model.dataset.REALISM)",
+    )
+    ap.add_argument(
+        "--all-levels",
+        action="store_true",
+        help="score levels with an excluding QC flag too (the pipeline reports them but never "
+        "uses them for the diagnosis)",
+    )
+    ap.add_argument("--invariance-n", type=int, default=None, help="phantoms re-measured for invariance (default: all)")
     args = ap.parse_args()
     model = load_model(args.model)
     lo, hi = (model.meta.get("training") or {}).get("phantom_seeds", [0, -1])
     if args.first_seed <= hi and lo <= args.first_seed + args.n - 1:
         ap.error(f"seeds {args.first_seed}-{args.first_seed + args.n - 1} overlap the model's training seeds {lo}-{hi}")
-    print(f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {args.first_seed}; "
-          f"masks: {args.masks}; grids: {args.grids}")
+    print(
+        f"model {model.tag} ({model.path}); {args.n} held-back phantoms from seed {args.first_seed}; "
+        f"masks: {args.masks}; grids: {args.grids}"
+    )
     rows = []  # (seed, kvp, dose, label, truth, plain, ai, lo, hi, age known, contrast, marrow-fat error)
     flagged = []  # (seed, label, truth, ai, excluding flags): levels the pipeline keeps out of the diagnosis
     inv = []  # (seed, label, a, b, rel change plain %, rel change ai %)
@@ -152,7 +166,7 @@ def main() -> int:
         vol = scan_volume(ph, p)  # without the age tag for the phantoms whose age is "unknown"
         try:
             est = estimate(vol, p, args.masks, ph, model)
-        except Exception as e:  # noqa: BLE001 - report the phantom and go on
+        except Exception as e:
             print(f"  seed {p['seed']}: FAILED {type(e).__name__}: {e}")
             continue
         for lab, (plain, ai, lo, hi, reasons) in est.items():
@@ -162,30 +176,47 @@ def main() -> int:
             if reasons and not args.all_levels:
                 flagged.append((p["seed"], lab, t["vbmd_mg_cm3"], ai, reasons))
                 continue
-            rows.append((p["seed"], p["kvp"], p["dose"], lab, t["vbmd_mg_cm3"], plain, ai, lo, hi, p["_age_known"],
-                         bool(p.get("contrast")), marrow_fat_error(vol, t, p["kvp"])))
+            rows.append(
+                (
+                    p["seed"],
+                    p["kvp"],
+                    p["dose"],
+                    lab,
+                    t["vbmd_mg_cm3"],
+                    plain,
+                    ai,
+                    lo,
+                    hi,
+                    p["_age_known"],
+                    bool(p.get("contrast")),
+                    marrow_fat_error(vol, t, p["kvp"]),
+                )
+            )
         if i < n_inv:
             for a, b in LINEAR_CHANGES:
                 vol2 = vol.with_array((a * vol.array.astype(np.float32) + b).astype(np.float32))
                 try:
                     est2 = estimate(vol2, p, args.masks, ph, model)
-                except Exception as e:  # noqa: BLE001 - a rescale that breaks a stage is an invariance failure
+                except Exception as e:
                     print(f"  seed {p['seed']} a={a} b={b}: FAILED {type(e).__name__}: {e}")
                     inv_lost.append((p["seed"], "all", a, b))
                     continue
                 for lab, (plain, ai, *_) in est.items():
                     if lab in est2:
-                        inv.append((p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain,
-                                    100 * (est2[lab][1] - ai) / ai))
+                        inv.append(
+                            (p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain, 100 * (est2[lab][1] - ai) / ai)
+                        )
                     else:
                         inv_lost.append((p["seed"], lab, a, b))
         errs = [r[6] - r[4] for r in rows if r[0] == p["seed"]]
         perrs = [r[5] - r[4] for r in rows if r[0] == p["seed"]]
         grid = "" if args.grids == "fixed" else f"{p['spacing'][0]:.2f}x{p['spacing'][2]:.2f} mm  "
-        print(f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} {grid}levels {len(errs)}  "
-              f"MAE plain {np.mean(np.abs(perrs)) if perrs else float('nan'):5.2f}  "
-              f"AI {np.mean(np.abs(errs)) if errs else float('nan'):5.2f}   [{time.perf_counter() - t0:.0f} s]",
-              flush=True)
+        print(
+            f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} {grid}levels {len(errs)}  "
+            f"MAE plain {np.mean(np.abs(perrs)) if perrs else float('nan'):5.2f}  "
+            f"AI {np.mean(np.abs(errs)) if errs else float('nan'):5.2f}   [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
 
     if not rows:
         print("no level measured")
@@ -200,41 +231,58 @@ def main() -> int:
     age_known = np.array([r[9] for r in rows])
     contrast = np.array([r[10] for r in rows])
     cat = np.array([acr_category(v) for v in y])
-    print(f"\n{len(rows)} levels of {len(set(r[0] for r in rows))} phantoms"
-          + ("" if args.all_levels else " (levels without an excluding QC flag)") + "\n")
+    print(
+        f"\n{len(rows)} levels of {len(set(r[0] for r in rows))} phantoms"
+        + ("" if args.all_levels else " (levels without an excluding QC flag)")
+        + "\n"
+    )
     print(f"{'':28}{'plain calibrated HU':>22}{'AI model':>12}   target")
     print(f"{'MAE (mg/cm3)':28}{np.mean(np.abs(plain - y)):>22.2f}{np.mean(np.abs(ai - y)):>12.2f}   <= 3")
     print(f"{'bias (mg/cm3)':28}{np.mean(plain - y):>+22.2f}{np.mean(ai - y):>+12.2f}")
     for k in KVPS:
         m = kvp == k
         if m.any():
-            print(f"{f'  bias at {k:.0f} kVp (n={m.sum()})':28}{np.mean(plain[m] - y[m]):>+22.2f}"
-                  f"{np.mean(ai[m] - y[m]):>+12.2f}   |.| <= 2")
+            print(
+                f"{f'  bias at {k:.0f} kVp (n={m.sum()})':28}{np.mean(plain[m] - y[m]):>+22.2f}"
+                f"{np.mean(ai[m] - y[m]):>+12.2f}   |.| <= 2"
+            )
     for k in KVPS:
         m = kvp == k
         if m.any():
             ok = np.isfinite(lo[m])
             cov = np.mean((lo[m][ok] <= y[m][ok]) & (y[m][ok] <= hi[m][ok])) if ok.any() else float("nan")
-            print(f"{f'  MAE at {k:.0f} kVp (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
-                  f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}   <= 1.5  (AI interval coverage {cov:.0%})")
+            print(
+                f"{f'  MAE at {k:.0f} kVp (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
+                f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}   <= 1.5  (AI interval coverage {cov:.0%})"
+            )
     fat_err = np.array([r[11] for r in rows])
     print("  bias by kVp less the marrow-fat part (true fat vs the one assumed; not observable):")
     for k in KVPS:
         m = kvp == k
         if m.any():
-            print(f"{f'    {k:.0f} kVp: marrow fat {np.mean(fat_err[m]):+.2f}, rest':34}"
-                  f"{np.mean(plain[m] - y[m] - fat_err[m]):>+16.2f}{np.mean(ai[m] - y[m] - fat_err[m]):>+12.2f}")
+            print(
+                f"{f'    {k:.0f} kVp: marrow fat {np.mean(fat_err[m]):+.2f}, rest':34}"
+                f"{np.mean(plain[m] - y[m] - fat_err[m]):>+16.2f}{np.mean(ai[m] - y[m] - fat_err[m]):>+12.2f}"
+            )
     breakdown(rows)
     for d in DOSES:
         m = dose == d
         if m.any():
-            print(f"{f'  MAE {d} dose (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
-                  f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}")
-    for known, m in (("age known", age_known), ("age unknown", ~age_known), ("no contrast", ~contrast),
-                     ("contrast", contrast)):
+            print(
+                f"{f'  MAE {d} dose (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
+                f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}"
+            )
+    for known, m in (
+        ("age known", age_known),
+        ("age unknown", ~age_known),
+        ("no contrast", ~contrast),
+        ("contrast", contrast),
+    ):
         if m.any():
-            print(f"{f'  MAE {known} (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
-                  f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}")
+            print(
+                f"{f'  MAE {known} (n={m.sum()})':28}{np.mean(np.abs(plain[m] - y[m])):>22.2f}"
+                f"{np.mean(np.abs(ai[m] - y[m])):>12.2f}"
+            )
     acc_p = np.mean(np.array([acr_category(v) for v in plain]) == cat)
     acc_a = np.mean(np.array([acr_category(v) for v in ai]) == cat)
     print(f"{'ACR 3-category accuracy':28}{acc_p:>22.1%}{acc_a:>12.1%}   >= 97%")
@@ -251,11 +299,15 @@ def main() -> int:
     print(f"{'max |error| (mg/cm3)':28}{np.max(np.abs(plain - y)):>22.2f}{np.max(np.abs(ai - y)):>12.2f}")
     judged = ~np.isnan(lo)
     cover = np.mean((lo[judged] <= y[judged]) & (y[judged] <= hi[judged])) if judged.any() else float("nan")
-    print(f"{'AI 95% interval coverage':28}{'':>22}{cover:>12.1%}   ~95%  (mean width "
-          f"{np.mean(hi[judged] - lo[judged]):.1f})")
+    print(
+        f"{'AI 95% interval coverage':28}{'':>22}{cover:>12.1%}   ~95%  (mean width "
+        f"{np.mean(hi[judged] - lo[judged]):.1f})"
+    )
     if (~judged).any() and judged.any():
-        print(f"{f'  MAE where AI judged (n={judged.sum()})':28}{np.mean(np.abs(plain[judged] - y[judged])):>22.2f}"
-              f"{np.mean(np.abs(ai[judged] - y[judged])):>12.2f}")
+        print(
+            f"{f'  MAE where AI judged (n={judged.sum()})':28}{np.mean(np.abs(plain[judged] - y[judged])):>22.2f}"
+            f"{np.mean(np.abs(ai[judged] - y[judged])):>12.2f}"
+        )
     print(f"{'levels outside the domain':28}{'':>22}{int((~judged).sum()):>12d}   (AI = plain there)")
     if flagged:
         fe = np.abs([r[3] - r[2] for r in flagged])
@@ -263,14 +315,18 @@ def main() -> int:
         for r in flagged:
             for c in {x.split(":")[0] for x in r[4]}:
                 codes[c] = codes.get(c, 0) + 1
-        print(f"\nlevels kept out by an excluding QC flag: {len(flagged)} of {len(flagged) + len(rows)} "
-              f"({', '.join(f'{c} {n}' for c, n in sorted(codes.items()))}); their AI |error| median "
-              f"{np.median(fe):.1f}, max {fe.max():.1f} mg/cm3 (reported with the flag, never in the diagnosis)")
+        print(
+            f"\nlevels kept out by an excluding QC flag: {len(flagged)} of {len(flagged) + len(rows)} "
+            f"({', '.join(f'{c} {n}' for c, n in sorted(codes.items()))}); their AI |error| median "
+            f"{np.median(fe):.1f}, max {fe.max():.1f} mg/cm3 (reported with the flag, never in the diagnosis)"
+        )
     if inv:
         ip = np.abs([r[4] for r in inv])
         ia = np.abs([r[5] for r in inv])
-        print(f"\ncalibration invariance, HU' = a*HU + b for (a, b) in {list(LINEAR_CHANGES)}, "
-              f"{len(set(r[0] for r in inv))} phantoms:")
+        print(
+            f"\ncalibration invariance, HU' = a*HU + b for (a, b) in {list(LINEAR_CHANGES)}, "
+            f"{len(set(r[0] for r in inv))} phantoms:"
+        )
         print(f"{'  mean |change| %':28}{ip.mean():>22.2f}{ia.mean():>12.2f}")
         print(f"{'  max |change| %':28}{ip.max():>22.2f}{ia.max():>12.2f}   <= 2")
         print(f"{'  levels over 2% (of n)':28}{int((ip > 2).sum()):>22d}{int((ia > 2).sum()):>12d}   of {len(inv)}")

@@ -42,9 +42,14 @@ def level_values(results) -> dict[str, dict]:
         ai = str(lv.vbmd_method).startswith("ai:")
         hu = lv.extra.get("vbmd_calibrated_hu", lv.vbmd_mg_cm3) if ai else lv.vbmd_mg_cm3
         hu_ci = lv.extra.get("vbmd_calibrated_hu_ci95") if ai else lv.vbmd_ci95
-        out[lv.level] = {"ai": lv.vbmd_mg_cm3 if ai else None, "hu": float(hu), "ai_ci": lv.vbmd_ci95 if ai else None,
-                         "hu_ci": hu_ci, "clean": not any(qc_code(f) in excl for f in lv.qc),
-                         "reason": getattr(lv, "vbmd_reason", "")}
+        out[lv.level] = {
+            "ai": lv.vbmd_mg_cm3 if ai else None,
+            "hu": float(hu),
+            "ai_ci": lv.vbmd_ci95 if ai else None,
+            "hu_ci": hu_ci,
+            "clean": not any(qc_code(f) in excl for f in lv.qc),
+            "reason": getattr(lv, "vbmd_reason", ""),
+        }
     return out
 
 
@@ -64,16 +69,27 @@ def kernel_pair(data: Path, log=print) -> list[dict]:
         d_hu = 100 * (y["hu"] - x["hu"]) / x["hu"]
         d_ai = 100 * (y["ai"] - x["ai"]) / x["ai"] if x["ai"] is not None and y["ai"] is not None else None
         clean = x["clean"] and y["clean"]
-        rows.append({"level": lv, "ai": (x["ai"], y["ai"]), "hu": (x["hu"], y["hu"]), "d_ai": d_ai, "d_hu": d_hu,
-                     "clean": clean})
+        rows.append(
+            {
+                "level": lv,
+                "ai": (x["ai"], y["ai"]),
+                "hu": (x["hu"], y["hu"]),
+                "d_ai": d_ai,
+                "d_hu": d_hu,
+                "clean": clean,
+            }
+        )
         ai_txt = f"{x['ai'] or float('nan'):9.1f}{y['ai'] or float('nan'):9.1f}" + (
-            f"{d_ai:+7.1f}%" if d_ai is not None else "      - ")
+            f"{d_ai:+7.1f}%" if d_ai is not None else "      - "
+        )
         log(f"{lv:6}{ai_txt}   {x['hu']:9.1f}{y['hu']:9.1f}{d_hu:+7.1f}%  {'yes' if clean else 'no'}")
     for key, name in (("d_ai", "AI"), ("d_hu", "calibrated HU")):
         v = np.array([abs(r[key]) for r in rows if r["clean"] and r[key] is not None])
         if v.size:
-            log(f"  {name}: clean levels in both {v.size}, |diff| median {np.median(v):.1f}%, max {v.max():.1f}%, "
-                f"within 3%: {int(np.sum(v <= 3.0))} of {v.size}")
+            log(
+                f"  {name}: clean levels in both {v.size}, |diff| median {np.median(v):.1f}%, max {v.max():.1f}%, "
+                f"within 3%: {int(np.sum(v <= 3.0))} of {v.size}"
+            )
     return rows
 
 
@@ -96,10 +112,13 @@ def hu_scale(data: Path, log=print) -> list[dict]:
             log(f"  {name:36} no diagnosis ({'before' if v0 is None else 'after'})")
             continue
         d = 100 * (v1 - v0) / v0
-        rows.append({"scan": name, "before": v0, "after": v1, "diff": d, "levels": (r0.diagnosis.levels,
-                                                                                   r1.diagnosis.levels)})
-        log(f"  {name:36} {v0:7.1f} -> {v1:7.1f}  {d:+5.1f}%  levels {'+'.join(r0.diagnosis.levels)} / "
-            f"{'+'.join(r1.diagnosis.levels)}  [{time.perf_counter() - t0:.0f} s]")
+        rows.append(
+            {"scan": name, "before": v0, "after": v1, "diff": d, "levels": (r0.diagnosis.levels, r1.diagnosis.levels)}
+        )
+        log(
+            f"  {name:36} {v0:7.1f} -> {v1:7.1f}  {d:+5.1f}%  levels {'+'.join(r0.diagnosis.levels)} / "
+            f"{'+'.join(r1.diagnosis.levels)}  [{time.perf_counter() - t0:.0f} s]"
+        )
     if rows:
         v = np.array([abs(r["diff"]) for r in rows])
         n_ok = int(np.sum(v <= 2.0))
@@ -137,8 +156,10 @@ def agreement(data: Path, log=print) -> list[dict]:
             agree = lo <= v["hu"] <= hi or hlo <= v["ai"] <= hhi
             rows.append({"scan": name, "level": lv, "ai": v["ai"], "hu": v["hu"], "agree": agree, "clean": v["clean"]})
             if not agree:
-                log(f"  {name:36} {lv:4} AI {v['ai']:6.1f} [{lo:.1f}, {hi:.1f}] vs HU {v['hu']:6.1f} "
-                    f"[{hlo:.1f}, {hhi:.1f}]: the model corrects by {v['ai'] - v['hu']:+.1f} mg/cm3 ({why})")
+                log(
+                    f"  {name:36} {lv:4} AI {v['ai']:6.1f} [{lo:.1f}, {hi:.1f}] vs HU {v['hu']:6.1f} "
+                    f"[{hlo:.1f}, {hhi:.1f}]: the model corrects by {v['ai'] - v['hu']:+.1f} mg/cm3 ({why})"
+                )
     n_ok = sum(r["agree"] for r in rows)
     log(f"  agree on {n_ok} of {len(rows)} AI-estimated real levels")
     return rows

@@ -39,8 +39,11 @@ def make_study(data: Path, size: str) -> None:
     from OsteoAILib.cli import main as cli
     from OsteoAILib.phantom import PhantomParams, make_phantom, write_phantom
 
-    params = PhantomParams(seed=0) if size == "default" else PhantomParams(seed=5, matrix=160, spacing=(1.8, 1.8, 2.5),
-                                                                           levels="T12-L2")
+    params = (
+        PhantomParams(seed=0)
+        if size == "default"
+        else PhantomParams(seed=5, matrix=160, spacing=(1.8, 1.8, 2.5), levels="T12-L2")
+    )
     files = write_phantom(make_phantom(params), data.parent / "phantom")
     if cli(["run", str(files["ct"]), "--out", str(data / "demo"), "--scene", "--quiet"]):
         raise SystemExit("osteoai run failed")
@@ -48,11 +51,17 @@ def make_study(data: Path, size: str) -> None:
 
 def post_file(url: str, path: Path) -> tuple[int, str]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"scan\"; filename=\"scan\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + \
-        f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url + "/upload", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="scan"; filename="scan"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url + "/upload", data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *a, **k):
@@ -104,15 +113,33 @@ def main() -> int:
     data.mkdir()
     print(f"screening the {args.study} phantom with --scene for the study view ...", flush=True)
     make_study(data, args.study)
-    small = Path(write_phantom(make_phantom(PhantomParams(seed=9, matrix=160, spacing=(1.8, 1.8, 2.5),
-                                                          levels="T12-L2")), work / "small")["ct"])
+    small = Path(
+        write_phantom(
+            make_phantom(PhantomParams(seed=9, matrix=160, spacing=(1.8, 1.8, 2.5), levels="T12-L2")), work / "small"
+        )["ct"]
+    )
     (work / "accounts.yaml").write_text(f'reviewers:\n  bench: "{hash_password(PASSWORD)}"\n')
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(work / "server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "OsteoAILib.cli", "web", "--data", str(data), "--port", str(port),
-                             "--accounts", str(work / "accounts.yaml"), "--segmenter", "classical"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "OsteoAILib.cli",
+            "web",
+            "--data",
+            str(data),
+            "--port",
+            str(port),
+            "--accounts",
+            str(work / "accounts.yaml"),
+            "--segmenter",
+            "classical",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(240):
             try:
@@ -138,12 +165,16 @@ def main() -> int:
                 page.wait_for_selector("#reviewed-diagnosis", timeout=120_000)
                 wall = time.perf_counter() - t0
                 recs.append((wall, float(page.inner_text("#message").split()[2])))
-            print(f"\nstudy view open ({args.study} phantom, {args.repeats} runs): browser "
-                  f"{', '.join(f'{w:.2f}' for w, _ in opens)} s (median {statistics.median(w for w, _ in opens):.2f} s;"
-                  f" server share {', '.join(f'{s:.2f}' for _, s in opens)} s); target <= 2 s")
-            print(f"Recompute after moving a box 2 mm: browser {', '.join(f'{w:.2f}' for w, _ in recs)} s (median "
-                  f"{statistics.median(w for w, _ in recs):.2f} s; server share "
-                  f"{', '.join(f'{s:.2f}' for _, s in recs)} s); target <= 2 s")
+            print(
+                f"\nstudy view open ({args.study} phantom, {args.repeats} runs): browser "
+                f"{', '.join(f'{w:.2f}' for w, _ in opens)} s (median {statistics.median(w for w, _ in opens):.2f} s;"
+                f" server share {', '.join(f'{s:.2f}' for _, s in opens)} s); target <= 2 s"
+            )
+            print(
+                f"Recompute after moving a box 2 mm: browser {', '.join(f'{w:.2f}' for w, _ in recs)} s (median "
+                f"{statistics.median(w for w, _ in recs):.2f} s; server share "
+                f"{', '.join(f'{s:.2f}' for _, s in recs)} s); target <= 2 s"
+            )
 
             # --- 10 uploads at once ------------------------------------------------------------------
             if not args.uploads:
@@ -177,12 +208,18 @@ def main() -> int:
             finished = [s["finished"] for s in by_accept]
             in_order = all(a <= b for a, b in zip(finished, finished[1:], strict=False))
             done = sum(s["state"] == "done" for s in states)
-            print(f"\n{args.uploads} uploads at once (small phantom): {len(accepted)} accepted, {done} screened, "
-                  f"{len(accepted) - done} failed, lost {args.uploads - len(accepted)}; screened in the order accepted:"
-                  f" {in_order}; all done after {total:.0f} s ({total / max(done, 1):.1f} s per upload)")
-            print(f"server answers while screening: {len(lat)} page requests, median {statistics.median(lat):.0f} ms,"
-                  f" max {max(lat):.0f} ms; a study view opened meanwhile in {during_open[0]:.2f} s (server share "
-                  f"{during_open[1]:.2f} s)" if during_open else "")
+            print(
+                f"\n{args.uploads} uploads at once (small phantom): {len(accepted)} accepted, {done} screened, "
+                f"{len(accepted) - done} failed, lost {args.uploads - len(accepted)}; screened in the order accepted:"
+                f" {in_order}; all done after {total:.0f} s ({total / max(done, 1):.1f} s per upload)"
+            )
+            print(
+                f"server answers while screening: {len(lat)} page requests, median {statistics.median(lat):.0f} ms,"
+                f" max {max(lat):.0f} ms; a study view opened meanwhile in {during_open[0]:.2f} s (server share "
+                f"{during_open[1]:.2f} s)"
+                if during_open
+                else ""
+            )
             browser.close()
     finally:
         proc.terminate()

@@ -59,11 +59,20 @@ def study_rows(out_root, sid: str) -> list[dict]:
         row = dict(study)
         if lv is not None:
             lo, hi = lv.get("vbmd_ci95") or (None, None)
-            row.update(level=lv["level"], label=lv["label"], roi_volume_mm3=_r(lv.get("roi_volume_mm3"), 0),
-                       roi_mean_hu=_r(lv.get("roi_mean_hu")), roi_median_hu=_r(lv.get("roi_median_hu")),
-                       roi_sd_hu=_r(lv.get("roi_sd_hu")), vbmd_mg_cm3=_r(lv.get("vbmd_mg_cm3")),
-                       vbmd_ci95_low=_r(lo), vbmd_ci95_high=_r(hi), vbmd_method=lv.get("vbmd_method"),
-                       used_for_diagnosis=bool(lv.get("used_for_diagnosis")), level_qc=qc_codes(lv.get("qc")))
+            row.update(
+                level=lv["level"],
+                label=lv["label"],
+                roi_volume_mm3=_r(lv.get("roi_volume_mm3"), 0),
+                roi_mean_hu=_r(lv.get("roi_mean_hu")),
+                roi_median_hu=_r(lv.get("roi_median_hu")),
+                roi_sd_hu=_r(lv.get("roi_sd_hu")),
+                vbmd_mg_cm3=_r(lv.get("vbmd_mg_cm3")),
+                vbmd_ci95_low=_r(lo),
+                vbmd_ci95_high=_r(hi),
+                vbmd_method=lv.get("vbmd_method"),
+                used_for_diagnosis=bool(lv.get("used_for_diagnosis")),
+                level_qc=qc_codes(lv.get("qc")),
+            )
         rows.append(row)
     return rows
 
@@ -115,8 +124,16 @@ def write_index(out_root, specs, outcomes: dict[str, dict]) -> Path:
     w.writerow(["study_id", "input", "status", "seconds", "cpu_s", "peak_mb"])
     for s in sorted(specs, key=lambda s: s.id):
         o = outcomes.get(s.id, {})
-        w.writerow([s.id, s.input, o.get("status", "not run"), _csv(o.get("seconds")), _csv(o.get("cpu_s")),
-                    _csv(o.get("peak_mb"))])
+        w.writerow(
+            [
+                s.id,
+                s.input,
+                o.get("status", "not run"),
+                _csv(o.get("seconds")),
+                _csv(o.get("cpu_s")),
+                _csv(o.get("peak_mb")),
+            ]
+        )
     return write_text(Path(out_root) / "index.csv", buf.getvalue())
 
 

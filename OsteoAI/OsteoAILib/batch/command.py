@@ -16,17 +16,32 @@ from OsteoAIBaseLib.errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..commands.run import add_pipeline_arguments
 
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="a folder tree of studies (each DICOM series folder or CT volume file found), a list "
-                        "file (one path per line) or a CSV with a path column and optional age, sex, ... columns")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="a folder tree of studies (each DICOM series folder or CT volume file found), a list "
+        "file (one path per line) or a CSV with a path column and optional age, sex, ... columns",
+    )
     p.add_argument("--out", required=True, help="results folder: studies/<id>/, cohort.csv/.parquet, summary")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local worker processes (default: one per core; fewer start when memory is short)")
-    p.add_argument("--memory-gb", type=float, default=None,
-                   help="memory the local workers may use together (default: 85%% of what is free)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per core; fewer start when memory is short)",
+    )
+    p.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        help="memory the local workers may use together (default: 85%% of what is free)",
+    )
     p.add_argument("--dask", metavar="ADDRESS", help="run on a Dask distributed scheduler, e.g. tcp://host:8786")
-    p.add_argument("--resume", action="store_true",
-                   help="skip studies whose results are complete for the same input, software version and options")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip studies whose results are complete for the same input, software version and options",
+    )
     add_pipeline_arguments(p)
 
 
@@ -34,12 +49,22 @@ def main(args) -> int:
     from ..commands.run import options_from_args
 
     options = options_from_args(args)
-    return run_batch(args.inputs, args.out, options, workers=args.workers, dask=args.dask, resume=args.resume,
-                     memory_gb=args.memory_gb, scene=args.scene, quiet=args.quiet)
+    return run_batch(
+        args.inputs,
+        args.out,
+        options,
+        workers=args.workers,
+        dask=args.dask,
+        resume=args.resume,
+        memory_gb=args.memory_gb,
+        scene=args.scene,
+        quiet=args.quiet,
+    )
 
 
-def run_batch(inputs, out, options, workers=None, dask=None, resume=False, memory_gb=None, scene=False,
-              quiet=False, stream=None) -> int:
+def run_batch(
+    inputs, out, options, workers=None, dask=None, resume=False, memory_gb=None, scene=False, quiet=False, stream=None
+) -> int:
     """The whole batch; returns the exit code (0 ran to the end, failures included; 130 interrupted).
     ``dask`` is a scheduler address or a Cluster object."""
     from . import cohort, memory, summary
@@ -76,11 +101,24 @@ def run_batch(inputs, out, options, workers=None, dask=None, resume=False, memor
             runner, threads = LocalRunner(n, budget), max(1, cores // n)
             where = f"{n} local worker process{'es' if n > 1 else ''}"
         run_id = uuid.uuid4().hex[:12]
-        tasks = [{"spec": s, "options": options, "out_root": str(out.resolve()), "run_id": run_id,
-                  "threads": threads, "scene": scene} for s in todo]
+        tasks = [
+            {
+                "spec": s,
+                "options": options,
+                "out_root": str(out.resolve()),
+                "run_id": run_id,
+                "threads": threads,
+                "scene": scene,
+            }
+            for s in todo
+        ]
         estimates = [memory.estimate_bytes(s.input) for s in todo]
-        print(f"osteoai batch: {len(specs)} studies, {len(specs) - len(todo)} already complete, {len(todo)} to "
-              f"screen on {where}", file=stream, flush=True)
+        print(
+            f"osteoai batch: {len(specs)} studies, {len(specs) - len(todo)} already complete, {len(todo)} to "
+            f"screen on {where}",
+            file=stream,
+            flush=True,
+        )
         failures, interrupted, n_ok, n_skip = [], False, 0, len(specs) - len(todo)
         bar = _bar(len(todo), quiet, stream)
         try:
@@ -109,8 +147,12 @@ def run_batch(inputs, out, options, workers=None, dask=None, resume=False, memor
         summary.write_summary(out, rows, s)
         print(summary.summary_text(s), file=stream, flush=True)
         if interrupted:
-            print(f"osteoai batch: interrupted; {len(done_ids)} studies are complete in {out}/studies; "
-                  "run again with --resume to finish", file=stream, flush=True)
+            print(
+                f"osteoai batch: interrupted; {len(done_ids)} studies are complete in {out}/studies; "
+                "run again with --resume to finish",
+                file=stream,
+                flush=True,
+            )
             return 130
         return 0
 
@@ -119,8 +161,16 @@ def _bar(total: int, quiet: bool, stream):
     from tqdm import tqdm
 
     # time left comes from the recent rate (smoothing), since big and small studies are mixed
-    return tqdm(total=total, unit="study", file=stream, disable=quiet, dynamic_ncols=True, smoothing=0.1,
-                mininterval=1.0 if not stream.isatty() else 0.1, desc="screening")
+    return tqdm(
+        total=total,
+        unit="study",
+        file=stream,
+        disable=quiet,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        mininterval=1.0 if not stream.isatty() else 0.1,
+        desc="screening",
+    )
 
 
 @contextmanager

@@ -51,8 +51,9 @@ class DaskRunner:
         def submit():
             task, est = pending.pop()
             kw = {"resources": {"MEMORY": est}} if use_mem else {}
-            fut = self.client.submit(screen_study, task, key=f"osteoai-study-{task['spec'].id}-{task['run_id']}",
-                                     pure=False, retries=0, **kw)
+            fut = self.client.submit(
+                screen_study, task, key=f"osteoai-study-{task['spec'].id}-{task['run_id']}", pure=False, retries=0, **kw
+            )
             meta[fut.key] = task
             self.futures.add(fut)
             return fut
@@ -66,9 +67,15 @@ class DaskRunner:
                 task = meta.pop(fut.key)
                 try:
                     yield fut.result()
-                except Exception as e:  # noqa: BLE001 - a worker lost (KilledWorker) fails that study only
-                    yield {"id": task["spec"].id, "status": "failed", "seconds": 0.0, "timing_s": {},
-                           "peak_mb": None, "reason": f"dask worker lost the study ({type(e).__name__})"}
+                except Exception as e:
+                    yield {
+                        "id": task["spec"].id,
+                        "status": "failed",
+                        "seconds": 0.0,
+                        "timing_s": {},
+                        "peak_mb": None,
+                        "reason": f"dask worker lost the study ({type(e).__name__})",
+                    }
                 fut.release()
                 if pending:
                     ac.add(submit())

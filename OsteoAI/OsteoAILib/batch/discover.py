@@ -121,8 +121,11 @@ def _read_csv(p: Path) -> list[StudySpec]:
         if not raw:
             continue
         path = _resolve(raw, p.parent)
-        extra = {k.strip().lower(): _value(k.strip().lower(), v) for k, v in row.items()
-                 if k and k != path_col and v not in (None, "")}
+        extra = {
+            k.strip().lower(): _value(k.strip().lower(), v)
+            for k, v in row.items()
+            if k and k != path_col and v not in (None, "")
+        }
         out.append(StudySpec(study_id(path), str(path), extra))
     return out
 

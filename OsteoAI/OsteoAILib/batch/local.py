@@ -26,8 +26,9 @@ class LocalRunner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: a forked child would inherit the parent's threads (tqdm's monitor) and locks
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_worker_init)  # no max_tasks_per_child: it can hang on 3.11
+        return ProcessPoolExecutor(
+            self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+        )  # no max_tasks_per_child: it can hang on 3.11
 
     def run(self, tasks: list[dict], estimates: list[float]) -> Iterator[dict]:
         """Yield each study's outcome as it finishes. A worker that dies (killed for memory, crashed) fails the
@@ -54,8 +55,14 @@ class LocalRunner:
                         sid = task["spec"].id
                         tries[sid] = tries.get(sid, 0) + 1
                         if tries[sid] >= 2:
-                            yield {"id": sid, "status": "failed", "seconds": 0.0, "timing_s": {}, "peak_mb": None,
-                                   "reason": "worker process died twice on this study (out of memory or crash)"}
+                            yield {
+                                "id": sid,
+                                "status": "failed",
+                                "seconds": 0.0,
+                                "timing_s": {},
+                                "peak_mb": None,
+                                "reason": "worker process died twice on this study (out of memory or crash)",
+                            }
                         else:
                             queue.appendleft((task, est))
                 if broken:

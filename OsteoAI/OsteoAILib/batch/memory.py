@@ -26,7 +26,7 @@ def voxels(path: str) -> int:
                 try:
                     ds = pydicom.dcmread(f, stop_before_pixels=True)
                     return int(ds.Rows) * int(ds.Columns) * len(files)
-                except Exception:  # noqa: BLE001 - a non-DICOM file beside the series
+                except Exception:
                     continue
             return _DEFAULT_VOXELS
         import SimpleITK as sitk
@@ -38,7 +38,7 @@ def voxels(path: str) -> int:
         for s in r.GetSize():
             n *= int(s)
         return n
-    except Exception:  # noqa: BLE001 - a broken input fails later, in its worker, with its own reason
+    except Exception:
         return _DEFAULT_VOXELS
 
 

@@ -40,8 +40,7 @@ def run_key(options, extra: dict) -> str:
     patient-level columns (age sets the marrow-fat correction)."""
     from .. import __version__
 
-    blob = json.dumps({"osteoai": __version__, "options": asdict(options), "extra": extra}, sort_keys=True,
-                      default=str)
+    blob = json.dumps({"osteoai": __version__, "options": asdict(options), "extra": extra}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -89,7 +88,7 @@ def screen_study(task: dict) -> dict:
             results = _screen_into(tmp, spec, options, task)
         _publish(tmp, final)
         outcome.update(status="done", timing_s=results.timing_s)
-    except Exception as e:  # noqa: BLE001 - any error of one study becomes that study's failure line
+    except Exception as e:
         outcome["reason"] = one_line_reason(e, spec.input)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,15 +121,18 @@ def _screen_into(tmp: Path, spec, options, task):
         from ..mrml import write_scene as scene
     write_outputs(out, tmp, scene=scene)
     out.results.timing_s["write"] = round(time.perf_counter() - t1, 3)
-    atomic.write_json(tmp / STUDY_FILE, {
-        "study_id": spec.id,
-        "input_fingerprint": finger,
-        "run_key": run_key(options, spec.extra),
-        "run_id": task["run_id"],
-        "extra": spec.extra,
-        "timing_s": out.results.timing_s,
-        "seconds": round(time.perf_counter() - t0, 3),
-    })
+    atomic.write_json(
+        tmp / STUDY_FILE,
+        {
+            "study_id": spec.id,
+            "input_fingerprint": finger,
+            "run_key": run_key(options, spec.extra),
+            "run_id": task["run_id"],
+            "extra": spec.extra,
+            "timing_s": out.results.timing_s,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
     return out.results
 
 

@@ -15,8 +15,7 @@ from ..results import ACR_NORMAL_ABOVE, ACR_OSTEOPOROSIS_BELOW
 CATEGORIES = ("normal", "osteopenia", "osteoporosis", "not possible")
 
 
-def build_summary(rows: list[dict], outcomes: dict[str, dict], n_studies: int, wall_s: float,
-                  workers: str) -> dict:
+def build_summary(rows: list[dict], outcomes: dict[str, dict], n_studies: int, wall_s: float, workers: str) -> dict:
     studies = {}
     for r in rows:
         studies.setdefault(r["study_id"], r)
@@ -36,19 +35,30 @@ def build_summary(rows: list[dict], outcomes: dict[str, dict], n_studies: int, w
     return {
         "studies": n_studies,
         "with_results": n_done,
-        "this_run": {"screened": status.get("done", 0), "failed": status.get("failed", 0),
-                     "skipped_complete": status.get("skipped", 0), "wall_s": round(wall_s, 1),
-                     "studies_per_hour": round(3600 * len(ran) / wall_s, 1) if wall_s > 0 and ran else None,
-                     "workers": workers},
+        "this_run": {
+            "screened": status.get("done", 0),
+            "failed": status.get("failed", 0),
+            "skipped_complete": status.get("skipped", 0),
+            "wall_s": round(wall_s, 1),
+            "studies_per_hour": round(3600 * len(ran) / wall_s, 1) if wall_s > 0 and ran else None,
+            "workers": workers,
+        },
         "categories": {c: cat.get(c, 0) for c in CATEGORIES},
         "clean_studies": sum(1 for r in studies.values() if not r["scan_qc"]),
         "scan_qc": dict(scan_qc.most_common()),
         "levels": len([r for r in rows if r.get("level")]),
         "levels_used_for_diagnosis": sum(1 for r in rows if r.get("used_for_diagnosis")),
         "level_qc": dict(level_qc.most_common()),
-        "seconds_per_study": ({"mean": round(statistics.fmean(secs), 2), "median": round(statistics.median(secs), 2),
-                               "p90": round(secs[int(0.9 * (len(secs) - 1))], 2), "max": round(secs[-1], 2)}
-                              if secs else None),
+        "seconds_per_study": (
+            {
+                "mean": round(statistics.fmean(secs), 2),
+                "median": round(statistics.median(secs), 2),
+                "p90": round(secs[int(0.9 * (len(secs) - 1))], 2),
+                "max": round(secs[-1], 2),
+            }
+            if secs
+            else None
+        ),
         "cpu_s_per_study": round(statistics.fmean(cpu), 2) if cpu else None,
         "stage_mean_s": {k: round(statistics.fmean(v), 3) for k, v in stages.items()},
         "peak_mb": {"median": round(statistics.median(peaks)), "max": round(max(peaks))} if peaks else None,
@@ -61,24 +71,31 @@ def _codes(text) -> list[str]:
 
 def summary_text(s: dict) -> str:
     run = s["this_run"]
-    lines = [f"OsteoAI batch: {s['with_results']} of {s['studies']} studies have results "
-             f"({run['screened']} screened now, {run['skipped_complete']} already complete, {run['failed']} failed; "
-             "see failures.csv)",
-             f"This run: {run['wall_s']:.0f} s on {run['workers']}"
-             + (f", {run['studies_per_hour']:.0f} studies/hour" if run["studies_per_hour"] else "")]
+    lines = [
+        f"OsteoAI batch: {s['with_results']} of {s['studies']} studies have results "
+        f"({run['screened']} screened now, {run['skipped_complete']} already complete, {run['failed']} failed; "
+        "see failures.csv)",
+        f"This run: {run['wall_s']:.0f} s on {run['workers']}"
+        + (f", {run['studies_per_hour']:.0f} studies/hour" if run["studies_per_hour"] else ""),
+    ]
     if s["seconds_per_study"]:
         t = s["seconds_per_study"]
-        lines.append(f"Time per study: mean {t['mean']:.1f} s, median {t['median']:.1f} s, p90 {t['p90']:.1f} s, "
-                     f"max {t['max']:.1f} s (CPU {s['cpu_s_per_study']:.1f} s); stages (mean s): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_mean_s"].items()))
+        lines.append(
+            f"Time per study: mean {t['mean']:.1f} s, median {t['median']:.1f} s, p90 {t['p90']:.1f} s, "
+            f"max {t['max']:.1f} s (CPU {s['cpu_s_per_study']:.1f} s); stages (mean s): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_mean_s"].items())
+        )
     if s["peak_mb"]:
         lines.append(f"Peak memory per study: median {s['peak_mb']['median']} MB, max {s['peak_mb']['max']} MB")
-    lines.append("ACR category (diagnostic levels): "
-                 + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
-    lines.append(f"Scan QC: {s['clean_studies']} studies without a flag; "
-                 + (", ".join(f"{k} {v}" for k, v in s["scan_qc"].items()) or "no flags"))
-    lines.append(f"Levels: {s['levels']} measured, {s['levels_used_for_diagnosis']} used for diagnosis; flags: "
-                 + (", ".join(f"{k} {v}" for k, v in s["level_qc"].items()) or "none"))
+    lines.append("ACR category (diagnostic levels): " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
+    lines.append(
+        f"Scan QC: {s['clean_studies']} studies without a flag; "
+        + (", ".join(f"{k} {v}" for k, v in s["scan_qc"].items()) or "no flags")
+    )
+    lines.append(
+        f"Levels: {s['levels']} measured, {s['levels_used_for_diagnosis']} used for diagnosis; flags: "
+        + (", ".join(f"{k} {v}" for k, v in s["level_qc"].items()) or "none")
+    )
     return "\n".join(lines)
 
 
@@ -128,8 +145,11 @@ def _by_age_sex(rows, path) -> None:
             studies[r["study_id"]] = r
     plt, fig, ax = _axes(f"Diagnostic vBMD by age and sex ({len(studies)} studies)", "age (years)")
     for sex, colour in (("F", "tab:red"), ("M", "tab:blue"), (None, "tab:grey")):
-        pts = [(r["age"], r["study_vbmd_mg_cm3"]) for r in studies.values()
-               if (r.get("sex") if r.get("sex") in ("F", "M") else None) == sex]
+        pts = [
+            (r["age"], r["study_vbmd_mg_cm3"])
+            for r in studies.values()
+            if (r.get("sex") if r.get("sex") in ("F", "M") else None) == sex
+        ]
         if pts:
             ax.scatter(*zip(*pts, strict=True), c=colour, s=14, label={"F": "female", "M": "male"}.get(sex, "unknown"))
     if studies:

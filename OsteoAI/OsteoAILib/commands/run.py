@@ -13,10 +13,16 @@ from OsteoAIBaseLib.errors import CancelledError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="DICOM folder, or a NIfTI / NRRD / MHA file")
     p.add_argument("--out", required=True, help="output folder (created; files are replaced atomically)")
-    p.add_argument("--dicom-out", action="store_true",
-                   help="also write DICOM SEG/SR/key images into OUT/dicom (always done for a DICOM input)")
-    p.add_argument("--cancel-file", help="stop at the next stage boundary once this file exists (leaves no results; "
-                                         "used by the Slicer module's Cancel)")
+    p.add_argument(
+        "--dicom-out",
+        action="store_true",
+        help="also write DICOM SEG/SR/key images into OUT/dicom (always done for a DICOM input)",
+    )
+    p.add_argument(
+        "--cancel-file",
+        help="stop at the next stage boundary once this file exists (leaves no results; "
+        "used by the Slicer module's Cancel)",
+    )
     add_pipeline_arguments(p)
 
 
@@ -25,9 +31,11 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     from .. import options
 
     options.add_arguments(p)
-    p.add_argument("--scene", action="store_true",
-                   help="also write scene.mrml for 3D Slicer (needs slicer-core); the scene holds a copy of the "
-                        "whole CT volume")
+    p.add_argument(
+        "--scene",
+        action="store_true",
+        help="also write scene.mrml for 3D Slicer (needs slicer-core); the scene holds a copy of the whole CT volume",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -58,8 +66,9 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
         progress(0.0, "reading the input")
         vol = read_volume(input_path)
         try:
-            out = run_pipeline(vol, options, progress=progress,
-                               cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None)
+            out = run_pipeline(
+                vol, options, progress=progress, cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None
+            )
         except CancelledError:
             _remove_if_created(out_dir, existed)
             raise
@@ -70,6 +79,7 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
             def extra(stage):  # into the staging folder: committed, listed and replaced with the rest
                 progress(1.0, "writing DICOM SEG, SR and key images")
                 write_dicom_outputs(out, stage, input_path)
+
         scene = None
         if args.scene:  # the MRML bridge writes it; it needs slicer-core, imported only when asked for
             from ..mrml import write_scene as scene
@@ -77,8 +87,10 @@ def screen(input_path, out_dir, args, truth: dict | None = None) -> int:
     print(summary_table(out.results, truth))
     print(f"\nWrote {len(files)} files to the output folder (results.json, results.csv, labelmaps, key_images/)")
     if args.scene:
-        print("scene.mrml holds a copy of the whole CT volume (pixel data included) beside the results: "
-              "treat the output folder like the CT itself")
+        print(
+            "scene.mrml holds a copy of the whole CT volume (pixel data included) beside the results: "
+            "treat the output folder like the CT itself"
+        )
     return 0
 
 

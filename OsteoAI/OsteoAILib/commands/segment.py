@@ -46,8 +46,13 @@ def main(args) -> int:
         vol = read_volume(args.input)
         canonical = to_canonical(vol)
         try:
-            seg = segment_spine(canonical, method=args.segmenter, device=args.device, progress=progress,
-                                cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None)
+            seg = segment_spine(
+                canonical,
+                method=args.segmenter,
+                device=args.device,
+                progress=progress,
+                cancel=(lambda: os.path.exists(cancel_file)) if cancel_file else None,
+            )
         except CancelledError:
             _remove_if_created(out_dir, existed)  # as osteoai run: a cancelled run leaves no folder behind
             raise
@@ -55,9 +60,13 @@ def main(args) -> int:
             on_input = from_canonical(np.asarray(labels, np.int16), canonical, vol)
             write_volume(vol, out_dir / f"{name}.nii.gz", on_input.astype(np.int16))
         info = {k: v for k, v in (seg.info or {}).items() if k in JSON_INFO_KEYS}
-        write_json(out_dir / "segmentation.json", {"segmenter": seg.segmenter, "qc": list(seg.qc),
-                                                  "levels": [int(x) for x in seg.levels], "info": info})
+        write_json(
+            out_dir / "segmentation.json",
+            {"segmenter": seg.segmenter, "qc": list(seg.qc), "levels": [int(x) for x in seg.levels], "info": info},
+        )
         progress(1.0, "segmentation done")
-    print(f"{len(seg.levels)} vertebrae labelled ({seg.segmenter}); wrote vertebrae.nii.gz, bodies.nii.gz and "
-          f"segmentation.json to {out_dir}")
+    print(
+        f"{len(seg.levels)} vertebrae labelled ({seg.segmenter}); wrote vertebrae.nii.gz, bodies.nii.gz and "
+        f"segmentation.json to {out_dir}"
+    )
     return 0

@@ -16,12 +16,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all); with --health: the node's")
     p.add_argument("--forward", help="destination of the results, AET@HOST:PORT (a PACS or viewer)")
     p.add_argument("--work", help="work folder: received studies, queues, results and node.log (created)")
-    p.add_argument("--quiet-seconds", type=float, default=10.0,
-                   help="a study is complete after this long without a new instance (default 10); once the "
-                        "sending association has closed, 2 s suffice")
-    p.add_argument("--health", action="store_true",
-                   help="instead of serving: C-ECHO the node at --host/--port, print its queues (with --work); "
-                        "exit 0 when it answers")
+    p.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=10.0,
+        help="a study is complete after this long without a new instance (default 10); once the "
+        "sending association has closed, 2 s suffice",
+    )
+    p.add_argument(
+        "--health",
+        action="store_true",
+        help="instead of serving: C-ECHO the node at --host/--port, print its queues (with --work); "
+        "exit 0 when it answers",
+    )
     from ..options import add_arguments as add_run_options
 
     add_run_options(p, names=("segmenter", "device"))
@@ -56,9 +63,15 @@ def main(args) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     _logging(work)
-    cfg = NodeConfig(work=str(work), port=args.port, forward=Destination.parse(args.forward),
-                     ae_title=args.ae_title, host=args.host, quiet_s=args.quiet_seconds,
-                     pipeline_options={"segmenter": args.segmenter, "device": args.device})
+    cfg = NodeConfig(
+        work=str(work),
+        port=args.port,
+        forward=Destination.parse(args.forward),
+        ae_title=args.ae_title,
+        host=args.host,
+        quiet_s=args.quiet_seconds,
+        pipeline_options={"segmenter": args.segmenter, "device": args.device},
+    )
     node = Node(cfg)
     signal.signal(signal.SIGTERM, lambda *_: node.stop_event.set())
     try:

@@ -15,8 +15,7 @@ def summary_table(res: Results, truth: dict | None = None) -> str:
     lines = [head, "-" * len(head)]
     for lv in res.levels:
         ci = f"{lv.vbmd_ci95[0]:.0f}-{lv.vbmd_ci95[1]:.0f}" if lv.vbmd_ci95 else "-"
-        row = (f"{lv.level:<6}{lv.roi_volume_mm3 / 1000:>8.2f}{_f(lv.roi_mean_hu, 9)}{_f(lv.vbmd_mg_cm3, 8)}"
-               f"{ci:>15}")
+        row = f"{lv.level:<6}{lv.roi_volume_mm3 / 1000:>8.2f}{_f(lv.roi_mean_hu, 9)}{_f(lv.vbmd_mg_cm3, 8)}{ci:>15}"
         if truth:
             t = truth_by_level.get(lv.level, {}).get("vbmd_mg_cm3")
             err = lv.vbmd_mg_cm3 - t if (t is not None and lv.vbmd_mg_cm3 is not None) else None
@@ -40,8 +39,10 @@ def summary_table(res: Results, truth: dict | None = None) -> str:
     if methods:
         lines.append("vBMD estimator: " + "; ".join(f"{m} on {n} level(s)" for m, n in methods.items()))
     resid = f", residual {c.residual_hu:.1f} HU" if c.residual_hu is not None else ""
-    lines.append(f"Calibration: {c.method} at {c.kvp:g} kVp ({c.kvp_source}); HU_true = {c.slope:.3f} x HU "
-                 f"{c.intercept:+.1f}{resid}")
+    lines.append(
+        f"Calibration: {c.method} at {c.kvp:g} kVp ({c.kvp_source}); HU_true = {c.slope:.3f} x HU "
+        f"{c.intercept:+.1f}{resid}"
+    )
     if res.qc:
         lines.append("Scan QC: " + "; ".join(res.qc))
     if res.timing_s:

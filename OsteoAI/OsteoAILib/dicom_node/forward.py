@@ -100,8 +100,14 @@ class Forwarder:
         delay = RETRY_DELAYS_S[min(state["attempts"], len(RETRY_DELAYS_S)) - 1]
         state["next"] = time.time() + delay
         (box / ".attempts.json").write_text(json.dumps(state))
-        log.warning("job %s: forwarding to %s failed (%s); attempt %d, next in %d s",
-                    job, self.dest, why[:120], state["attempts"], delay)
+        log.warning(
+            "job %s: forwarding to %s failed (%s); attempt %d, next in %d s",
+            job,
+            self.dest,
+            why[:120],
+            state["attempts"],
+            delay,
+        )
 
     def due(self) -> list[str]:
         now = time.time()
@@ -121,14 +127,16 @@ class Forwarder:
             left = list(box.glob("*.dcm"))
             if left:  # refused with a failure status: maybe a full disk at the PACS, so later
                 raise ConnectionError(f"{len(left)} of {len(files)} objects refused")
-        except Exception as e:  # noqa: BLE001 - any network failure is retried later
+        except Exception as e:
             self._retry_later(job, box, str(e))
             return False
         res = self.work.path("results", job)
         if res.is_dir():
-            (res / "forwarded.json").write_text(json.dumps({"to": str(self.dest), "files": len(files),
-                                                            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            (res / "forwarded.json").write_text(
+                json.dumps({"to": str(self.dest), "files": len(files), "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            )
         self.work._remove(box)
-        log.info("job %s: %d DICOM objects forwarded to %s in %.1f s", job, len(files), self.dest,
-                 time.perf_counter() - t0)
+        log.info(
+            "job %s: %d DICOM objects forwarded to %s in %.1f s", job, len(files), self.dest, time.perf_counter() - t0
+        )
         return True

@@ -32,9 +32,11 @@ def health(host: str, port: int, ae_title: str, work: str | None) -> tuple[bool,
         try:
             s = json.loads((Path(work) / "status.json").read_text())
             q = s["queues"]
-            line += (f"; waiting {q['incoming']}, screening {q['jobs']}, to forward {q['outbox']}, "
-                     f"failed {q['failed']}; screened {s['screened']}, forwarded {s['forwarded']} since start "
-                     f"{time.time() - s['started']:.0f} s ago (status {time.time() - s['now']:.0f} s old)")
+            line += (
+                f"; waiting {q['incoming']}, screening {q['jobs']}, to forward {q['outbox']}, "
+                f"failed {q['failed']}; screened {s['screened']}, forwarded {s['forwarded']} since start "
+                f"{time.time() - s['started']:.0f} s ago (status {time.time() - s['now']:.0f} s old)"
+            )
             if s.get("last_error"):
                 line += f"; last error: {s['last_error']}"
         except (OSError, ValueError, KeyError):

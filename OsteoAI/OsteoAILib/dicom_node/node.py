@@ -60,7 +60,7 @@ class Node:
         out_dir = job_dir / "out"
         try:
             summary = screener.screen(job_dir / "input", out_dir)
-        except Exception as e:  # noqa: BLE001 - every failure is one study's, never the node's
+        except Exception as e:
             reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             self.work.fail_job(job, reason)
             self.failed += 1
@@ -70,20 +70,34 @@ class Node:
         files = [out_dir / "dicom" / Path(p).name for p in summary["files"]]
         self.work.finish_job(job, out_dir, files)
         self.screened += 1
-        log.info("job %s: screened in %.1f s (%d levels, category %s); %d DICOM objects queued", job,
-                 time.perf_counter() - t0, summary["levels"], summary["category"] or "none", len(files))
+        log.info(
+            "job %s: screened in %.1f s (%d levels, category %s); %d DICOM objects queued",
+            job,
+            time.perf_counter() - t0,
+            summary["levels"],
+            summary["category"] or "none",
+            len(files),
+        )
         try:  # labelmaps, .seg.nrrd, PNGs: while the forwarder sends
             screener.write_rest(self.work.path("results", job))
-        except Exception as e:  # noqa: BLE001 - the DICOM objects and results.json are already safe
+        except Exception as e:
             log.warning("job %s: the other output files were not written: %s", job, str(e)[:200])
 
     def _status(self) -> None:
-        self.work.write_status({
-            "ae_title": self.cfg.ae_title, "port": self.cfg.port, "forward": str(self.cfg.forward),
-            "started": self.started, "now": time.time(), "queues": self.work.counts(),
-            "screened": self.screened, "failed": self.failed, "forwarded": self.forwarded,
-            "last_error": self.last_error,
-        })
+        self.work.write_status(
+            {
+                "ae_title": self.cfg.ae_title,
+                "port": self.cfg.port,
+                "forward": str(self.cfg.forward),
+                "started": self.started,
+                "now": time.time(),
+                "queues": self.work.counts(),
+                "screened": self.screened,
+                "failed": self.failed,
+                "forwarded": self.forwarded,
+                "last_error": self.last_error,
+            }
+        )
 
     def _forward_loop(self, forwarder: Forwarder) -> None:
         while not self.stop_event.is_set():

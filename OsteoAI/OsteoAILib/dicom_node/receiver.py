@@ -9,8 +9,15 @@ from pathlib import Path
 
 
 class Receiver:
-    def __init__(self, folder: str | Path, port: int, ae_title: str = "DEST", host: str = "127.0.0.1",
-                 sop_classes: list[str] | None = None, status: int = 0x0000):
+    def __init__(
+        self,
+        folder: str | Path,
+        port: int,
+        ae_title: str = "DEST",
+        host: str = "127.0.0.1",
+        sop_classes: list[str] | None = None,
+        status: int = 0x0000,
+    ):
         self.sop_classes = sop_classes  # None: every storage SOP class
         self.status = status  # what every C-STORE is answered (e.g. 0xA700 plays a PACS with a full disk)
         self.folder = Path(folder)
@@ -39,10 +46,17 @@ class Receiver:
             with self._lock:
                 n = len(self.received)
                 ds.save_as(self.folder / f"{n:05d}_{ds.Modality}.dcm", enforce_file_format=True)
-                self.received.append({"sop_class": str(ds.SOPClassUID), "sop_instance": str(ds.SOPInstanceUID),
-                                      "study": str(ds.StudyInstanceUID), "series": str(ds.SeriesInstanceUID),
-                                      "modality": str(ds.Modality), "at": time.time(),
-                                      "path": self.folder / f"{n:05d}_{ds.Modality}.dcm"})
+                self.received.append(
+                    {
+                        "sop_class": str(ds.SOPClassUID),
+                        "sop_instance": str(ds.SOPInstanceUID),
+                        "study": str(ds.StudyInstanceUID),
+                        "series": str(ds.SeriesInstanceUID),
+                        "modality": str(ds.Modality),
+                        "at": time.time(),
+                        "path": self.folder / f"{n:05d}_{ds.Modality}.dcm",
+                    }
+                )
             return 0x0000
 
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])

@@ -62,7 +62,7 @@ def start_server(work, arrivals: Arrivals, ae_title: str, host: str, port: int):
             # The request's Affected SOP Instance UID names the instance even when the dataset's is blank.
             sop = str(event.request.AffectedSOPInstanceUID or event.dataset.SOPInstanceUID)
             study = str(event.dataset.get("StudyInstanceUID", "") or "")
-        except Exception as e:  # noqa: BLE001 - a malformed instance is refused, the node goes on
+        except Exception as e:
             log.warning("refused an instance that cannot be read (%s)", type(e).__name__)
             return CANNOT_UNDERSTAND
         try:
@@ -76,6 +76,10 @@ def start_server(work, arrivals: Arrivals, ae_title: str, host: str, port: int):
     def on_close(event):
         arrivals.closed(id(event.assoc))
 
-    handlers = [(evt.EVT_C_STORE, on_store), (evt.EVT_RELEASED, on_close), (evt.EVT_ABORTED, on_close),
-                (evt.EVT_CONN_CLOSE, on_close)]
+    handlers = [
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_RELEASED, on_close),
+        (evt.EVT_ABORTED, on_close),
+        (evt.EVT_CONN_CLOSE, on_close),
+    ]
     return ae.start_server((host, port), block=False, evt_handlers=handlers)

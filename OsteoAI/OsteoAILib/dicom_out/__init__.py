@@ -57,10 +57,17 @@ def write_dicom_outputs(out, out_dir: str | os.PathLike, input_path: str | os.Pa
 
 
 # Clinical Trial Subject module (optional in SEG, SR and SC IODs), copied from the source by highdicom.
-_TRIAL_SUBJECT = ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName",
-                  "ClinicalTrialSiteID", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
-                  "ClinicalTrialSubjectReadingID", "ClinicalTrialProtocolEthicsCommitteeName",
-                  "ClinicalTrialProtocolEthicsCommitteeApprovalNumber")
+_TRIAL_SUBJECT = (
+    "ClinicalTrialSponsorName",
+    "ClinicalTrialProtocolID",
+    "ClinicalTrialProtocolName",
+    "ClinicalTrialSiteID",
+    "ClinicalTrialSiteName",
+    "ClinicalTrialSubjectID",
+    "ClinicalTrialSubjectReadingID",
+    "ClinicalTrialProtocolEthicsCommitteeName",
+    "ClinicalTrialProtocolEthicsCommitteeApprovalNumber",
+)
 
 
 def _drop_incomplete_trial_subject(ds) -> None:

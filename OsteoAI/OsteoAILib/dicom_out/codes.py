@@ -58,9 +58,11 @@ CATEGORY = {
     "osteoporosis": Code("64859006", "SCT", "Osteoporosis"),
 }
 PICKHARDT_TRIAGE = private("triage", "Pickhardt L1 triage")
-TRIAGE = {"likely osteoporosis": private("triage-op", "likely osteoporosis"),
-          "indeterminate": private("triage-indet", "indeterminate"),
-          "likely normal": private("triage-normal", "likely normal")}
+TRIAGE = {
+    "likely osteoporosis": private("triage-op", "likely osteoporosis"),
+    "indeterminate": private("triage-indet", "indeterminate"),
+    "likely normal": private("triage-normal", "likely normal"),
+}
 QC_FLAG = private("qc-flag", "QC flag")
 VBMD_METHOD = private("vbmd-method", "vBMD estimator")
 DIAGNOSTIC_LEVELS = private("dx-levels", "Diagnostic levels")

@@ -25,10 +25,15 @@ _LEVEL_NUMBERS = {  # (concept value, derivation value) -> results.json level ke
     (codes.HU_AT_ZERO.value, None): "hu_at_zero_mg_cm3",
 }
 _REFERENCE_KEYS = {f"ref-{suffix}": key for key, (suffix, _, _) in codes.REFERENCE_NUMBERS.items()}
-_TEXT_KEYS = {codes.VBMD_METHOD.value: "vbmd_method", codes.DIAGNOSTIC_LEVELS.value: "levels",
-              codes.CRITERIA.value: "criteria", codes.CAL_METHOD.value: "method",
-              codes.CAL_KVP_SOURCE.value: "kvp_source", codes.CAL_NOTES.value: "notes",
-              codes.REFERENCE_WHY.value: "why"}
+_TEXT_KEYS = {
+    codes.VBMD_METHOD.value: "vbmd_method",
+    codes.DIAGNOSTIC_LEVELS.value: "levels",
+    codes.CRITERIA.value: "criteria",
+    codes.CAL_METHOD.value: "method",
+    codes.CAL_KVP_SOURCE.value: "kvp_source",
+    codes.CAL_NOTES.value: "notes",
+    codes.REFERENCE_WHY.value: "why",
+}
 
 
 def _group_items(group):
@@ -69,8 +74,9 @@ def read_sr(path: str | os.PathLike) -> dict:
         flags = texts.get(codes.QC_FLAG.value, [])
         if tracking.endswith(" trabecular ROI"):
             level = tracking.split()[0]
-            row["heights_mm"] = {k[0].removeprefix("height-"): v for k, v in numbers.items()
-                                 if k[0].startswith("height-")}
+            row["heights_mm"] = {
+                k[0].removeprefix("height-"): v for k, v in numbers.items() if k[0].startswith("height-")
+            }
             row["used_for_diagnosis"] = coded.get(codes.USED_FOR_DIAGNOSIS.value) == "Yes"
             row["qc"] = flags
             out["levels"][level] = row
@@ -113,8 +119,7 @@ def compare(results: dict, back: dict) -> list[str]:
         if got is None:
             diffs.append(f"{lv['level']}: missing from the SR")
             continue
-        for k in ("roi_volume_mm3", "roi_mean_hu", "roi_median_hu", "roi_sd_hu", "vbmd_mg_cm3",
-                  "used_for_diagnosis"):
+        for k in ("roi_volume_mm3", "roi_mean_hu", "roi_median_hu", "roi_sd_hu", "vbmd_mg_cm3", "used_for_diagnosis"):
             check(f"{lv['level']}.{k}", lv[k], got.get(k))
         ci = lv["vbmd_ci95"] or (None, None)
         check(f"{lv['level']}.ci95_low", ci[0], got.get("ci_low"))
@@ -132,8 +137,7 @@ def compare(results: dict, back: dict) -> list[str]:
     check("diagnosis.ci95_high", ci[1], gd.get("ci_high"))
     check("qc", "|".join(results["qc"]), "|".join(back["qc"]))
     c, gc = results["calibration"], back["calibration"]
-    for k in ("method", "slope", "intercept", "residual_hu", "kvp", "kvp_source", "hu_per_mg_cm3",
-              "hu_at_zero_mg_cm3"):
+    for k in ("method", "slope", "intercept", "residual_hu", "kvp", "kvp_source", "hu_per_mg_cm3", "hu_at_zero_mg_cm3"):
         check(f"calibration.{k}", c[k], gc.get(k))
     check("calibration.notes", c["notes"] or None, gc.get("notes"))
     check("calibration.qc", "|".join(c["qc"]), "|".join(gc.get("qc", [])))

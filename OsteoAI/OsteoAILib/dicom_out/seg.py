@@ -38,18 +38,20 @@ def build_seg(labelmap: np.ndarray, vol, src: Source, key: str, roi: bool, segme
         level = NAMES.get(lab, str(lab))
         vertebra = codes.vertebra(level)
         rgb = np.array(level_color(lab))
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=n,
-            segment_label=segment_name(lab, roi),
-            segmented_property_category=codes.TISSUE if roi else codes.ANATOMICAL_STRUCTURE,
-            segmented_property_type=codes.CANCELLOUS_BONE if roi else vertebra,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algo,
-            tracking_uid=uid(key, "track", lab, roi),
-            tracking_id=segment_name(lab, roi),
-            anatomic_regions=[vertebra] if roi else None,
-            display_color=hd.color.CIELabColor.from_rgb(*(rgb * 255).round()),
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=segment_name(lab, roi),
+                segmented_property_category=codes.TISSUE if roi else codes.ANATOMICAL_STRUCTURE,
+                segmented_property_type=codes.CANCELLOUS_BONE if roi else vertebra,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algo,
+                tracking_uid=uid(key, "track", lab, roi),
+                tracking_id=segment_name(lab, roi),
+                anatomic_regions=[vertebra] if roi else None,
+                display_color=hd.color.CIELabColor.from_rgb(*(rgb * 255).round()),
+            )
+        )
     which = "seg_rois" if roi else "seg_vertebrae"
     number, description = SERIES[which]
     seg = hd.seg.Segmentation(

@@ -51,8 +51,9 @@ def from_datasets(datasets: list) -> Source:
     normal = np.cross(iop[:3], iop[3:])
     datasets = sorted(datasets, key=lambda d: float(np.dot(np.array(d.ImagePositionPatient, float), normal)))
     ipp = np.array([np.array(d.ImagePositionPatient, float) for d in datasets])
-    return Source(datasets, ipp, iop[:3], iop[3:], tuple(float(x) for x in ds0.PixelSpacing),
-                  int(ds0.Rows), int(ds0.Columns))
+    return Source(
+        datasets, ipp, iop[:3], iop[3:], tuple(float(x) for x in ds0.PixelSpacing), int(ds0.Rows), int(ds0.Columns)
+    )
 
 
 def _repair_uids(datasets: list) -> None:
@@ -64,8 +65,10 @@ def _repair_uids(datasets: list) -> None:
     seed = "|".join(sorted(str(getattr(d, "file_meta", {}).get("MediaStorageSOPInstanceUID", "")) for d in datasets))
     for d in datasets:
         meta = getattr(d, "file_meta", None)
-        for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
-                                      ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        for keyword, meta_keyword in (
+            ("SOPClassUID", "MediaStorageSOPClassUID"),
+            ("SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        ):
             if not str(d.get(keyword, "") or "") and meta is not None and meta.get(meta_keyword):
                 setattr(d, keyword, meta.get(meta_keyword))
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
@@ -94,9 +97,16 @@ def from_volume(vol: Volume, out_dir: Path, input_name: str) -> Source:
     from ..phantom.dicom_writer import ct_slices, write_series
 
     key = hashlib.sha256(f"{input_name}|{vol.shape}|{vol.origin}|{vol.spacing}".encode()).hexdigest()
-    slices = ct_slices(vol, key, "Anonymous^", f"OSTEOAI-{key[:10]}", "OsteoAI screening", "CT (from " +
-                       Path(input_name).name[:40] + ")", str(vol.meta.get("manufacturer") or "unknown"),
-                       str(vol.meta.get("model") or "unknown"))
+    slices = ct_slices(
+        vol,
+        key,
+        "Anonymous^",
+        f"OSTEOAI-{key[:10]}",
+        "OsteoAI screening",
+        "CT (from " + Path(input_name).name[:40] + ")",
+        str(vol.meta.get("manufacturer") or "unknown"),
+        str(vol.meta.get("model") or "unknown"),
+    )
     folder = write_series(slices, out_dir / "ct")
     files = sorted(folder.glob("CT*.dcm"))
     import pydicom

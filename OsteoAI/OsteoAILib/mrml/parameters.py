@@ -10,8 +10,15 @@ from dataclasses import fields
 from ..options import Settings, options_from_settings, settings_from_options
 from .constants import MODULE_NAME
 
-__all__ = ["NODE_PARAMETERS", "Settings", "get_parameter_node", "options_from_settings", "read_parameter_node",
-           "settings_from_options", "write_parameter_node"]
+__all__ = [
+    "NODE_PARAMETERS",
+    "Settings",
+    "get_parameter_node",
+    "options_from_settings",
+    "read_parameter_node",
+    "settings_from_options",
+    "write_parameter_node",
+]
 
 # node-valued parameters of the wrapper: name -> MRML class
 NODE_PARAMETERS = {

@@ -65,8 +65,9 @@ def recompute_from_segmentation(
     note = "edited: ROIs edited in 3D Slicer, vBMD recomputed"
     if moved:
         note += f" (boxes moved: {', '.join(moved)})"
-    remeasure_results(vol, rois, results, note=note, diagnostic_levels=diagnostic_levels, measure=measure,
-                      diagnose=diagnose)
+    remeasure_results(
+        vol, rois, results, note=note, diagnostic_levels=diagnostic_levels, measure=measure, diagnose=diagnose
+    )
     if table_node is not None:
         add_results_table(scene, results, ref_volume_node=volume_node, table_node=table_node)
     if text_node is not None:

@@ -90,8 +90,9 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
     micro = None
     if params.texture_hu:
         # its own stream: the draws above (and so the legacy phantoms) are unchanged
-        micro = acq.Microstructure(np.random.default_rng([int(params.seed), 11]), grid, float(params.texture_hu),
-                                   float(params.texture_mm))
+        micro = acq.Microstructure(
+            np.random.default_rng([int(params.seed), 11]), grid, float(params.texture_hu), float(params.texture_mm)
+        )
         for g in an.levels:
             core = _core(an.bodies, tis, g, grid.spacing) if g.box is not None else None
             if core is not None:
@@ -131,8 +132,10 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
             "core_voxels": 0,
             "fracture": g.fracture > 0,
             "fracture_ratio": g.fracture,
-            "centre_kji": [round(float(c), 3) for c in
-                           ((np.asarray(g.center) - np.asarray(grid.origin)) / np.asarray(grid.spacing))[::-1]],
+            "centre_kji": [
+                round(float(c), 3)
+                for c in ((np.asarray(g.center) - np.asarray(grid.origin)) / np.asarray(grid.spacing))[::-1]
+            ],
             "centre_lps_mm": [round(float(c), 3) for c in g.center],
             "tilt_deg": round(math.degrees(g.theta), 2),
             "heights_mm": g.heights(),
@@ -144,25 +147,38 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         if g.box is not None:
             core = _core(an.bodies, tis, g, grid.spacing)
             if core is not None:
-                entry["trabecular_hu_noise_free"] = round(_noise_free_mean(hu_block, tis.shape, core, grid,
-                                                                           an.outline, params, sigmas), 3)
+                entry["trabecular_hu_noise_free"] = round(
+                    _noise_free_mean(hu_block, tis.shape, core, grid, an.outline, params, sigmas), 3
+                )
                 entry["core_voxels"] = int(core[1].sum())
         level_truth.append(entry)
 
     # White noise goes in before the blur: the reconstruction kernel gives it its texture.
-    arr = acq.render(hu_block, tis.shape, _body_window(tis, sigmas), grid, an.outline, params, sigmas, sigma,
-                     int(params.seed))
+    arr = acq.render(
+        hu_block, tis.shape, _body_window(tis, sigmas), grid, an.outline, params, sigmas, sigma, int(params.seed)
+    )
 
     spacing = grid.spacing
     meta = {
-        "modality": "CT", "manufacturer": MANUFACTURER, "kvp": kvp, "dose": params.dose,
-        "ctdivol": dose["ctdivol"], "kernel": kern["tag"], "slice_thickness": spacing[2],
-        "age": params.age, "sex": params.sex, "noise_sigma_hu": round(sigma, 3), "contrast": params.contrast,
+        "modality": "CT",
+        "manufacturer": MANUFACTURER,
+        "kvp": kvp,
+        "dose": params.dose,
+        "ctdivol": dose["ctdivol"],
+        "kernel": kern["tag"],
+        "slice_thickness": spacing[2],
+        "age": params.age,
+        "sex": params.sex,
+        "noise_sigma_hu": round(sigma, 3),
+        "contrast": params.contrast,
         "source": "osteoai-phantom",
     }
     vol = Volume(arr, spacing, grid.origin, np.eye(3), meta)
-    blood = physics.iodinated_blood_hu(acq.CONTRAST_IODINE_MG_ML["blood"], kvp) if params.contrast \
+    blood = (
+        physics.iodinated_blood_hu(acq.CONTRAST_IODINE_MG_ML["blood"], kvp)
+        if params.contrast
         else physics.hu("blood", kvp)
+    )
     ref = physics.reference_hu(kvp)
     ref_scan = {**ref, "blood": blood}
     truth = {
@@ -180,11 +196,20 @@ def make_phantom(params: PhantomParams | None = None) -> Phantom:
         "reference_hu": {k: round(v * params.hu_scale + params.hu_offset, 3) for k, v in ref_scan.items()},
         "tissue_hu": {name: round(float(lut[i]), 3) for name, i in TISSUES.items()},
         "tissue_ids": dict(TISSUES),
-        "grid": {"shape_kji": list(arr.shape), "spacing": list(spacing), "origin": list(grid.origin),
-                 "direction": np.eye(3).ravel().tolist()},
+        "grid": {
+            "shape_kji": list(arr.shape),
+            "spacing": list(spacing),
+            "origin": list(grid.origin),
+            "direction": np.eye(3).ravel().tolist(),
+        },
         "acquisition": {k: meta[k] for k in ("kvp", "dose", "ctdivol", "kernel", "slice_thickness")}
-        | {"psf_fwhm_mm": kern["psf_fwhm_mm"], "hu_scale": params.hu_scale, "hu_offset": params.hu_offset,
-           "beam_hardening": params.beam_hardening, "cupping_centre_hu": 40.0 * params.beam_hardening},
+        | {
+            "psf_fwhm_mm": kern["psf_fwhm_mm"],
+            "hu_scale": params.hu_scale,
+            "hu_offset": params.hu_offset,
+            "beam_hardening": params.beam_hardening,
+            "cupping_centre_hu": 40.0 * params.beam_hardening,
+        },
     }
     return Phantom(volume=vol, vertebrae=an.vertebrae, bodies=an.bodies, tissues=tis, truth=truth)
 
@@ -196,8 +221,10 @@ def _body_window(tis, sigmas):
     if rows.size == 0:
         return slice(0, 1), slice(0, 1)
     pj, pi = int(3 * sigmas[1] + 3), int(3 * sigmas[2] + 3)
-    return (slice(max(rows[0] - pj, 0), min(rows[-1] + pj + 1, tis.shape[1])),
-            slice(max(cols[0] - pi, 0), min(cols[-1] + pi + 1, tis.shape[2])))
+    return (
+        slice(max(rows[0] - pj, 0), min(rows[-1] + pj + 1, tis.shape[1])),
+        slice(max(cols[0] - pi, 0), min(cols[-1] + pi + 1, tis.shape[2])),
+    )
 
 
 def _noise_free_mean(hu_block, shape, core, grid, outline, params, sigmas) -> float:
@@ -220,7 +247,7 @@ def _core(bodies, tissues, g, spacing):
     nz = np.nonzero(m)
     lo = [int(n.min()) for n in nz]
     hi = [int(n.max()) + 1 for n in nz]
-    sub = m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    sub = m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     pad = np.pad(sub, 1)
     dist = ndimage.distance_transform_edt(pad, sampling=(spacing[2], spacing[1], spacing[0]))[1:-1, 1:-1, 1:-1]
     core = dist > CORE_MARGIN_MM

@@ -68,7 +68,7 @@ class Microstructure:
         lam = scale_mm * np.exp(rng.uniform(0.0, math.log(4.0), n))  # log-uniform, scale_mm..4x
         k = (2 * np.pi / lam)[:, None] * d  # rad/mm, (x, y, z)
         box_var = (np.asarray(grid.spacing, dtype=float) ** 2) / 12.0
-        atten = np.exp(-0.5 * (k ** 2 @ box_var))
+        atten = np.exp(-0.5 * (k**2 @ box_var))
         self.k, self.phase = k, rng.uniform(0, 2 * np.pi, n)
         self.amp = amplitude * math.sqrt(2.0 / n) * atten
         self.grid = grid
@@ -110,9 +110,22 @@ def kernel_settings(params: PhantomParams) -> dict:
 def tissue_hu(kvp: float, contrast: bool, marrow_fat: float, offsets: dict | None = None) -> np.ndarray:
     """HU lookup table indexed by tissue id (level-dependent bone is filled in separately)."""
     lut = np.zeros(max(T.values()) + 1, np.float32)
-    mats = {"air": "air", "lung": "lung", "fat": "adipose", "muscle": "muscle", "blood": "blood",
-            "cortical": "cortical_bone", "disc": "cartilage", "csf": "csf", "cord": "spinal_cord", "skin": "skin",
-            "rib": "cortical_bone", "basivertebral_vein": "blood", "organ": "liver", "airway": "air"}
+    mats = {
+        "air": "air",
+        "lung": "lung",
+        "fat": "adipose",
+        "muscle": "muscle",
+        "blood": "blood",
+        "cortical": "cortical_bone",
+        "disc": "cartilage",
+        "csf": "csf",
+        "cord": "spinal_cord",
+        "skin": "skin",
+        "rib": "cortical_bone",
+        "basivertebral_vein": "blood",
+        "organ": "liver",
+        "airway": "air",
+    }
     for t, m in mats.items():
         lut[T[t]] = physics.hu(m, kvp)
     lut[T["rib_marrow"]] = physics.trabecular_hu(RIB_VBMD, marrow_fat, kvp)
@@ -132,8 +145,12 @@ def contrast_delta(iodine_mg_ml: float, kvp: float) -> float:
 
 def noise_sigma(params: PhantomParams) -> float:
     vox = float(np.prod(params.spacing))
-    sigma = (DOSES[params.dose]["sigma_hu"] * kernel_settings(params)["noise_factor"] * float(params.noise_scale)
-             * math.sqrt(REFERENCE_VOXEL_MM3 / vox))
+    sigma = (
+        DOSES[params.dose]["sigma_hu"]
+        * kernel_settings(params)["noise_factor"]
+        * float(params.noise_scale)
+        * math.sqrt(REFERENCE_VOXEL_MM3 / vox)
+    )
     if params.body_scale is not None:
         # quanta fall as exp(-mu*d) along the ~214 mm (x body_scale) AP path, water mu ~0.019/mm:
         # noise ~ exp(mu*d/2) relative to the small adult (body_scale 1)
@@ -212,8 +229,9 @@ def scanner(sub: np.ndarray, grid, outline: dict, k0: int, js: slice, is_: slice
         sub += np.float32(params.hu_offset)
 
 
-def render(hu_block, shape, window, grid, outline: dict, params: PhantomParams, sigmas, sigma: float,
-           seed: int, slab: int = 24) -> np.ndarray:
+def render(
+    hu_block, shape, window, grid, outline: dict, params: PhantomParams, sigmas, sigma: float, seed: int, slab: int = 24
+) -> np.ndarray:
     """The CT image as int16, slab by slab (no full float volume is ever held).
 
     Inside ``window`` (a (rows, cols) slice pair covering the body): physics HU from ``hu_block``
@@ -229,8 +247,12 @@ def render(hu_block, shape, window, grid, outline: dict, params: PhantomParams, 
     amp = np.float32(sigma / noise_gain(nsig or sigmas)) if sigma > 0 else np.float32(0)
     air = -1000.0 * params.hu_scale + params.hu_offset
     bank_rng = np.random.default_rng([seed, 2])
-    bank = [np.clip(np.rint(air + sigma * bank_rng.standard_normal((nj, ni), dtype=np.float32)), -1024, 3071)
-            .astype(np.int16) for _ in range(17)]
+    bank = [
+        np.clip(np.rint(air + sigma * bank_rng.standard_normal((nj, ni), dtype=np.float32)), -1024, 3071).astype(
+            np.int16
+        )
+        for _ in range(17)
+    ]
     out = np.empty(shape, np.int16)
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
@@ -245,10 +267,10 @@ def render(hu_block, shape, window, grid, outline: dict, params: PhantomParams, 
                     white[n] = draw
                 else:
                     white[n] += draw
-        sub = blur(block, sigmas)[k0 - a:k0 - a + (k1 - k0)]
+        sub = blur(block, sigmas)[k0 - a : k0 - a + (k1 - k0)]
         if nsig is not None and white is not None:
             # a kernel filters the noise apart from the image: its own noise texture
-            sub += blur(white, nsig)[k0 - a:k0 - a + (k1 - k0)]
+            sub += blur(white, nsig)[k0 - a : k0 - a + (k1 - k0)]
         if params.streaks_hu:
             for n, k in enumerate(range(k0, k1)):
                 sub[n] += streaks(sub.shape[1:], window, grid, outline, k, float(params.streaks_hu), seed)

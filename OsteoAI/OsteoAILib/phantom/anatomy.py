@@ -32,12 +32,47 @@ _CD = [7.0, 7.0, 6.8, 6.6, 6.6, 6.6, 6.6, 6.6, 6.7, 6.8, 7.0, 7.2, 7.5, 8.0, 8.0
 # Sagittal tangent angle (deg, + = running posterior going down): kyphosis apex ~T7, lordosis ~L3.
 _THETA = [8.0, 16.0, 16.0, 14.0, 11.0, 7.0, 3.0, 0.0, -4.0, -8.0, -11.0, -13.0, -13.0, -11.0, -7.0, 0.0, 8.0, 14.0]
 # Body outline: half-width, antero-posterior depth, back skin behind the vertebral body centre.
-_AX = [118.0, 122.0, 130.0, 137.0, 143.0, 147.0, 150.0, 151.0, 151.0, 150.0, 149.0, 148.0, 147.0, 146.0,
-       146.0, 147.0, 149.0, 151.0]
-_AP = [160.0, 165.0, 175.0, 185.0, 195.0, 202.0, 206.0, 210.0, 212.0, 213.0, 214.0, 214.0, 214.0, 213.0,
-       212.0, 210.0, 208.0, 206.0]
-_DPOST = [66.0, 68.0, 69.0, 70.0, 70.0, 71.0, 71.0, 72.0, 72.0, 73.0, 74.0, 76.0, 78.0, 81.0, 84.0, 86.0,
-          88.0, 90.0]
+_AX = [
+    118.0,
+    122.0,
+    130.0,
+    137.0,
+    143.0,
+    147.0,
+    150.0,
+    151.0,
+    151.0,
+    150.0,
+    149.0,
+    148.0,
+    147.0,
+    146.0,
+    146.0,
+    147.0,
+    149.0,
+    151.0,
+]
+_AP = [
+    160.0,
+    165.0,
+    175.0,
+    185.0,
+    195.0,
+    202.0,
+    206.0,
+    210.0,
+    212.0,
+    213.0,
+    214.0,
+    214.0,
+    214.0,
+    213.0,
+    212.0,
+    210.0,
+    208.0,
+    206.0,
+]
+_DPOST = [66.0, 68.0, 69.0, 70.0, 70.0, 71.0, 71.0, 72.0, 72.0, 73.0, 74.0, 76.0, 78.0, 81.0, 84.0, 86.0, 88.0, 90.0]
 _RIB_END_DEG = {1: 35, 2: 28, 3: 26, 4: 26, 5: 27, 6: 28, 7: 30, 8: 40, 9: 50, 10: 62, 11: 85, 12: 108, 13: 120}
 _LEN_SCALE = 1.06  # T1-L2 then spans ~275 mm: with the margins the default scan is 300 x 1 mm
 MARGIN_MM = 10.0
@@ -216,10 +251,20 @@ def build_anatomy(params: PhantomParams, rng: np.random.Generator) -> Anatomy:
         name = SEQ[i]
         geoms.append(
             LevelGeom(
-                name=name, label=lv.label(name), idx=i, center=np.array([0.0, d["y"], d["z"]]),
-                theta=d["theta"], h=d["h"], a=_A[i] * (1 + rng.normal(0, 0.02)), b=_B[i] * (1 + rng.normal(0, 0.02)),
-                cw=_CW[i], cd=_CD[i], t_cortex=float(rng.uniform(0.7, 1.3)), t_endplate=float(rng.uniform(0.6, 1.0)),
-                fracture=fractures.get(name, 0.0), partial=not (first <= i <= last),
+                name=name,
+                label=lv.label(name),
+                idx=i,
+                center=np.array([0.0, d["y"], d["z"]]),
+                theta=d["theta"],
+                h=d["h"],
+                a=_A[i] * (1 + rng.normal(0, 0.02)),
+                b=_B[i] * (1 + rng.normal(0, 0.02)),
+                cw=_CW[i],
+                cd=_CD[i],
+                t_cortex=float(rng.uniform(0.7, 1.3)),
+                t_endplate=float(rng.uniform(0.6, 1.0)),
+                fracture=fractures.get(name, 0.0),
+                partial=not (first <= i <= last),
                 rib=i if 1 <= i <= rib_last else 0,
             )
         )
@@ -263,8 +308,9 @@ def _paint(sl, xs, ys, cx, cy, rx, ry, value, cond=None):
 
 def _paint_capsule2d(sl, xs, ys, p0, p1, r, value):
     """Paint a 2D capsule (segment p0-p1, radius r) into the slice ``sl``."""
-    js, is_ = _win(xs, ys, (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2,
-                   abs(p1[0] - p0[0]) / 2 + r, abs(p1[1] - p0[1]) / 2 + r)
+    js, is_ = _win(
+        xs, ys, (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2, abs(p1[0] - p0[0]) / 2 + r, abs(p1[1] - p0[1]) / 2 + r
+    )
     x, y = xs[is_][None, :], ys[js][:, None]
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     t = np.clip(((x - p0[0]) * dx + (y - p0[1]) * dy) / (dx * dx + dy * dy or 1e-9), 0.0, 1.0)
@@ -275,9 +321,20 @@ def _paint_capsule2d(sl, xs, ys, p0, p1, r, value):
 def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: float, fat_mm: float) -> dict:
     nk = grid.shape[0]
     zs = grid.z()
-    prof = {k: _slice_profile(zs, lay, v) for k, v in
-            (("y_vb", [d["y"] for d in lay]), ("ax", _AX), ("ap", _AP), ("dpost", _DPOST), ("a", _A), ("b", _B),
-             ("cw", _CW), ("cd", _CD), ("theta", [d["theta"] for d in lay]))}
+    prof = {
+        k: _slice_profile(zs, lay, v)
+        for k, v in (
+            ("y_vb", [d["y"] for d in lay]),
+            ("ax", _AX),
+            ("ap", _AP),
+            ("dpost", _DPOST),
+            ("a", _A),
+            ("b", _B),
+            ("cw", _CW),
+            ("cd", _CD),
+            ("theta", [d["theta"] for d in lay]),
+        )
+    }
     zlev = {SEQ[d["idx"]]: float(d["z"]) for d in lay}
     hlev = {SEQ[d["idx"]]: float(d["h"]) for d in lay}
     xall, yall = grid.x(), grid.y()
@@ -309,8 +366,8 @@ def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: f
         sl[r24 <= (1.0 - 2.0 / reff) ** 2.4] = T["fat"]
         r_mus = 1.0 - (2.0 + fat_mm) / reff
         r_cav = r_mus - 11.0 / reff
-        sl[r24 <= r_mus ** 2.4] = T["muscle"]
-        cav = r24 <= r_cav ** 2.4
+        sl[r24 <= r_mus**2.4] = T["muscle"]
+        cav = r24 <= r_cav**2.4
         out["inner"][k] = (r_cav, r_mus)
         sl[cav] = T["fat"]  # mediastinal / visceral fat unless something else is painted
         # diaphragm: lungs above a dome, lower laterally and posteriorly (recesses)
@@ -322,7 +379,8 @@ def _soft_tissues(grid: Grid, lay, tissues, params: PhantomParams, body_scale: f
         if z > float(z_dia.min()):
             # the column and its posterior gutters, rounded like the pleura wrapping the bodies
             spine_block = (_ellipse(x, y, 0.0, y_vb + 0.3 * b, a + 15.0, 1.3 * b + 8.0) <= 1.0) | (
-                (np.abs(x) < a + 6.0) & (y > y_vb))
+                (np.abs(x) < a + 6.0) & (y > y_vb)
+            )
             paraspinal = _ellipse(np.abs(x), y, cw + 18.0, cyp, paraspinal_r + 4.0, paraspinal_r) <= 1.0
             med_w = 16.0 + 14.0 * np.clip((y_spine_front - y) / 60.0, 0, 1)
             mediastinum = (np.abs(x - 6.0) < med_w) & (y < y_spine_front + 4.0)
@@ -442,7 +500,7 @@ def _disc(grid: Grid, g0: LevelGeom, g1: LevelGeom, tissues):
     gd = LevelGeom("disc", 0, 0, np.array([0.0, mid[0], mid[1]]), th, 0, a, b, 0, 0, 0, 0)
     u, v, w = _local(grid, gd, box)
     m = (_ellipse(u, v, 0.0, 0.0, a, b) <= 1.0) & (w <= half) & (w >= -half - gap)
-    tissues[box[0]:box[1], box[2]:box[3], box[4]:box[5]][m] = T["disc"]
+    tissues[box[0] : box[1], box[2] : box[3], box[4] : box[5]][m] = T["disc"]
 
 
 def _body_parts(g: LevelGeom, u, v, w):
@@ -453,8 +511,9 @@ def _body_parts(g: LevelGeom, u, v, w):
     rn = np.sqrt((u / aw) ** 2 + (v / bv) ** 2)
     top = h / 2 - _fracture_loss(v, g)
     body = (rn <= 1.0) & (w >= -h / 2) & (w <= top)
-    cortex = body & (((1.0 - rn) * np.minimum(aw, bv) < g.t_cortex) | (top - w < g.t_endplate)
-                     | (w + h / 2 < g.t_endplate))
+    cortex = body & (
+        ((1.0 - rn) * np.minimum(aw, bv) < g.t_cortex) | (top - w < g.t_endplate) | (w + h / 2 < g.t_endplate)
+    )
     # basivertebral vein: a channel entering the posterior wall at mid-height, ending in a small lake
     vein = body & (np.abs(u) < 1.8) & (np.abs(w) < 1.6) & (v > 0.3 * b)
     vein |= body & (_ellipse(u, v, 0.0, 0.35 * b, 3.0, 2.2) <= 1.0) & (np.abs(w) < 1.8)
@@ -551,7 +610,7 @@ def _rib(grid: Grid, g: LevelGeom, tissues, outline):
     x = grid.x()[None, :]
     y = grid.y()[:, None]
     xn, yn = np.abs(x) / rx, (y - y_rc) / ry
-    rn = np.sqrt(xn ** 2 + yn ** 2)
+    rn = np.sqrt(xn**2 + yn**2)
     d = (rn - 1.0) * math.sqrt(rx * ry)
     phi = np.arctan2(xn, -yn)
     ring = (np.abs(d) <= ra) & (phi >= phi_e) & (phi <= phi_s)
@@ -560,14 +619,14 @@ def _rib(grid: Grid, g: LevelGeom, tissues, outline):
         return
     d = d[jj, ii]
     s = (phi_s - phi[jj, ii]) / (phi_s - phi_e)
-    zc = zh - drop * s ** 1.3
+    zc = zh - drop * s**1.3
     half = rb * np.sqrt(np.clip(1 - (d / ra) ** 2, 0, 1))
     k_lo = np.floor((zc - half - grid.origin[2]) / grid.spacing[2]).astype(int)
     k_hi = np.ceil((zc + half - grid.origin[2]) / grid.spacing[2]).astype(int)
     for k in range(max(k_lo.min(), 0), min(k_hi.max(), grid.shape[0] - 1) + 1):
         zk = grid.origin[2] + k * grid.spacing[2]
         qz = (zk - zc) / rb
-        qq = (d / ra) ** 2 + qz ** 2
+        qq = (d / ra) ** 2 + qz**2
         sel = qq <= 1.0
         if not sel.any():
             continue

@@ -35,8 +35,16 @@ def _code(value: str, scheme: str, meaning: str):
     return c
 
 
-def ct_slices(vol, key: str, patient_name: str, patient_id: str, study_description: str,
-              series_description: str, manufacturer: str, model: str) -> Iterator:
+def ct_slices(
+    vol,
+    key: str,
+    patient_name: str,
+    patient_id: str,
+    study_description: str,
+    series_description: str,
+    manufacturer: str,
+    model: str,
+) -> Iterator:
     """One CT Image dataset per k slice of ``vol`` (any orientation: IOP/IPP follow its direction)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -133,8 +141,13 @@ def write_dicom_series(ph, folder: Path) -> Path:
     key = hashlib.sha256(json.dumps(ph.truth.get("params", {}), sort_keys=True).encode()).hexdigest()
     seed = ph.truth.get("params", {}).get("seed", 0)
     slices = ct_slices(
-        ph.volume, key, "OsteoAI^Phantom", f"PHANTOM-{seed}", "OsteoAI digital spine phantom",
+        ph.volume,
+        key,
+        "OsteoAI^Phantom",
+        f"PHANTOM-{seed}",
+        "OsteoAI digital spine phantom",
         f"phantom {meta.get('dose', '')} {meta.get('kernel', '')}".strip(),
-        meta.get("manufacturer", "OsteoAI phantom"), "digital phantom",
+        meta.get("manufacturer", "OsteoAI phantom"),
+        "digital phantom",
     )
     return write_series(slices, folder)

@@ -25,8 +25,7 @@ def save_previews(ph, out_dir, axial_level: str = "L1") -> dict[str, Path]:
     i = int(round(np.mean([e["centre_kji"][2] for e in ph.truth["levels"]])))
     views = {
         # canonical rows run anterior -> posterior and columns right -> left: radiological as is
-        "axial": (arr[k], [0, arr.shape[2] * si, arr.shape[1] * sj, 0],
-                  f"axial slice k={k} ({axial_level})"),
+        "axial": (arr[k], [0, arr.shape[2] * si, arr.shape[1] * sj, 0], f"axial slice k={k} ({axial_level})"),
         "sagittal": (arr[::-1, :, i], [0, arr.shape[1] * sj, arr.shape[0] * sk, 0], f"sagittal i={i} (midline)"),
     }
     files = {}
@@ -34,8 +33,15 @@ def save_previews(ph, out_dir, axial_level: str = "L1") -> dict[str, Path]:
         aspect = abs(extent[3] - extent[2]) / abs(extent[1] - extent[0])
         fig, axes = plt.subplots(1, 2, figsize=(10, 5.0 * aspect + 0.6), dpi=80)
         for ax, (wname, (level, width)) in zip(axes, WINDOWS.items(), strict=True):
-            ax.imshow(img, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, extent=extent,
-                      interpolation="nearest", aspect="equal")
+            ax.imshow(
+                img,
+                cmap="gray",
+                vmin=level - width / 2,
+                vmax=level + width / 2,
+                extent=extent,
+                interpolation="nearest",
+                aspect="equal",
+            )
             ax.set_title(f"{wname}", fontsize=10)
             ax.set_axis_off()
         fig.suptitle(f"OsteoAI phantom: {title}", fontsize=11)

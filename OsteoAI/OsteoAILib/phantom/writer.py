@@ -26,7 +26,7 @@ def _gzip_members(data: memoryview, level: int = 1, chunk: int = 8 << 20) -> lis
 
     def one(i):
         c = zlib.compressobj(level, zlib.DEFLATED, 31)
-        return c.compress(data[i:i + chunk]) + c.flush()
+        return c.compress(data[i : i + chunk]) + c.flush()
 
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
         return list(ex.map(one, range(0, len(data), chunk)))

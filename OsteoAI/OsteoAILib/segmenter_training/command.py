@@ -1,10 +1,10 @@
 """``osteoai train-segmenter``: prepare training samples and train the vertebra model.
 
-    osteoai train-segmenter prepare-real --data ../shared/data --out .data/seg
-    osteoai train-segmenter prepare-pseudo --data ../shared/data --out .data/seg   # classical labels, unlabelled CTs
-    osteoai train-segmenter prepare-phantoms --seeds 0-199 --out .data/seg [--workers 8]
-    osteoai train-segmenter train --samples .data/seg --real ts-abdomen-3mm,... --out models/vertebra-seg/model.pt
-    osteoai train-segmenter card --weights models/vertebra-seg/model.pt   # write model.json (sha256 ...)
+osteoai train-segmenter prepare-real --data ../shared/data --out .data/seg
+osteoai train-segmenter prepare-pseudo --data ../shared/data --out .data/seg   # classical labels, unlabelled CTs
+osteoai train-segmenter prepare-phantoms --seeds 0-199 --out .data/seg [--workers 8]
+osteoai train-segmenter train --samples .data/seg --real ts-abdomen-3mm,... --out models/vertebra-seg/model.pt
+osteoai train-segmenter card --weights models/vertebra-seg/model.pt   # write model.json (sha256 ...)
 """
 
 from __future__ import annotations
@@ -31,9 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-159", help="phantom seeds, e.g. 0-159 (prepare-phantoms)")
     p.add_argument("--workers", type=int, default=1, help="processes for prepare-phantoms")
     p.add_argument("--real", default="", help="comma-separated real volumes to train on (train)")
-    p.add_argument("--pseudo", default="all",
-                   help="comma-separated pseudo-labelled volumes to train on, 'all' or 'none' (train); "
-                        "volumes to prepare (prepare-pseudo, default all)")
+    p.add_argument(
+        "--pseudo",
+        default="all",
+        help="comma-separated pseudo-labelled volumes to train on, 'all' or 'none' (train); "
+        "volumes to prepare (prepare-pseudo, default all)",
+    )
     p.add_argument("--p-pseudo", type=float, default=0.25, help="share of patches from pseudo-labelled volumes")
     p.add_argument("--pseudo-weight", type=float, default=0.5, help="loss weight of pseudo-labelled patches")
     p.add_argument("--iters", type=int, default=3000)
@@ -103,12 +106,24 @@ def main(args) -> int:
         out = Path(args.out or "models/vertebra-seg/model.pt")
         real = [r for r in args.real.split(",") if r]
         pseudo = args.pseudo if args.pseudo in ("all", "none", "") else [n for n in args.pseudo.split(",") if n]
-        train(Path(args.samples), out, real, iters=args.iters, minutes=args.minutes, batch=args.batch,
-              lr=args.lr, seed=args.seed, p_real=args.p_real, device=args.device,
-              pseudo=pseudo, p_pseudo=args.p_pseudo, pseudo_weight=args.pseudo_weight,
-              config={"init_filters": args.init_filters},
-              init=Path(args.init) if args.init else None,
-              log=lambda m: print(m, flush=True))
+        train(
+            Path(args.samples),
+            out,
+            real,
+            iters=args.iters,
+            minutes=args.minutes,
+            batch=args.batch,
+            lr=args.lr,
+            seed=args.seed,
+            p_real=args.p_real,
+            device=args.device,
+            pseudo=pseudo,
+            p_pseudo=args.p_pseudo,
+            pseudo_weight=args.pseudo_weight,
+            config={"init_filters": args.init_filters},
+            init=Path(args.init) if args.init else None,
+            log=lambda m: print(m, flush=True),
+        )
         return 0
     if args.action == "card":
         write_card(Path(args.weights or "models/vertebra-seg/model.pt"))

@@ -228,6 +228,7 @@ def prepare_real(root: Path, out: Path, names=None) -> list[Path]:
 
 # --- phantoms ---------------------------------------------------------------------------------
 
+
 def random_phantom_params(seed: int):
     """Varied anatomy and acquisition for one training phantom (all drawn from ``seed``): level
     range (field of view), grid spacing, kVp, dose, contrast, age, fractures, 11/12/13 rib pairs,

@@ -35,8 +35,14 @@ def centroids_mm(lab: np.ndarray, spacing_ijk, ids) -> dict[int, np.ndarray]:
 
 
 def touches_edge(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-                or mask[:, :, 0].any() or mask[:, :, -1].any())
+    return bool(
+        mask[0].any()
+        or mask[-1].any()
+        or mask[:, 0].any()
+        or mask[:, -1].any()
+        or mask[:, :, 0].any()
+        or mask[:, :, -1].any()
+    )
 
 
 def score_case(pred: np.ndarray, truth: np.ndarray, spacing_ijk) -> list[dict]:
@@ -56,8 +62,16 @@ def score_case(pred: np.ndarray, truth: np.ndarray, spacing_ijk) -> list[dict]:
             err = float(np.linalg.norm(pc[v] - tc[v]))
             nearest = min(tc, key=lambda u: np.linalg.norm(pc[v] - tc[u]))
             ident = err <= ID_MM and nearest == v
-        rows.append({"level": lv.NAMES.get(v, str(v)), "id": v, "dice": round(float(dice), 4), "identified": ident,
-                     "centroid_err_mm": None if err is None else round(err, 1), "fully_in_view": not touches_edge(t)})
+        rows.append(
+            {
+                "level": lv.NAMES.get(v, str(v)),
+                "id": v,
+                "dice": round(float(dice), 4),
+                "identified": ident,
+                "centroid_err_mm": None if err is None else round(err, 1),
+                "fully_in_view": not touches_edge(t),
+            }
+        )
     return rows
 
 
@@ -67,8 +81,11 @@ def summarise(rows: list[dict]) -> dict:
     def agg(rs):
         if not rs:
             return {"n": 0, "mean_dice": None, "identification": None}
-        return {"n": len(rs), "mean_dice": round(float(np.mean([r["dice"] for r in rs])), 4),
-                "identification": round(float(np.mean([r["identified"] for r in rs])), 4)}
+        return {
+            "n": len(rs),
+            "mean_dice": round(float(np.mean([r["dice"] for r in rs])), 4),
+            "identification": round(float(np.mean([r["identified"] for r in rs])), 4),
+        }
 
     return {"fully_in_view": agg(full), "all": agg(rows)}
 
@@ -122,8 +139,15 @@ def _fold_for(name: str, model_root: Path) -> Path | None:
     return None
 
 
-def evaluate(segmenters: list[str], real_root: Path | None, real_names, seeds: list[int], device: str = "cpu",
-             cross_validation: bool = False, log=print) -> dict:
+def evaluate(
+    segmenters: list[str],
+    real_root: Path | None,
+    real_names,
+    seeds: list[int],
+    device: str = "cpu",
+    cross_validation: bool = False,
+    log=print,
+) -> dict:
     from OsteoAISegmentLib.ai.inference import model_dir
 
     cases = []
@@ -144,9 +168,16 @@ def evaluate(segmenters: list[str], real_root: Path | None, real_names, seeds: l
             try:
                 seg, secs = run_segmenter(method, vol, device, fold)
                 rows = score_case(seg.vertebrae, truth, vol.spacing)
-                entry = {"kind": kind, "case": name, "seconds": round(secs, 2), "levels": rows,
-                         "predicted": [lv.NAMES.get(v, str(v)) for v in seg.levels], "qc": seg.qc,
-                         "fold": fold.parent.name if fold else None, "summary": summarise(rows)}
+                entry = {
+                    "kind": kind,
+                    "case": name,
+                    "seconds": round(secs, 2),
+                    "levels": rows,
+                    "predicted": [lv.NAMES.get(v, str(v)) for v in seg.levels],
+                    "qc": seg.qc,
+                    "fold": fold.parent.name if fold else None,
+                    "summary": summarise(rows),
+                }
             except Exception as e:  # one failing case must not hide the others
                 entry = {"kind": kind, "case": name, "error": f"{type(e).__name__}: {e}"[:300]}
             per_case.append(entry)
@@ -161,8 +192,11 @@ def _overall(per_case):
         rows = [r for c in per_case if c["kind"] == kind and "levels" in c for r in c["levels"]]
         secs = [c["seconds"] for c in per_case if c["kind"] == kind and "seconds" in c]
         errs = sum(1 for c in per_case if c["kind"] == kind and "error" in c)
-        out[kind] = {**summarise(rows), "mean_seconds": round(float(np.mean(secs)), 2) if secs else None,
-                     "errors": errs}
+        out[kind] = {
+            **summarise(rows),
+            "mean_seconds": round(float(np.mean(secs)), 2) if secs else None,
+            "errors": errs,
+        }
     return out
 
 
@@ -173,15 +207,19 @@ def _case_line(method, e):
     f, a = s["fully_in_view"], s["all"]
     fd = "-" if f["mean_dice"] is None else f"{f['mean_dice']:.3f}"
     fi = "-" if f["identification"] is None else f"{f['identification']:.0%}"
-    return (f"  {method:>16} {e['case']:<24} full n={f['n']} dice {fd} id {fi} | all n={a['n']} dice "
-            f"{a['mean_dice']:.3f} id {a['identification']:.0%} | {e['seconds']:.1f}s | "
-            f"pred {','.join(e['predicted'])}")
+    return (
+        f"  {method:>16} {e['case']:<24} full n={f['n']} dice {fd} id {fi} | all n={a['n']} dice "
+        f"{a['mean_dice']:.3f} id {a['identification']:.0%} | {e['seconds']:.1f}s | "
+        f"pred {','.join(e['predicted'])}"
+    )
 
 
 def print_table(report, out=print):
     out("")
-    out(f"{'segmenter':>16} {'data':<8} {'full: n':>8} {'Dice':>6} {'ident':>6} {'all: n':>7} {'Dice':>6} "
-        f"{'ident':>6} {'s/case':>7} {'errors':>6}")
+    out(
+        f"{'segmenter':>16} {'data':<8} {'full: n':>8} {'Dice':>6} {'ident':>6} {'all: n':>7} {'Dice':>6} "
+        f"{'ident':>6} {'s/case':>7} {'errors':>6}"
+    )
     for m, r in report["segmenters"].items():
         for kind, s in r["summary"].items():
             f, a = s["fully_in_view"], s["all"]
@@ -189,9 +227,11 @@ def print_table(report, out=print):
             def fmt(x, pct=False):
                 return "-" if x is None else (f"{x:.0%}" if pct else f"{x:.3f}")
 
-            out(f"{m:>16} {kind:<8} {f['n']:>8} {fmt(f['mean_dice']):>6} {fmt(f['identification'], True):>6} "
+            out(
+                f"{m:>16} {kind:<8} {f['n']:>8} {fmt(f['mean_dice']):>6} {fmt(f['identification'], True):>6} "
                 f"{a['n']:>7} {fmt(a['mean_dice']):>6} {fmt(a['identification'], True):>6} "
-                f"{fmt(s['mean_seconds']):>7} {s['errors']:>6}")
+                f"{fmt(s['mean_seconds']):>7} {s['errors']:>6}"
+            )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -202,8 +242,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phantom-seeds", default=HELD_BACK_SEEDS, help="held-back phantom seeds ('' for none)")
     p.add_argument("--data", default=None, help="labelled real CTs (default ../shared/data; 'none' to skip)")
     p.add_argument("--real", default="", help="comma list of real volumes (default: all labelled ones)")
-    p.add_argument("--cross-validation", action="store_true",
-                   help="score the model on each real volume with the fold that did not train on it")
+    p.add_argument(
+        "--cross-validation",
+        action="store_true",
+        help="score the model on each real volume with the fold that did not train on it",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="write the full report as JSON here")
 
@@ -222,8 +265,7 @@ def main(args) -> int:
             print(f"real data not found at {root}: phantoms only")
             root = None
     names = [n for n in args.real.split(",") if n] or None
-    report = evaluate(segs, root, names, parse_seeds(args.phantom_seeds or ""), args.device,
-                      args.cross_validation)
+    report = evaluate(segs, root, names, parse_seeds(args.phantom_seeds or ""), args.device, args.cross_validation)
     print_table(report)
     if args.out:
         write_json(args.out, report)

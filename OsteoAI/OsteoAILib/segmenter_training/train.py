@@ -29,13 +29,15 @@ class Pool:
             spine = np.argwhere((lvl != IGNORE) | (sem == 1) | (sem == 2) | (sem == VERT_ANY))
             if len(spine) > 4000:
                 spine = spine[rng.choice(len(spine), 4000, replace=False)]
-            self.items.append({
-                "name": Path(p).stem,
-                "image": torch.from_numpy(s["image"].astype(np.float32)).to(device),
-                "sem": torch.from_numpy(sem).to(device),
-                "lvl": torch.from_numpy(lvl).to(device),
-                "centres": spine if len(spine) else None,
-            })
+            self.items.append(
+                {
+                    "name": Path(p).stem,
+                    "image": torch.from_numpy(s["image"].astype(np.float32)).to(device),
+                    "sem": torch.from_numpy(sem).to(device),
+                    "lvl": torch.from_numpy(lvl).to(device),
+                    "centres": spine if len(spine) else None,
+                }
+            )
 
     def __len__(self):
         return len(self.items)
@@ -176,10 +178,25 @@ def losses(logits, sem, lvl, weight=None):
     return total, {k: float(v.detach()) for k, v in (("ce", ce), ("dice", dice), ("any", any_loss), ("lvl", lvl_ce))}
 
 
-def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 3000, minutes: float = 1e9,
-          batch: int = 4, patch=(128, 112, 128), lr: float = 2e-3, seed: int = 0, device: str = "cuda",
-          p_real: float = 0.35, config: dict | None = None, init: Path | None = None, log=print,
-          pseudo="all", p_pseudo: float = 0.25, pseudo_weight: float = 0.5) -> dict:
+def train(
+    data_dir: Path,
+    out_path: Path,
+    real_names: list[str],
+    iters: int = 3000,
+    minutes: float = 1e9,
+    batch: int = 4,
+    patch=(128, 112, 128),
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str = "cuda",
+    p_real: float = 0.35,
+    config: dict | None = None,
+    init: Path | None = None,
+    log=print,
+    pseudo="all",
+    p_pseudo: float = 0.25,
+    pseudo_weight: float = 0.5,
+) -> dict:
     """pseudo: 'all', 'none' or a list of names of ``pseudo_<name>.npz`` samples (classical labels
     on unlabelled real CTs), drawn with probability ``p_pseudo`` and weighted ``pseudo_weight``."""
     rng = np.random.default_rng(seed)
@@ -247,17 +264,32 @@ def train(data_dir: Path, out_path: Path, real_names: list[str], iters: int = 30
         it += 1
         hist.append(float(loss.detach()))
         if it % 50 == 0 or it == 1:
-            log(f"it {it} loss {np.mean(hist[-50:]):.4f} " + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
-                + f" lr {opt.param_groups[0]['lr']:.2e} t {time.time() - t0:.0f}s")
+            log(
+                f"it {it} loss {np.mean(hist[-50:]):.4f} "
+                + " ".join(f"{k} {v:.3f}" for k, v in parts.items())
+                + f" lr {opt.param_groups[0]['lr']:.2e} t {time.time() - t0:.0f}s"
+            )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     torch.save(state, out_path)
-    info = {"iterations": it, "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(hist[-50:])),
-            "phantoms": len(phantoms), "real": real_names, "pseudo": [p.stem for p in ps_paths],
-            "p_real": p_real, "p_pseudo": p_pseudo if len(pseudos) else 0.0, "pseudo_weight": pseudo_weight,
-            "batch": batch, "patch": list(patch), "lr": lr,
-            "seed": seed, "network": cfg, "init": str(init) if init else None}
+    info = {
+        "iterations": it,
+        "seconds": round(time.time() - t0, 1),
+        "final_loss": float(np.mean(hist[-50:])),
+        "phantoms": len(phantoms),
+        "real": real_names,
+        "pseudo": [p.stem for p in ps_paths],
+        "p_real": p_real,
+        "p_pseudo": p_pseudo if len(pseudos) else 0.0,
+        "pseudo_weight": pseudo_weight,
+        "batch": batch,
+        "patch": list(patch),
+        "lr": lr,
+        "seed": seed,
+        "network": cfg,
+        "init": str(init) if init else None,
+    }
     out_path.with_suffix(".train.json").write_text(json.dumps(info, indent=2))
     log(f"saved {out_path} after {it} iterations, {info['seconds']} s")
     return info

@@ -132,8 +132,9 @@ class BackgroundRun:
         elif ok:
             self.onFinished(True, _("Done."))
         else:
-            self.onFinished(False, self._lastError or _("failed (exit code {code})").format(
-                code=self.process.exitCode()))
+            self.onFinished(
+                False, self._lastError or _("failed (exit code {code})").format(code=self.process.exitCode())
+            )
 
 
 class BackgroundLogic(ScriptedLoadableModuleLogic):

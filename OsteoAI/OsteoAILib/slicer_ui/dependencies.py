@@ -79,8 +79,10 @@ def installDependencies(askConfirmation=True, radiomics=False):
                 torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT)
         except ImportError:
             raise RuntimeError(
-                _("OsteoAI needs PyTorch: install the PyTorch extension (Extensions Manager), restart Slicer, "
-                  "then press Install again.")
+                _(
+                    "OsteoAI needs PyTorch: install the PyTorch extension (Extensions Manager), restart Slicer, "
+                    "then press Install again."
+                )
             ) from None
     todo = _missing([r for f in requirementFiles(radiomics) for r in readRequirements(f)])
     if todo:
@@ -108,5 +110,6 @@ def installDependencies(askConfirmation=True, radiomics=False):
             shutil.rmtree(os.path.dirname(constraints), ignore_errors=True)
     still = missingDependencies(radiomics=radiomics)
     if still:
-        raise RuntimeError(_("Missing Python packages: {packages} (press Install in Dependencies)").format(
-            packages=", ".join(still)))
+        raise RuntimeError(
+            _("Missing Python packages: {packages} (press Install in Dependencies)").format(packages=", ".join(still))
+        )

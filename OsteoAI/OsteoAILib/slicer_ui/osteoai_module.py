@@ -47,11 +47,18 @@ not apply to vBMD. A fractured vertebra reads falsely dense and is excluded from
 
 class OsteoAIWidget(ParameterNodePanel):
     def setup(self):
-        clicked = [(name, "clicked(bool)", slot) for name, slot in (
-            ("recomputeButton", self.onRecompute), ("editRoisButton", self.onEditRois),
-            ("showBoneButton", self.onShowBone), ("showCalibrationButton", self.onShowCalibration))]
-        self.setupPanel("UI/OsteoAI.ui", OsteoAILogic(),
-                        clicked + [("keyImageList", "currentRowChanged(int)", self.onKeyImage)])
+        clicked = [
+            (name, "clicked(bool)", slot)
+            for name, slot in (
+                ("recomputeButton", self.onRecompute),
+                ("editRoisButton", self.onEditRois),
+                ("showBoneButton", self.onShowBone),
+                ("showCalibrationButton", self.onShowCalibration),
+            )
+        ]
+        self.setupPanel(
+            "UI/OsteoAI.ui", OsteoAILogic(), clicked + [("keyImageList", "currentRowChanged(int)", self.onKeyImage)]
+        )
         self.ui.teachingText.setHtml(teachingHtml())
 
     def updateGui(self, caller=None, event=None):
@@ -82,11 +89,15 @@ class OsteoAIWidget(ParameterNodePanel):
         self.ui.keyImageList.blockSignals(False)
 
     def dependencyStatusText(self, missing):
-        text = _("Missing (Install, or Apply, asks before installing): {packages}").format(
-            packages=", ".join(missing)) if missing else _("All dependencies are installed.")
-        if missingDependencies(radiomics=True)[len(missing):]:
-            text += "<br>" + _("Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is "
-                               "used).")
+        text = (
+            _("Missing (Install, or Apply, asks before installing): {packages}").format(packages=", ".join(missing))
+            if missing
+            else _("All dependencies are installed.")
+        )
+        if missingDependencies(radiomics=True)[len(missing) :]:
+            text += "<br>" + _(
+                "Optional, for Radiomics: pyradiomics is not installed (installed when Radiomics is used)."
+            )
         return text
 
     def onInstall(self):
@@ -139,8 +150,9 @@ class OsteoAIWidget(ParameterNodePanel):
             if c and c["trabecular_hu"] is not None and c["cortical_hu"] is not None:
                 cortical, trabecular = c["cortical_hu"], c["trabecular_hu"]
                 text = _("{level}: cortical shell {cortical} HU, trabecular ROI {trabecular} HU.")
-                self.ui.statusLabel.text = text.format(level=c["level"], cortical=f"{cortical:.0f}",
-                                                       trabecular=f"{trabecular:.0f}")
+                self.ui.statusLabel.text = text.format(
+                    level=c["level"], cortical=f"{cortical:.0f}", trabecular=f"{trabecular:.0f}"
+                )
 
     def onShowCalibration(self):
         with slicer.util.tryWithErrorDisplay(_("Cannot show the calibration fit.")):
@@ -212,7 +224,8 @@ class OsteoAILogic(BackgroundLogic):
         from OsteoAILib.pipeline import PipelineOutput
         from OsteoAILib.results import Results
 
-        results = Results.from_dict(json.load(open(os.path.join(outDir, "results.json"))))
+        with open(os.path.join(outDir, "results.json")) as f:
+            results = Results.from_dict(json.load(f))
         vert = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(outDir, "vertebrae.nii.gz"))).astype(np.int16)
         rois = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(outDir, "trabecular_rois.nii.gz"))).astype(np.int16)
         out = PipelineOutput(
@@ -311,7 +324,8 @@ class OsteoAILogic(BackgroundLogic):
         if d.vbmd_mg_cm3 is None:
             return _("No diagnosis possible: {criteria}").format(criteria=d.criteria)
         return _("vBMD {vbmd} mg/cm3 ({levels}): {category}.").format(
-            vbmd=f"{d.vbmd_mg_cm3:.0f}", levels=", ".join(d.levels), category=d.category)
+            vbmd=f"{d.vbmd_mg_cm3:.0f}", levels=", ".join(d.levels), category=d.category
+        )
 
     def diagnosisHtml(self, p):
         import OsteoAILib.mrml as coremrml

@@ -30,14 +30,26 @@ def parameterNodeClass(name, settings, nodes):
         defaults[field] = default
     for field, mrmlClass in nodes.items():
         annotations[field] = getattr(slicer, mrmlClass)
-    body = {"__annotations__": annotations, "__module__": __name__, **defaults,
-            "__doc__": f"{name}: generated from the option registry (OsteoAILib.options)."}
+    body = {
+        "__annotations__": annotations,
+        "__module__": __name__,
+        **defaults,
+        "__doc__": f"{name}: generated from the option registry (OsteoAILib.options).",
+    }
     return parameterNodeWrapper(type(name, (), body))
 
 
 # The Slicer layer's files, each after those it imports (for Reload)
-RELOAD_ORDER = ("background", "dependencies", "parameters", "panel", "sample_data", "self_test", "segment_module",
-                "osteoai_module")
+RELOAD_ORDER = (
+    "background",
+    "dependencies",
+    "parameters",
+    "panel",
+    "sample_data",
+    "self_test",
+    "segment_module",
+    "osteoai_module",
+)
 
 
 class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -64,8 +76,11 @@ class ParameterNodePanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = logic
         self.observeSceneClose()
-        common = [("applyButton", "clicked(bool)", self.onApply), ("cancelButton", "clicked(bool)", self.onCancel),
-                  ("installButton", "clicked(bool)", self.onInstall)]
+        common = [
+            ("applyButton", "clicked(bool)", self.onApply),
+            ("cancelButton", "clicked(bool)", self.onCancel),
+            ("installButton", "clicked(bool)", self.onInstall),
+        ]
         for name, signal, slot in common + list(connections):
             getattr(self.ui, name).connect(signal, slot)
         self.initializeParameterNode()

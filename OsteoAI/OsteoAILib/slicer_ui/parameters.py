@@ -15,7 +15,8 @@ def osteoaiParameters():
 
 def segmentParameters():
     """(settings, nodes) of the OsteoAISegment parameter node."""
-    settings = {name: (str, tuple(BY_NAME[name].choice_names), None, BY_NAME[name].default)
-                for name in ("segmenter", "device")}
+    settings = {
+        name: (str, tuple(BY_NAME[name].choice_names), None, BY_NAME[name].default) for name in ("segmenter", "device")
+    }
     settings.update(addBodies=(bool, None, None, True), show3D=(bool, None, None, True))
     return settings, dict(SEGMENT_NODES)

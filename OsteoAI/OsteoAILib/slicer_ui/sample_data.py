@@ -17,8 +17,11 @@ PHANTOM_SAMPLE_PARAMS = {"seed": 0, "levels": "T11-L2", "matrix": 384, "spacing"
 
 def phantomSampleUri():
     """A file of Slicer's cache that the loader writes first (Sample Data wants a URI; it is never fetched)."""
-    cache = slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory() if slicer.mrmlScene.GetCacheManager() \
+    cache = (
+        slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory()
+        if slicer.mrmlScene.GetCacheManager()
         else slicer.app.cachePath
+    )
     return "file://" + os.path.join(cache, PHANTOM_SAMPLE_NAME + ".nrrd").replace("\\", "/")
 
 

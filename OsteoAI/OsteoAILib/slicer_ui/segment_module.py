@@ -64,8 +64,18 @@ class OsteoAISegmentLogic(BackgroundLogic):
     @staticmethod
     def cliArguments(p, inputPath, outDir, workDir):
         """``osteoai segment`` arguments for the panel's settings."""
-        return osteoaiCommand("segment", inputPath, "--out", outDir, "--segmenter", p.segmenter, "--device", p.device,
-                            "--cancel-file", BackgroundRun.cancelFile(workDir))
+        return osteoaiCommand(
+            "segment",
+            inputPath,
+            "--out",
+            outDir,
+            "--segmenter",
+            p.segmenter,
+            "--device",
+            p.device,
+            "--cancel-file",
+            BackgroundRun.cancelFile(workDir),
+        )
 
     def start(self, parameterNode, onProgress=None, onFinished=None):
         """Segment ``parameterNode.inputVolume`` in a background process; add the nodes when it ends."""
@@ -77,10 +87,18 @@ class OsteoAISegmentLogic(BackgroundLogic):
         def loaded(outDir):
             self.loadResults(parameterNode, outDir)
             return _("Done: {count} vertebrae.").format(
-                count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments())
+                count=parameterNode.outputSegmentation.GetSegmentation().GetNumberOfSegments()
+            )
 
-        return self.startRun(parameterNode, "osteoai-seg-", lambda *paths: self.cliArguments(parameterNode, *paths),
-                             loaded, "loading the segmentation failed", onProgress, onFinished)
+        return self.startRun(
+            parameterNode,
+            "osteoai-seg-",
+            lambda *paths: self.cliArguments(parameterNode, *paths),
+            loaded,
+            "loading the segmentation failed",
+            onProgress,
+            onFinished,
+        )
 
     def loadResults(self, parameterNode, outDir):
         """Nodes from an ``osteoai segment`` output folder (labelmaps on the input volume's grid); a second
@@ -100,8 +118,14 @@ class OsteoAISegmentLogic(BackgroundLogic):
 
         with open(os.path.join(outDir, "segmentation.json")) as f:
             info = json.load(f)
-        seg = SpineSegmentation(vertebrae=labels("vertebrae"), bodies=labels("bodies"), levels=info.get("levels", []),
-                                qc=info.get("qc", []), info=info.get("info", {}), segmenter=info.get("segmenter", ""))
+        seg = SpineSegmentation(
+            vertebrae=labels("vertebrae"),
+            bodies=labels("bodies"),
+            levels=info.get("levels", []),
+            qc=info.get("qc", []),
+            info=info.get("info", {}),
+            segmenter=info.get("segmenter", ""),
+        )
         old = parameterNode.outputSegmentation
         if old:
             bodies = old.GetNodeReference(coremrml.ATTR + "bodies")
@@ -109,7 +133,13 @@ class OsteoAISegmentLogic(BackgroundLogic):
                 slicer.mrmlScene.RemoveNode(bodies)
             slicer.mrmlScene.RemoveNode(old)
         # the labelmaps are on the input grid already: the volume itself is their "canonical" grid
-        nodes = add_spine_segmentation(slicer.mrmlScene, seg, coremrml.volume_from_node(volumeNode), volumeNode,
-                                       bodies=parameterNode.addBodies, surface=parameterNode.show3D)
+        nodes = add_spine_segmentation(
+            slicer.mrmlScene,
+            seg,
+            coremrml.volume_from_node(volumeNode),
+            volumeNode,
+            bodies=parameterNode.addBodies,
+            surface=parameterNode.show3D,
+        )
         parameterNode.outputSegmentation = nodes["vertebrae"]
         return nodes["vertebrae"]

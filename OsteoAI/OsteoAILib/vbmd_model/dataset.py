@@ -67,8 +67,10 @@ def sample_params(seed: int) -> dict:
     lo, hi = RANGES["vbmd_mg_cm3"]
     base = float(rng.uniform(lo, hi))
     # thoracic a little denser than lumbar, plus a level-to-level scatter, as in real spines
-    bmd = {name: round(float(np.clip(base + 1.5 * (2 - i) + rng.normal(0.0, 4.0), 5.0, 300.0)), 2)
-           for i, name in enumerate(LEVELS)}
+    bmd = {
+        name: round(float(np.clip(base + 1.5 * (2 - i) + rng.normal(0.0, 4.0), 5.0, 300.0)), 2)
+        for i, name in enumerate(LEVELS)
+    }
     return {
         "seed": int(seed),
         "kvp": float(rng.choice(RANGES["kvp"])),
@@ -168,8 +170,10 @@ def truth_segmentation(ph):
 
     present = [int(x) for x in np.unique(ph.vertebrae) if x != 0]
     return SpineSegmentation(
-        vertebrae=ph.vertebrae.astype(np.int16), bodies=ph.bodies.astype(np.int16),
-        levels=sorted(present, key=ORDER.index, reverse=True), segmenter="phantom-truth",
+        vertebrae=ph.vertebrae.astype(np.int16),
+        bodies=ph.bodies.astype(np.int16),
+        levels=sorted(present, key=ORDER.index, reverse=True),
+        segmenter="phantom-truth",
     )
 
 
@@ -254,10 +258,16 @@ def phantom_rows(params: dict, masks: str = "pipeline") -> list[dict]:
         t = truth[lab]
         if t.get("fracture") or t.get("partial"):
             continue  # a fractured body reads falsely dense by design; the QC flag handles it
-        rows.append({
-            "label": lab, "features": f, "vbmd": float(t["vbmd_mg_cm3"]),
-            "seed": params["seed"], "kvp": params["kvp"], "dose": params["dose"],
-        })
+        rows.append(
+            {
+                "label": lab,
+                "features": f,
+                "vbmd": float(t["vbmd_mg_cm3"]),
+                "seed": params["seed"],
+                "kvp": params["kvp"],
+                "dose": params["dose"],
+            }
+        )
     return rows
 
 
@@ -275,8 +285,17 @@ def stage_fingerprint() -> str:
         import importlib
 
         h = hashlib.sha256()
-        for name in ("physics", "calibration", "reference_tissues", "roi", "phantom", "phantom.anatomy",
-                     "phantom.acquisition", "phantom.params", "vbmd_model.features"):
+        for name in (
+            "physics",
+            "calibration",
+            "reference_tissues",
+            "roi",
+            "phantom",
+            "phantom.anatomy",
+            "phantom.acquisition",
+            "phantom.params",
+            "vbmd_model.features",
+        ):
             try:
                 mod = importlib.import_module(f"OsteoAILib.{name}")
             except ImportError:
@@ -297,8 +316,17 @@ def roi_source() -> str:
 
 
 def _cache_key(params: dict, masks: str, fingerprint: str | None = None) -> str:
-    blob = json.dumps({"p": params, "m": masks, "r": roi_source(), "f": list(FEATURE_NAMES), "v": CACHE_VERSION,
-                       "code": fingerprint or stage_fingerprint()}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "p": params,
+            "m": masks,
+            "r": roi_source(),
+            "f": list(FEATURE_NAMES),
+            "v": CACHE_VERSION,
+            "code": fingerprint or stage_fingerprint(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -307,15 +335,16 @@ def _build_one(job) -> tuple[int, list[dict] | None, str]:
     seed, params, masks = job
     try:
         rows = phantom_rows(params, masks)
-    except Exception as e:  # noqa: BLE001 - one bad phantom must not stop a long run
+    except Exception as e:
         return seed, None, f"{type(e).__name__}: {e}"
     for r in rows:
         r["features"] = [float(v) for v in r["features"]]
     return seed, rows, ""
 
 
-def prebuild(seeds, cache_dir: str | Path, masks: str = "pipeline", grids: str | None = None, workers: int = 2,
-             log=print) -> int:
+def prebuild(
+    seeds, cache_dir: str | Path, masks: str = "pipeline", grids: str | None = None, workers: int = 2, log=print
+) -> int:
     """Build the phantoms of ``seeds`` not yet in ``cache_dir`` with ``workers`` processes; returns how
     many were built. :func:`build_table` then reads them from the cache."""
     from concurrent.futures import ProcessPoolExecutor
@@ -341,8 +370,14 @@ def prebuild(seeds, cache_dir: str | Path, masks: str = "pipeline", grids: str |
     return done
 
 
-def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", log=print,
-                fingerprint: str | None = None, grids: str | None = None) -> dict:
+def build_table(
+    seeds,
+    cache_dir: str | Path | None,
+    masks: str = "pipeline",
+    log=print,
+    fingerprint: str | None = None,
+    grids: str | None = None,
+) -> dict:
     """Rows of many phantoms as arrays {X, y, seed, kvp, dose, label}; per-phantom cache in ``cache_dir``.
 
     A phantom the stages fail on (e.g. segmentation finds no spine) is logged and skipped.
@@ -367,7 +402,7 @@ def build_table(seeds, cache_dir: str | Path | None, masks: str = "pipeline", lo
         else:
             try:
                 rows = phantom_rows(params, masks)
-            except Exception as e:  # noqa: BLE001 - one bad phantom must not stop a long run
+            except Exception as e:
                 log(f"  phantom {s}: skipped ({type(e).__name__}: {e})")
                 continue  # not cached: a fixed stage gets another chance on the next run
             for r in rows:

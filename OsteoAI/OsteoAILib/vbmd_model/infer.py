@@ -64,8 +64,12 @@ class VbmdModel:
         ignored = [FEATURE_NAMES.index(f) for f in norm.get("ignored", [])]
         z = mlp.standardise(x, np.asarray(norm["mean"]), np.asarray(norm["std"]), ignored)
         raw = mlp.forward(self.weights, z)
-        mean, sigma = mlp.head(raw, x[:, FEATURE_NAMES.index("plain_vbmd")], float(self.meta["target_scale"]),
-                               self.meta.get("max_correction"))
+        mean, sigma = mlp.head(
+            raw,
+            x[:, FEATURE_NAMES.index("plain_vbmd")],
+            float(self.meta["target_scale"]),
+            self.meta.get("max_correction"),
+        )
         half = float(self.meta["interval_k"]) * sigma
         lo, hi = mean - half, mean + half
         if single:
@@ -90,8 +94,15 @@ class VbmdModel:
 
 
 # Card fields the model cannot be used without, and their types.
-_REQUIRED = {"name": str, "version": str, "normalisation": dict, "target_scale": (int, float),
-             "interval_k": (int, float), "domain": dict, "weights_file": str}
+_REQUIRED = {
+    "name": str,
+    "version": str,
+    "normalisation": dict,
+    "target_scale": (int, float),
+    "interval_k": (int, float),
+    "domain": dict,
+    "weights_file": str,
+}
 
 
 def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
@@ -131,7 +142,7 @@ def load_model(path: str | os.PathLike | None = None) -> VbmdModel:
     try:
         with np.load(wpath, allow_pickle=False) as z:
             weights = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-    except Exception as e:  # noqa: BLE001 - not an npz, a pickle payload, a truncated zip: never loaded
+    except Exception as e:
         raise ModelError(f"vBMD model weights {wpath.name} cannot be read safely: {str(e)[:120]}") from None
     _check_weights(weights, wpath)
     return VbmdModel(meta=meta, weights=weights, path=d, files={wpath.name: digest}, pinned=pinned)
@@ -180,8 +191,9 @@ def predict(features: np.ndarray):
     return default_model().predict(features)
 
 
-def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | None = None,
-                   problems: list[str] | None = None):
+def make_estimator(
+    canonical, cal, required: bool = False, model: VbmdModel | None = None, problems: list[str] | None = None
+):
     """(estimator, model tag) for ``bmd.measure_levels``; (None, None) when no model can be loaded
     and ``required`` is False: the reason is then appended to ``problems`` as a QC flag, never dropped.
 
@@ -198,8 +210,10 @@ def make_estimator(canonical, cal, required: bool = False, model: VbmdModel | No
                 problems.append(f"vbmd_model_unavailable: {MODEL_NAME} not used ({e}); calibrated-HU vBMD reported")
             return None, None
     if not model.pinned and problems is not None:
-        problems.append(f"vbmd_model_unpinned: {model.tag} is not a shipped model (sha256 "
-                        f"{next(iter(model.files.values()), '?')[:12]}...)")
+        problems.append(
+            f"vbmd_model_unpinned: {model.tag} is not a shipped model (sha256 "
+            f"{next(iter(model.files.values()), '?')[:12]}...)"
+        )
     age = canonical.meta.get("age")
     age = float(age) if isinstance(age, (int, float)) else None
     noise = reference_noise_sd(cal)

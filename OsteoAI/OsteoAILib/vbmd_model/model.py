@@ -26,8 +26,12 @@ def build_torch(n_in: int, hidden: int, dropout: float = 0.0):
     import torch.nn as nn
 
     return nn.Sequential(
-        nn.Linear(n_in, hidden), nn.SiLU(), nn.Dropout(dropout),
-        nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
+        nn.Linear(n_in, hidden),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.SiLU(),
+        nn.Dropout(dropout),
         nn.Linear(hidden, 2),
     )
 
@@ -68,8 +72,9 @@ def bounded(correction, max_correction: float | None, tanh=np.tanh):
     return max_correction * tanh(correction / max_correction)
 
 
-def head(raw: np.ndarray, plain: np.ndarray, target_scale: float,
-         max_correction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def head(
+    raw: np.ndarray, plain: np.ndarray, target_scale: float, max_correction: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, sigma) in mg/cm3 from raw outputs and the plain calibrated-HU estimate."""
     mean = np.asarray(plain, dtype=np.float64) + bounded(target_scale * raw[:, 0], max_correction)
     sigma = target_scale * (_softplus(raw[:, 1]) + SIGMA_FLOOR)

@@ -20,10 +20,26 @@ from .features import FEATURE_NAMES, volume_level_features
 
 # Features compared in the realism table (a readable subset of FEATURE_NAMES plus the extra statistics).
 TABLE_FEATURES = (
-    "plain_vbmd", "cal_mean_hu", "cal_median_hu", "cal_sd_hu", "cal_skew", "noise_sd_hu", "roi_acf1",
-    "roi_corr_mm", "pixel_mm", "slice_thickness_mm", "log_roi_volume_mm3", "body_diameter_mm",
-    "ref_fat_residual_hu", "ref_muscle_residual_hu", "ref_blood_residual_hu", "ref_air_residual_hu",
-    "cal_residual_hu", "blood_enhancement_hu", "kvp", "age_years",
+    "plain_vbmd",
+    "cal_mean_hu",
+    "cal_median_hu",
+    "cal_sd_hu",
+    "cal_skew",
+    "noise_sd_hu",
+    "roi_acf1",
+    "roi_corr_mm",
+    "pixel_mm",
+    "slice_thickness_mm",
+    "log_roi_volume_mm3",
+    "body_diameter_mm",
+    "ref_fat_residual_hu",
+    "ref_muscle_residual_hu",
+    "ref_blood_residual_hu",
+    "ref_air_residual_hu",
+    "cal_residual_hu",
+    "blood_enhancement_hu",
+    "kvp",
+    "age_years",
 )
 
 
@@ -70,8 +86,9 @@ def body_diameter_mm(arr: np.ndarray, k: int, spacing, air_hu: float = -500.0) -
     return 2.0 * math.sqrt(area / math.pi)
 
 
-def level_rows(canonical, roi_labelmap: np.ndarray, cal, labels, model=None, level_qc: dict | None = None,
-               source: str = "") -> list[dict]:
+def level_rows(
+    canonical, roi_labelmap: np.ndarray, cal, labels, model=None, level_qc: dict | None = None, source: str = ""
+) -> list[dict]:
     """One dict per level with an ROI: ``features`` {name: value}, ``domain`` (None = inside, else why),
     ``excluded`` (an excluding QC flag), ``level`` and ``source``.
 
@@ -95,14 +112,21 @@ def level_rows(canonical, roi_labelmap: np.ndarray, cal, labels, model=None, lev
         k0, k1 = int(kk.min()), int(kk.max()) + 1
         acf, corr = roi_texture(arr[k0:k1], m[k0:k1], canonical.spacing)
         row = {name: float(v) for name, v in zip(FEATURE_NAMES, f, strict=True)}
-        row.update(roi_acf1=acf, roi_corr_mm=corr, body_diameter_mm=body_diameter_mm(arr, (k0 + k1) // 2,
-                                                                                       canonical.spacing))
+        row.update(
+            roi_acf1=acf, roi_corr_mm=corr, body_diameter_mm=body_diameter_mm(arr, (k0 + k1) // 2, canonical.spacing)
+        )
         flags = list((level_qc or {}).get(lab, []))
-        out.append({
-            "source": source, "level": NAMES.get(lab, str(lab)), "label": int(lab), "features": row,
-            "vector": f, "domain": model.in_domain(f) if model is not None else None,
-            "excluded": [qc_code(x) for x in flags if qc_code(x) in excl],
-        })
+        out.append(
+            {
+                "source": source,
+                "level": NAMES.get(lab, str(lab)),
+                "label": int(lab),
+                "features": row,
+                "vector": f,
+                "domain": model.in_domain(f) if model is not None else None,
+                "excluded": [qc_code(x) for x in flags if qc_code(x) in excl],
+            }
+        )
     return out
 
 
@@ -131,12 +155,16 @@ def summarise(real: list[dict], phantom: list[dict], names=TABLE_FEATURES) -> li
         if r.size == 0 or p.size == 0:
             continue
         lo, hi = float(p.min()), float(p.max())
-        out.append({
-            "feature": name, "n_real": int(r.size), "n_phantom": int(p.size),
-            "real": (float(r.min()), float(np.median(r)), float(r.max())),
-            "phantom": (lo, float(np.median(p)), hi),
-            "outside": float(np.mean((r < lo) | (r > hi))),
-        })
+        out.append(
+            {
+                "feature": name,
+                "n_real": int(r.size),
+                "n_phantom": int(p.size),
+                "real": (float(r.min()), float(np.median(r)), float(r.max())),
+                "phantom": (lo, float(np.median(p)), hi),
+                "outside": float(np.mean((r < lo) | (r > hi))),
+            }
+        )
     return out
 
 
@@ -145,6 +173,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{head}  {'real outside':>12}"]
     for r in rows:
         a, b = r["real"], r["phantom"]
-        lines.append(f"{r['feature']:24}{a[0]:10.3g}{a[1]:10.3g}{a[2]:10.3g}   {b[0]:10.3g}{b[1]:10.3g}{b[2]:10.3g}"
-                     f"  {100 * r['outside']:11.0f}%")
+        lines.append(
+            f"{r['feature']:24}{a[0]:10.3g}{a[1]:10.3g}{a[2]:10.3g}   {b[0]:10.3g}{b[1]:10.3g}{b[2]:10.3g}"
+            f"  {100 * r['outside']:11.0f}%"
+        )
     return "\n".join(lines)

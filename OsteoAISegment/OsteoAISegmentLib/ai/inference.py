@@ -98,7 +98,7 @@ def load_model(device: str = "cpu", directory: Path | None = None):
             # weights_only: tensors and plain containers only, never arbitrary pickled objects.
             state = torch.load(w, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except Exception as e:  # noqa: BLE001 - a card or file that does not make the network is unusable
+        except Exception as e:
             raise ModelUnavailable(f"the vertebra model cannot be loaded safely: {str(e).strip()[:160]}") from None
         net.eval().to(device)
         _CACHE.clear()
@@ -136,16 +136,21 @@ def predict(x: np.ndarray, net, card: dict, device: str = "cpu", cancel=None):
 
     amp = device.startswith("cuda")
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
-        y = sliding_window_inference(t, roi, 1 if device == "cpu" else 4, fwd, overlap=0.25, mode="gaussian",
-                                     cval=-1.0)  # pad with air, as in training
+        y = sliding_window_inference(
+            t, roi, 1 if device == "cpu" else 4, fwd, overlap=0.25, mode="gaussian", cval=-1.0
+        )  # pad with air, as in training
     y = y[0].float()
     sem = torch.argmax(y[:N_SEM], dim=0).to(torch.uint8)
     lvl = torch.softmax(y[N_SEM:], dim=0)
     return sem.cpu().numpy(), lvl.cpu().numpy()
 
 
-def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[float, str], None] | None = None,
-                       cancel: Callable[[], bool] | None = None):
+def segment_with_model(
+    vol: Volume,
+    device: str = "cpu",
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
     from ..segmentation import SpineSegmentation
     from .postprocess import label_vertebrae
 
@@ -192,8 +197,14 @@ def segment_with_model(vol: Volume, device: str = "cpu", progress: Callable[[flo
         "model_pinned": bool(card.get("_pinned")),
     }
     report(1.0, "vertebrae labelled")
-    return SpineSegmentation(vertebrae=vert, bodies=bodies, levels=res["levels"], qc=qc, info=info,
-                             segmenter=f"model@{card.get('version', '0')}")
+    return SpineSegmentation(
+        vertebrae=vert,
+        bodies=bodies,
+        levels=res["levels"],
+        qc=qc,
+        info=info,
+        segmenter=f"model@{card.get('version', '0')}",
+    )
 
 
 def w_name(card: dict) -> str:

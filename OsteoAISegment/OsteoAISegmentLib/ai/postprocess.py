@@ -109,8 +109,9 @@ def _clean_vertebra_mask(vert: np.ndarray, spacing: float, k_range, link_mm: flo
     return keep[comp]
 
 
-def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
-                    scan_k_range: tuple[int, int] | None = None) -> dict:
+def label_vertebrae(
+    sem: np.ndarray, level_prob: np.ndarray, spacing: float, scan_k_range: tuple[int, int] | None = None
+) -> dict:
     """Instances and levels on the coarse grid.
 
     sem: uint8 argmax of the semantic classes; level_prob: float (N_LEVELS, *sem.shape) softmax of
@@ -141,8 +142,14 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
     inst = _instances_from_levels(vert, level_prob, spacing, k_range)
     n_inst = int(inst.max())
     if n_inst == 0:
-        return {"vertebrae": np.zeros(sem.shape, np.int16), "levels": [], "qc": ["no_spine: no vertebra found"],
-                "rib_pairs": 0, "rib_levels": [], "partial_levels": []}
+        return {
+            "vertebrae": np.zeros(sem.shape, np.int16),
+            "levels": [],
+            "qc": ["no_spine: no vertebra found"],
+            "rib_pairs": 0,
+            "rib_levels": [],
+            "partial_levels": [],
+        }
     # votes: mean log-probability of each level over the instance's voxels
     m = inst > 0
     idx = inst[m] - 1
@@ -221,8 +228,11 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
         else:
             names.append(25 if c == N_LEVELS else 0)  # L6; lower would be nonsense
     if last_rib is not None and o + last_rib != LEVELS.index(19):
-        qc.append(f"rib_anchor: the last rib-bearing vertebra was labelled {lv.name(names[last_rib])}, not T12"
-                  if names[last_rib] in lv.NAMES else "rib_anchor: last rib-bearing vertebra out of range")
+        qc.append(
+            f"rib_anchor: the last rib-bearing vertebra was labelled {lv.name(names[last_rib])}, not T12"
+            if names[last_rib] in lv.NAMES
+            else "rib_anchor: last rib-bearing vertebra out of range"
+        )
     if last_rib is not None and sacrum_below is not None:
         n_lumbar = sacrum_below - last_rib
         if n_lumbar != 5:
@@ -257,5 +267,11 @@ def label_vertebrae(sem: np.ndarray, level_prob: np.ndarray, spacing: float,
         if kk.size and (kk[0] <= k0 or kk[-1] >= k1 - 1):
             partial.append(int(v))
     levels_out = [int(v) for v in names if v]
-    return {"vertebrae": out, "levels": levels_out, "qc": qc, "rib_pairs": int(rib_pairs),
-            "rib_levels": [int(names[r - 1]) for r in rib_inst if names[r - 1]], "partial_levels": partial}
+    return {
+        "vertebrae": out,
+        "levels": levels_out,
+        "qc": qc,
+        "rib_pairs": int(rib_pairs),
+        "rib_levels": [int(names[r - 1]) for r in rib_inst if names[r - 1]],
+        "partial_levels": partial,
+    }

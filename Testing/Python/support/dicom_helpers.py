@@ -7,8 +7,17 @@ from pathlib import Path
 import numpy as np
 
 
-def write_series(folder: Path, n: int = 12, modality: str = "CT", spacing=(0.8, 0.8, 2.0), skip=(),
-                 kernel="STANDARD", thickness=None, series_uid=None, tilt_mm_per_slice=0.0) -> Path:
+def write_series(
+    folder: Path,
+    n: int = 12,
+    modality: str = "CT",
+    spacing=(0.8, 0.8, 2.0),
+    skip=(),
+    kernel="STANDARD",
+    thickness=None,
+    series_uid=None,
+    tilt_mm_per_slice=0.0,
+) -> Path:
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid

@@ -57,7 +57,7 @@ def synthetic_output(seed: int = 0) -> PipelineOutput:
             vbmd_ci95=(mean - 4, mean + 4),
             pickhardt_l1_hu=levels[1].roi_mean_hu,
             pickhardt_triage="indeterminate",
-        ),  # fmt: skip
+        ),
         calibration=Calibration(
             method="internal",
             slope=1.25,
@@ -66,7 +66,7 @@ def synthetic_output(seed: int = 0) -> PipelineOutput:
             kvp=120.0,
             kvp_source="default",
             hu_per_mg_cm3=1.0,
-        ),  # fmt: skip
+        ),
         qc=["low_dose: noise 15 HU"],
         software={"osteoai": "0.1.0"},
         key_images=[
@@ -86,6 +86,6 @@ def synthetic_output(seed: int = 0) -> PipelineOutput:
                 "level": "L1",
                 "center_lps": [8.0, -3.0, 50.0],
             },
-        ],  # fmt: skip
+        ],
     )
     return PipelineOutput(results=results, volume=vol, vertebrae=vert, rois=rois)

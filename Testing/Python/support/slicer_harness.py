@@ -31,11 +31,14 @@ import time
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parents[3]
 SLICER_PYTHON = Path(os.environ.get("OSTEOAI_SLICER_PYTHON", REPO.parent / "shared" / "slicer-python"))
-SKIP_REASON = (f"Slicer's Python layer not found at {SLICER_PYTHON} (../shared/slicer-python next to the "
-               "checkout, or set OSTEOAI_SLICER_PYTHON): the module harness cannot run")
+SKIP_REASON = (
+    f"Slicer's Python layer not found at {SLICER_PYTHON} (../shared/slicer-python next to the "
+    "checkout, or set OSTEOAI_SLICER_PYTHON): the module harness cannot run"
+)
 
 _EVENTS: queue.Queue = queue.Queue()  # callbacks posted by worker threads, run by processEvents()
 
@@ -476,7 +479,7 @@ class QFile:
 
 
 class QSettings:
-    _store: dict = {}
+    _store: ClassVar[dict] = {}
 
     def value(self, key, default=None):
         return self._store.get(key, default)
@@ -907,8 +910,19 @@ for _n in ("qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget", "qMRMLSubjec
            "qMRMLSegmentsTableView", "qMRMLSubjectHierarchyComboBox"):  # fmt: skip
     MRML_CLASSES[_n] = type(_n, (QWidget,), {})
 
-_STANDIN_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
-                    "slicer.testing", "slicer.logic", "slicer.cli", "slicer.packaging", "OsteoAI", "OsteoAISegment")
+_STANDIN_MODULES = (
+    "qt",
+    "ctk",
+    "slicer.ScriptedLoadableModule",
+    "slicer.parameterNodeWrapper",
+    "slicer.i18n",
+    "slicer.testing",
+    "slicer.logic",
+    "slicer.cli",
+    "slicer.packaging",
+    "OsteoAI",
+    "OsteoAISegment",
+)
 # Imported under the stand-ins (the modules' panels and logic): dropped afterwards, so no later test sees them
 # bound to this harness's qt.
 _PER_HARNESS_PREFIXES = ("slicer.parameterNodeWrapper", "OsteoAILib.slicer_ui")
