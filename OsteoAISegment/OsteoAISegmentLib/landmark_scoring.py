@@ -139,11 +139,19 @@ def score_scan(
                 "fracture_flag": fracture,
             }
         )
-    roi_rows = score_rois(ref, canonical, rois)
-    full = [r for r in rows if r["full"]]
     return {
         "scan": ref.scan,
         "confidence": ref.confidence,
+        **totals(rows, score_rois(ref, canonical, rois), uncertain),
+        # a low-confidence scan names its levels honestly only with label_uncertain
+        "missing_uncertain_flag": bool(ref.confidence == "low" and not uncertain),
+    }
+
+
+def totals(rows: list[dict], roi_rows: list[dict], uncertain: bool) -> dict:
+    """The per-scan counts over level rows (``full``, ``identified``, ``wrong_unflagged``, ``fracture_flag``)."""
+    full = [r for r in rows if r["full"]]
+    return {
         "label_uncertain": uncertain,
         "levels": rows,
         "rois": roi_rows,
@@ -151,8 +159,6 @@ def score_scan(
         "n_identified": sum(r["identified"] for r in full),
         "wrong_unflagged": sum(r["wrong_unflagged"] for r in rows),
         "fracture_flags": sum(r["fracture_flag"] for r in rows),
-        # a low-confidence scan names its levels honestly only with label_uncertain
-        "missing_uncertain_flag": bool(ref.confidence == "low" and not uncertain),
     }
 
 

@@ -68,6 +68,7 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
     """The landmark scores' equivalents on a labelled scan: majority name in each true vertebra."""
     from OsteoAIBaseLib.levels import NAMES
     from OsteoAILib.segmenter_training.evaluate import touches_edge
+    from OsteoAISegmentLib.landmark_scoring import totals
 
     uncertain = any(f.startswith("label_uncertain") for f in scan_qc)
     rows, roi_rows = [], []
@@ -103,17 +104,7 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
                 "inside_body": float((under == home).mean()) if home else None,
             }
         )
-    full = [r for r in rows if r["full"]]
-    return {
-        "levels": rows,
-        "rois": roi_rows,
-        "n_full": len(full),
-        "n_identified": sum(r["identified"] for r in full),
-        "wrong_unflagged": sum(r["wrong_unflagged"] for r in rows),
-        "fracture_flags": sum(r["fracture_flag"] for r in rows),
-        "label_uncertain": uncertain,
-        "missing_uncertain_flag": False,
-    }
+    return {**totals(rows, roi_rows, uncertain), "missing_uncertain_flag": False}
 
 
 def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict:

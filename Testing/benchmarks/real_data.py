@@ -53,14 +53,9 @@ def true_labels(path: Path, kind: str, ref) -> np.ndarray:
 
 
 def fully_in_view(mask: np.ndarray) -> bool:
-    return not (
-        mask[0].any()
-        or mask[-1].any()
-        or mask[:, 0].any()
-        or mask[:, -1].any()
-        or mask[:, :, 0].any()
-        or mask[:, :, -1].any()
-    )
+    from OsteoAILib.segmenter_training.evaluate import touches_edge
+
+    return not touches_edge(mask)
 
 
 def main() -> int:
