@@ -230,12 +230,7 @@ def find_discs(
     # (two reaches: thin thoracic discs / short bodies, and thick lumbar discs)
     dark = np.zeros(len(pts))
     for f in feats:
-        f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
-        for reach_mm in (6.0, 8.0):
-            a = max(2, int(round(reach_mm / ws)))
-            up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
-            dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
-            br = np.minimum(up, dn) - f
+        for br in _dark_bands(f, ws):
             dark += br / max(np.percentile(br, 95) - np.percentile(br, 5), 1.0)
     # the narrow band's contrast whatever its sign: a thin disc between sclerotic endplates can read
     # dark, or, on a slice thicker than the disc, blur with them into one band brighter than the body
@@ -253,32 +248,40 @@ def find_discs(
         "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en,
     }
     chains = {p: _chain(scores[p], pitch0, ws) for p in (POLARITIES if polarity == "auto" else (polarity,))}
-    # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
-    # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
-    strength = {p: float(np.median(en[c[0]])) if len(c[0]) else 0.0 for p, c in chains.items()}
-    pick = "bright" if strength.get("bright", -1.0) > (1 + POLARITY_MARGIN) * strength.get("dark", 0.0) else "dark"
-    pick = pick if pick in chains else polarity
-    return chains[pick][0], scores[pick], chains[pick][1], pick
+    if polarity == "auto":
+        # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
+        # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
+        strength = {p: float(np.median(en[peaks])) if len(peaks) else 0.0 for p, (peaks, _pitch) in chains.items()}
+        polarity = "bright" if strength["bright"] > (1 + POLARITY_MARGIN) * strength["dark"] else "dark"
+    peaks, pitch = chains[polarity]
+    return peaks, scores[polarity], pitch, polarity
+
+
+def _dark_bands(f: np.ndarray, ws: float) -> list[np.ndarray]:
+    """Per endplate reach (6 and 8 mm: thin thoracic discs, thick lumbar ones), how far the profile
+    dips below the brighter of its two sides' maxima within that reach (a narrow dark band)."""
+    f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
+    out = []
+    for reach_mm in (6.0, 8.0):
+        a = max(2, int(round(reach_mm / ws)))
+        up = ndi.maximum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
+        dn = ndi.maximum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
+        out.append(np.minimum(up, dn) - f)
+    return out
 
 
 def _bright_band(f: np.ndarray, ws: float) -> np.ndarray:
-    """A narrow band brighter than the profile on both sides within an endplate's reach."""
-    out = np.zeros(len(f))
-    f = ndi.gaussian_filter1d(f, 0.5, mode="nearest")
-    for reach_mm in (6.0, 8.0):
-        a = max(2, int(round(reach_mm / ws)))
-        up = ndi.minimum_filter1d(f, a + 1, origin=-(a // 2), mode="nearest")
-        dn = ndi.minimum_filter1d(f, a + 1, origin=a // 2, mode="nearest")
-        out += np.maximum(f - np.maximum(up, dn), 0)
-    return out
+    """A narrow band brighter than the profile on both sides within an endplate's reach: the dark
+    band of the negated profile."""
+    return sum(np.maximum(b, 0) for b in _dark_bands(-f, ws))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(np.percentile(x, 95) - np.percentile(x, 5), 1e-3)
 
 
-def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], np.ndarray, float]:
-    """Discs as the most regular chain of the score's peaks: indices, local pitch, chain objective."""
+def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], np.ndarray]:
+    """Discs as the most regular chain of the score's peaks: indices and local pitch."""
     scale = max(np.percentile(score, 95) - np.percentile(score, 5), 1e-3)
     cand = _local_maxima(score, 0.05 * scale)
     value = np.clip(score[cand] / max(np.percentile(score[cand], 90), 1e-3), 0, 1.5) if len(cand) else score[cand]
@@ -289,14 +292,14 @@ def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], 
     # body proportions vary (and depth can be misread): the period of the profile's own peaks,
     # where it shows one, rescales the depth-based pitch
     pitch = pitch * _comb_ratio(cand, value, pitch, len(score))
-    chosen, obj = _best_chain(cand, value, pitch)
+    chosen = _best_chain(cand, value, pitch)
     for _ in range(2):  # let the chosen discs correct the pitch (bounded)
         if len(chosen) < 3:
             break
         ratio = np.median(np.diff(chosen) / pitch[(np.array(chosen[:-1]) + np.array(chosen[1:])) // 2])
         pitch = pitch * float(np.clip(ratio, 0.8, 1.25))
-        chosen, obj = _best_chain(cand, value, pitch)
-    return _fill_gaps(chosen, score, pitch), pitch, obj
+        chosen = _best_chain(cand, value, pitch)
+    return _fill_gaps(chosen, score, pitch), pitch
 
 
 def _band_energy(f: np.ndarray, ws: float, hp_mm: float = 4.0) -> np.ndarray:
@@ -362,11 +365,11 @@ def _local_maxima(x: np.ndarray, floor: float) -> np.ndarray:
     return np.nonzero(m)[0] + 1
 
 
-def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> tuple[list[int], float]:
+def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: float = 5.0) -> list[int]:
     """Subset of candidate minima maximising their strength minus a penalty on irregular spacing."""
     n = len(cand)
     if n == 0:
-        return [], 0.0
+        return []
     best = value.astype(float).copy()
     prev = -np.ones(n, int)
     for b in range(n):
@@ -384,12 +387,11 @@ def _best_chain(cand: np.ndarray, value: np.ndarray, pitch: np.ndarray, lam: flo
             if v > best[b]:
                 best[b], prev[b] = v, a
     b = int(np.argmax(best))
-    total = float(best[b])
     out = []
     while b >= 0:
         out.append(int(cand[b]))
         b = prev[b]
-    return out[::-1], total
+    return out[::-1]
 
 
 def _fill_gaps(peaks: list[int], score: np.ndarray, pitch: np.ndarray) -> list[int]:
