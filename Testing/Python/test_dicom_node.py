@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ pytest.importorskip("highdicom")
 
 from support.dicom_helpers import write_series
 from support.dicom_out import dciodvfy_errors, small_phantom_dicom
+from support.servers import free_port, start_dicom_node
 
 TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def send(folder: Path, port: int) -> None:
@@ -84,30 +78,8 @@ def alive(pid: int) -> bool:
 
 
 def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
-    from OsteoAILib.dicom_node.health import echo
-
     log = open(work.parent / f"node-{time.time_ns()}.out", "w")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "OsteoAILib.cli",
-            "serve-dicom",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--forward",
-            f"DEST@127.0.0.1:{dest_port}",
-            "--work",
-            str(work),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_for(lambda: p.poll() is not None or echo("127.0.0.1", port, "OSTEOAI", timeout=2), "the node to answer")
-    assert p.poll() is None, "the node exited at start"
-    return p
+    return start_dicom_node(work, port, dest_port, log, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -36,13 +33,9 @@ pytestmark = [
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("trame_slicer", reason="trame-slicer is not installed")
+from support.servers import free_port, start_web  # noqa: E402 (after the skips)
+
 PASSWORD = "correct horse battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,38 +47,15 @@ def server(tmp_path_factory):
     data.mkdir()
     accounts = root / "accounts.yaml"
     accounts.write_text(f'reviewers:\n  alice: "{hash_password(PASSWORD)}"\n')
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "OsteoAILib.cli",
-            "web",
-            "--data",
-            str(data),
-            "--port",
-            str(port),
-            "--accounts",
-            str(accounts),
-            "--segmenter",
-            "classical",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(url + "/upload", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-        else:
-            pytest.fail("the server did not start: " + (root / "server.log").read_text()[-3000:])
+        proc = start_web(data, port, accounts, log, cwd=root, timeout=120)
+    except RuntimeError as e:
+        log.close()
+        pytest.fail(f"{e}: " + (root / "server.log").read_text()[-3000:])
+    try:
         yield {"url": url, "data": data, "root": root, "proc": proc}
     finally:
         proc.terminate()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))
+from support.servers import free_port, start_dicom_node
+
 AET = "OSTEOAI"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def phantom_datasets(folder: Path, small: bool) -> list:
@@ -83,30 +79,7 @@ def send(datasets: list, port: int) -> float:
 
 
 def start_node(work: Path, port: int, dest_port: int) -> subprocess.Popen:
-    from OsteoAILib.dicom_node.health import echo
-
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "OsteoAILib.cli",
-            "serve-dicom",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--forward",
-            f"DEST@127.0.0.1:{dest_port}",
-            "--work",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while not echo("127.0.0.1", port, AET, timeout=2):
-        if p.poll() is not None:
-            raise RuntimeError("the node exited at start")
-        time.sleep(0.3)
+    p = start_dicom_node(work, port, dest_port, subprocess.DEVNULL)
     time.sleep(10)  # let the worker warm up (imports), as a node that has been running would be
     return p
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,13 +25,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))
+from support.servers import free_port, start_web
+
 PASSWORD = "benchmark password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_study(data: Path, size: str) -> None:
@@ -122,31 +118,8 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(work / "server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "OsteoAILib.cli",
-            "web",
-            "--data",
-            str(data),
-            "--port",
-            str(port),
-            "--accounts",
-            str(work / "accounts.yaml"),
-            "--segmenter",
-            "classical",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_web(data, port, work / "accounts.yaml", log, timeout=120)
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/upload", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1500, "height": 950})
