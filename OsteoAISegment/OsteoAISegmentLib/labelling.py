@@ -27,8 +27,9 @@ FORWARD_MM = 60.0  # the window's front edge is 70 mm in front of the canal
 RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
 
 
-def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
-    """Rib crossings as dicts (side, segment, k_top) and per-side whether ribs were assessable."""
+def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
+    """Rib crossings as dicts (side, k_top, k_bottom, reach_mm, crossing_kji, volume_cm3); whether a missing
+    rib could have been seen is judged per vertebra (``_assessable``)."""
     nk, nj, ni = work.shape
     r = np.clip(np.arange(nk) - k0, 0, len(canal_ji) - 1)
     cj, ci = canal_ji[r, 0], canal_ji[r, 1]
@@ -43,13 +44,9 @@ def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
     J = np.arange(nj)[None, :, None]
     Ii = np.arange(ni)[None, None, :]
     ribs: list[dict] = []
-    assess = {}
     for side, name in ((1, "left"), (-1, "right")):
         d = side * (Ii - ci[:, None, None]) * ws
         dj = (J - cj[:, None, None]) * ws
-        # room to see a rib: the image must extend REACH_MM beyond the canal on this side
-        edge = (ni - 1 - np.median(ci)) if side > 0 else np.median(ci)
-        assess[name] = bool(edge * ws >= REACH_MM + 4)
         win = bone & (d >= STRIP_MM[0] - 4) & (d <= 120) & (dj >= -70) & (dj <= 40)
         strip = (d >= STRIP_MM[0]) & (d <= STRIP_MM[1]) & (dj >= -25) & (dj <= 25)
         lab, n = ndi.label(win)
@@ -86,7 +83,7 @@ def find_ribs(work, canal_ji, k0, ws) -> tuple[list[dict], dict]:
                     "volume_cm3": round(float(vol_cm3), 1),
                 }
             )
-    return ribs, assess
+    return ribs
 
 
 def _runs_forward(m, dm, djm) -> bool:
@@ -123,7 +120,7 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
     segs = [s["index"] for s in seg_info]
     body = lab_w if body_w is None else body_w
-    ribs, _sides = find_ribs(work, canal_ji, k0, ws)
+    ribs = find_ribs(work, canal_ji, k0, ws)
     boxes = ndi.find_objects(np.asarray(body, np.int32))
     k_ranges = {
         i: (boxes[i - 1][0].start, boxes[i - 1][0].stop - 1) if i <= len(boxes) and boxes[i - 1] else None for i in segs
