@@ -52,8 +52,15 @@ class ReviewSession:
     def close(self) -> None:
         for node_id in reversed(self.added):
             node = self.scene.GetNodeByID(node_id)
-            if node is not None and not node.GetSingletonTag():
-                self.scene.RemoveNode(node)
+            if node is None or node.GetSingletonTag():
+                continue
+            if node.IsA("vtkMRMLSegmentationNode"):
+                # A segmentation going away clears its segments one by one, each a pass over the layer they
+                # share: ~3 s per segmentation of a 512 x 512 CT. Emptied first, the layers cost nothing.
+                segmentation = node.GetSegmentation()
+                for layer in range(segmentation.GetNumberOfLayers()):
+                    segmentation.GetLayerDataObject(layer).Initialize()
+            self.scene.RemoveNode(node)
 
     def levels(self) -> list[str]:
         return [name for name in self.boxes]

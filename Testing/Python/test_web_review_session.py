@@ -122,3 +122,44 @@ def test_box_mask_tests_only_the_block_around_the_box_and_finds_the_same_voxels(
         assert np.array_equal(fast, whole_grid(node, m, shape)), t
         hits += bool(fast.any())
     assert hits >= 10  # most boxes overlap the grid: the comparison is not between empty masks
+
+
+def test_recompute_in_blocks_equals_the_full_grid_rule_and_the_core_remeasure(hs, study):
+    """Recompute works in the block around the ROIs and the moved box (a 512x512 CT's full-grid arrays cost
+    seconds): the edited segment must be the full-grid rule's (box voxels in the vertebra's marrow), and the
+    numbers those of the core's re-measure and of bmd.measure_levels on the whole grid, to the last bit."""
+    import copy
+
+    import numpy as np
+    from OsteoAILib import bmd, mrml
+    from OsteoAILib.remeasure import remeasure_results
+    from OsteoAILib.roi import trabecular_core
+
+    from OsteoAIWeb.review_session import ReviewSession
+
+    ses = ReviewSession(hs.scene, study)
+    level = ses.auto.diagnosis.levels[0]
+    lab = next(lv.label for lv in ses.auto.levels if lv.level == level)
+    before = mrml.segmentation_to_labelmap(hs.scene, ses.rois, ses.volume)
+    vert = mrml.segmentation_to_labelmap(hs.scene, ses.vertebrae, ses.volume)
+    ses.move_box(level, "A", -2.0)
+    ses.resize_box(level, "S", 4.0)
+    vol = mrml.volume_from_node(ses.volume)
+    box = mrml.box_mask(ses.boxes[level], mrml.ijk_to_ras(ses.volume), vol.shape)
+    want = np.where(before == lab, 0, before)
+    want[box & trabecular_core(vert == lab, vol.spacing[::-1]) & (want == 0)] = lab
+    got = ses.recompute()
+    after = mrml.segmentation_to_labelmap(hs.scene, ses.rois, ses.volume)
+    np.testing.assert_array_equal(after, want)
+    assert (after == lab).sum() != (before == lab).sum()  # the edit changed the ROI
+
+    core = remeasure_results(vol, after, copy.deepcopy(ses.auto), note=got.qc[-1])
+    assert core.to_dict() == got.to_dict()
+    whole = {lv.label: lv for lv in bmd.measure_levels(vol, after, ses.auto.calibration)}
+    for lv in got.levels:
+        if lv.label in whole and whole[lv.label].roi_mean_hu is not None:
+            w = whole[lv.label]
+            assert (lv.roi_mean_hu, lv.roi_median_hu, lv.roi_sd_hu, lv.roi_volume_mm3) == (
+                w.roi_mean_hu, w.roi_median_hu, w.roi_sd_hu, w.roi_volume_mm3,
+            )  # fmt: skip
+    ses.close()

@@ -62,17 +62,33 @@ def box_moved(node) -> bool:
     return not (np.allclose(o["matrix"], c["matrix"], atol=1e-3) and np.allclose(o["size"], c["size"], atol=1e-3))
 
 
-def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
-    """Voxels of a grid whose centres lie inside the ROI box (in world coordinates)."""
+def box_block(node, vol_ijk_to_ras: np.ndarray, shape) -> tuple[slice, slice, slice] | None:
+    """The block of a grid (k, j, i slices) around the ROI box's corners: every voxel inside the box lies in
+    it. None when the box misses the grid."""
+    lo, hi = _box_extent(node, vol_ijk_to_ras, shape)
+    if np.any(hi <= lo):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo[::-1], hi[::-1], strict=True))
+
+
+def _box_extent(node, vol_ijk_to_ras: np.ndarray, shape):
+    """(lo, hi) grid indices (i, j, k) of the block around the box's corners."""
     obj_to_world = _matrix_to_numpy(node.GetObjectToWorldMatrix())
-    world_to_obj = np.linalg.inv(obj_to_world)
     half = np.asarray(node.GetSize()) / 2
-    inside = np.zeros(shape, bool)
-    # Only the grid block around the box's corners is tested: the whole grid of a 512x512 CT costs ~45 s.
     corners = np.array([[sx, sy, sz, 1.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * np.r_[half, 1]
     ijk = (np.linalg.inv(vol_ijk_to_ras) @ obj_to_world @ corners.T)[:3]
     lo = np.maximum(np.floor(ijk.min(1)).astype(int) - 1, 0)
     hi = np.minimum(np.ceil(ijk.max(1)).astype(int) + 2, np.asarray(shape)[::-1])
+    return lo, hi
+
+
+def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
+    """Voxels of a grid whose centres lie inside the ROI box (in world coordinates)."""
+    world_to_obj = np.linalg.inv(_matrix_to_numpy(node.GetObjectToWorldMatrix()))
+    half = np.asarray(node.GetSize()) / 2
+    inside = np.zeros(shape, bool)
+    # Only the grid block around the box's corners is tested: the whole grid of a 512x512 CT costs ~45 s.
+    lo, hi = _box_extent(node, vol_ijk_to_ras, shape)
     if np.any(hi <= lo):
         return inside
     i, j, k = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")

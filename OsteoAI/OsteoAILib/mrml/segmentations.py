@@ -12,6 +12,7 @@ from OsteoAIBaseLib import levels as lv
 from OsteoAIBaseLib.errors import InputError
 from vtkmodules.util import numpy_support
 
+from ..remeasure import nonzero_block
 from ..terminology import SNOMED_VERTEBRA, level_color
 from .constants import (
     ANATOMIC_CONTEXT,
@@ -125,21 +126,16 @@ def segmentation_to_labelmap(scene, seg_node, ref_volume_node) -> np.ndarray:
     Segments carry their VerSe id in the ``OsteoAI.label`` tag; a segment the user added by hand
     gets one from its name ("L3 ..."), others are ignored.
     """
-    segmentation = seg_node.GetSegmentation()
-    ids, labels = vtk.vtkStringArray(), []
-    for n in range(segmentation.GetNumberOfSegments()):
-        sid = segmentation.GetNthSegmentID(n)
-        lab = _segment_label(segmentation.GetSegment(sid))
-        if lab is not None:
-            ids.InsertNextValue(sid)
-            labels.append(lab)
+    sids, labels = _labelled_segments(seg_node)
     shape = tuple(reversed(ref_volume_node.GetImageData().GetDimensions()))
     if not labels:
         return np.zeros(shape, np.int16)
-    sids = [ids.GetValue(n) for n in range(ids.GetNumberOfValues())]
     direct = _from_shared_layer(seg_node, sids, labels, ref_volume_node)
     if direct is not None:
         return direct
+    ids = vtk.vtkStringArray()
+    for sid in sids:
+        ids.InsertNextValue(sid)
     tmp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__osteoai_export__")
     try:
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg_node, ids, tmp, ref_volume_node)
@@ -153,10 +149,76 @@ def segmentation_to_labelmap(scene, seg_node, ref_volume_node) -> np.ndarray:
     return lut[order]
 
 
+def labelmap_block(scene, seg_node, ref_volume_node):
+    """:func:`segmentation_to_labelmap` cut to a block of the grid that holds every labelled voxel:
+    ``(block, labels)`` with ``block`` the (k, j, i) slices, or ``(None, None)`` when there is none. Read
+    from the shared layer's own block (no grid-sized array) where :func:`_from_shared_layer` applies."""
+    sids, labels = _labelled_segments(seg_node)
+    layer = _shared_layer(seg_node, sids, ref_volume_node) if labels else None
+    if layer is None:
+        full = segmentation_to_labelmap(scene, seg_node, ref_volume_node)
+        block = nonzero_block(full)
+        return (block, full[block]) if block is not None else (None, None)
+    voxels, at = layer
+    inner = None if at is None else nonzero_block(voxels)
+    if inner is None:
+        return None, None
+    lut = _label_lut(seg_node, sids, labels, voxels.dtype)
+    block = tuple(slice(o.start + s.start, o.start + s.stop) for o, s in zip(at, inner, strict=True))
+    return block, lut[voxels[inner]]
+
+
+def segment_block(scene, seg_node, label: int, ref_volume_node, pad: int = 0):
+    """The voxels of the segment carrying ``label``: ``(block, mask)``, the block around them grown by ``pad``
+    voxels within the grid (as :func:`OsteoAILib.remeasure.nonzero_block`), or ``(None, None)``."""
+    block, labels = labelmap_block(scene, seg_node, ref_volume_node)
+    inner = None if block is None else nonzero_block(labels == int(label))
+    if inner is None:
+        return None, None
+    shape = tuple(reversed(ref_volume_node.GetImageData().GetDimensions()))
+    start = [o.start + s.start for o, s in zip(block, inner, strict=True)]
+    stop = [o.start + s.stop for o, s in zip(block, inner, strict=True)]
+    lo = [max(a - pad, 0) for a in start]
+    hi = [min(b + pad, n) for b, n in zip(stop, shape, strict=True)]
+    mask = np.zeros([b - a for a, b in zip(lo, hi, strict=True)], bool)
+    mask[tuple(slice(a - low, b - low) for a, b, low in zip(start, stop, lo, strict=True))] = labels[inner] == label
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)), mask
+
+
+def _labelled_segments(seg_node) -> tuple[list[str], list[int]]:
+    segmentation = seg_node.GetSegmentation()
+    sids, labels = [], []
+    for n in range(segmentation.GetNumberOfSegments()):
+        sid = segmentation.GetNthSegmentID(n)
+        lab = _segment_label(segmentation.GetSegment(sid))
+        if lab is not None:
+            sids.append(sid)
+            labels.append(lab)
+    return sids, labels
+
+
 def _from_shared_layer(seg_node, sids: list[str], labels: list[int], ref_volume_node) -> np.ndarray | None:
-    """The segments' labelmap read straight from the one layer they share, when that layer lies on
-    the reference volume's grid (as OsteoAI writes it); else None. The generic export resamples
-    through a new labelmap node: seconds on a 512 x 512 CT for what is here a table lookup."""
+    """The segments' labelmap read straight from the one layer they share (see :func:`_shared_layer`); else
+    None. The generic export resamples through a new labelmap node: seconds on a 512 x 512 CT for what is
+    here a table lookup."""
+    layer = _shared_layer(seg_node, sids, ref_volume_node)
+    if layer is None:
+        return None
+    voxels, at = layer
+    out = np.zeros(tuple(reversed(ref_volume_node.GetImageData().GetDimensions())), np.int16)
+    if at is not None:
+        lut = _label_lut(seg_node, sids, labels, voxels.dtype)
+        block = out[at]
+        for k in range(voxels.shape[0]):  # a slice at a time: the lookup's index copy stays small
+            block[k] = lut[voxels[k]]
+    return out
+
+
+def _shared_layer(seg_node, sids: list[str], ref_volume_node):
+    """The one layer the segments ``sids`` share, when it lies on the reference volume's grid (as OsteoAI
+    writes it, or cut to its content as Slicer leaves it after an edit): ``(voxels, block)``, its voxels
+    ``[k, j, i]`` as unsigned ints (a view) and the block of the grid they cover (None for an empty layer).
+    None when only the generic export can read the segments."""
     if seg_node.GetParentTransformNode() is not None or ref_volume_node.GetParentTransformNode() is not None:
         return None
     segmentation = seg_node.GetSegmentation()
@@ -164,10 +226,13 @@ def _from_shared_layer(seg_node, sids: list[str], labels: list[int], ref_volume_
     if len(layers) != 1:
         return None
     img = segmentation.GetLayerDataObject(layers.pop())
-    if img is None or img.GetPointData().GetScalars() is None or img.GetNumberOfScalarComponents() != 1:
+    if img is None or img.GetNumberOfScalarComponents() != 1:
         return None
+    x0, x1, y0, y1, z0, z1 = img.GetExtent()
+    if x1 < x0 or y1 < y0 or z1 < z0:  # every segment erased
+        return np.zeros((0, 0, 0), np.uint8), None
     nx, ny, nz = ref_volume_node.GetImageData().GetDimensions()
-    if tuple(img.GetExtent()) != (0, nx - 1, 0, ny - 1, 0, nz - 1):
+    if min(x0, y0, z0) < 0 or x1 >= nx or y1 >= ny or z1 >= nz or img.GetPointData().GetScalars() is None:
         return None
     m = vtk.vtkMatrix4x4()
     img.GetImageToWorldMatrix(m)
@@ -176,12 +241,19 @@ def _from_shared_layer(seg_node, sids: list[str], labels: list[int], ref_volume_
     flat = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars())
     if flat.dtype.kind not in "iu" or flat.dtype.itemsize > 2:
         return None
-    lut = np.zeros(1 << (8 * flat.dtype.itemsize), np.int16)  # every value the layer can hold
+    voxels = flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16).reshape(z1 - z0 + 1, y1 - y0 + 1, -1)
+    return voxels, (slice(z0, z1 + 1), slice(y0, y1 + 1), slice(x0, x1 + 1))
+
+
+def _label_lut(seg_node, sids: list[str], labels: list[int], dtype) -> np.ndarray:
+    """Layer value -> VerSe id, for every value the layer's type can hold (0 for unlabelled segments)."""
+    segmentation = seg_node.GetSegmentation()
+    lut = np.zeros(1 << (8 * np.dtype(dtype).itemsize), np.int16)
     for sid, lab in zip(sids, labels, strict=True):
         value = segmentation.GetSegment(sid).GetLabelValue()
         if 0 < value < len(lut):
             lut[value] = lab
-    return lut[flat.view(np.uint8 if flat.dtype.itemsize == 1 else np.uint16)].reshape(nz, ny, nx)
+    return lut
 
 
 def _segment_label(segment) -> int | None:
@@ -194,14 +266,22 @@ def _segment_label(segment) -> int | None:
     return None
 
 
-def set_segment_mask(seg_node, label: int, mask: np.ndarray, ref_volume_node) -> None:
-    """Replace the labelmap of the segment carrying ``label`` by ``mask`` (on the volume grid)."""
+def set_segment_mask(seg_node, label: int, mask: np.ndarray, ref_volume_node, at=None) -> None:
+    """Replace the labelmap of the segment carrying ``label`` by ``mask``: on the volume grid, or on its block
+    ``at`` ((k, j, i) slices; the segment keeps no voxel outside it)."""
     segmentation = seg_node.GetSegmentation()
     for n in range(segmentation.GetNumberOfSegments()):
         sid = segmentation.GetNthSegmentID(n)
         if _segment_label(segmentation.GetSegment(sid)) == int(label):
+            # Only the block holding the mask is handed over: the replace clears the segment's voxels
+            # outside it too, and a whole 512 x 512 CT grid costs Slicer ~0.5 s to merge.
+            block = nonzero_block(mask) or (slice(0, 1),) * 3
             img = slicer.vtkOrientedImageData()
-            _array_to_image(mask.astype(np.uint8), img)
+            _array_to_image(mask[block].astype(np.uint8), img)
+            offset = (0, 0, 0) if at is None else tuple(s.start for s in at)
+            z0, y0, x0 = (b.start + o for b, o in zip(block, offset, strict=True))
+            nz, ny, nx = (s.stop - s.start for s in block)
+            img.SetExtent(x0, x0 + nx - 1, y0, y0 + ny - 1, z0, z0 + nz - 1)
             img.SetImageToWorldMatrix(_numpy_to_matrix(ijk_to_ras(ref_volume_node)))
             slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
                 img, seg_node, sid, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE

@@ -40,14 +40,15 @@ def ijk_to_ras(node) -> np.ndarray:
     return a
 
 
-def _image_to_array(image) -> np.ndarray:
+def _image_to_array(image, copy: bool = True) -> np.ndarray:
     if image is None or image.GetPointData().GetScalars() is None:
         raise InputError("the volume node has no image data")
     if image.GetNumberOfScalarComponents() != 1:
         raise InputError("expected a single-component (grey-level CT) volume")
     nx, ny, nz = image.GetDimensions()
     flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    return flat.reshape(nz, ny, nx).copy()
+    arr = flat.reshape(nz, ny, nx)
+    return arr.copy() if copy else arr
 
 
 def _array_to_image(array: np.ndarray, image=None):
@@ -64,11 +65,12 @@ def _array_to_image(array: np.ndarray, image=None):
     return image
 
 
-def volume_from_node(node) -> Volume:
-    """Array ``[k, j, i]`` plus geometry of a scalar volume node (see ``volume.py``)."""
+def volume_from_node(node, copy: bool = True) -> Volume:
+    """Array ``[k, j, i]`` plus geometry of a scalar volume node (see ``volume.py``). ``copy=False``: the array
+    is a view of the node's voxels, for a caller that only reads them while the node lives."""
     if node is None:
         raise InputError("no input volume selected")
-    arr = _image_to_array(node.GetImageData())
+    arr = _image_to_array(node.GetImageData(), copy)
     # The node's name often is the patient's or the series description: kept apart, written on request only.
     meta = {"source": "3D Slicer volume", "format": "mrml", "identifiers": {"node_name": node.GetName()}}
     tags = node.GetAttribute(ATTR + "tags")
