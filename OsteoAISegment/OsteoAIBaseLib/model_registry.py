@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 PINNED: dict[tuple[str, str], dict[str, str]] = {
-    ("vbmd-mlp", "3.0"): {"weights.npz": "5c55f1e06c2eae420a3e2d318ea4c898ae87936e6c2dff746a751d9201d311b5"},
+    ("vbmd-mlp", "3.1"): {"weights.npz": "feacdba2073659532cdb95c7b3c346f5f813541128c4854aa681e3f96c97bbce"},
     ("vertebra-seg", "1.0"): {"model.pt": "44fa796adad749db14db310efd6bcc74d300e03246a3ef0b55891a86aad2a0ce"},
 }
 

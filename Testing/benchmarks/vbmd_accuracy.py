@@ -12,7 +12,7 @@ Prints per-level MAE, |bias| per kVp, ACR 3-category accuracy (> 120 normal, 80-
 volume is rescaled HU' = a*HU + b, re-measured from scratch and the vBMD change reported (%).
 Targets: MAE <= 3 mg/cm3, |bias| <= 2 at every kVp, accuracy >= 97%, invariance <= 2%.
 
-Run: .venv/bin/python Testing/benchmarks/vbmd_accuracy.py [--n 36] [--masks pipeline|truth]
+Run: .venv/bin/python Testing/benchmarks/vbmd_accuracy.py [--n 36] [--masks pipeline|truth] [--workers N]
 """
 
 from __future__ import annotations
@@ -112,10 +112,80 @@ def breakdown(rows) -> None:
                 )
 
 
-def main() -> int:
+_MODELS: dict = {}
+
+
+def measure_phantom(job) -> tuple[list, list, list, list, str]:
+    """(rows, flagged, invariance rows, invariance losses, log line) of held-back phantom ``i``: the unit of
+    work of ``--workers`` (each process loads the model once)."""
     from OsteoAILib.phantom import make_phantom
-    from OsteoAILib.results import acr_category
     from OsteoAILib.vbmd_model.dataset import _phantom_params, scan_volume, truth_by_label
+    from OsteoAILib.vbmd_model.infer import load_model
+
+    i, grids, first_seed, masks, model_dir, all_levels, with_inv = job
+    model = _MODELS.get(model_dir) or _MODELS.setdefault(model_dir, load_model(model_dir))
+    rows, flagged, inv, inv_lost = [], [], [], []
+    p = held_back_params(i, grids, first_seed)
+    ph = make_phantom(_phantom_params(p))
+    truth = truth_by_label(ph)
+    vol = scan_volume(ph, p)  # without the age tag for the phantoms whose age is "unknown"
+    try:
+        est = estimate(vol, p, masks, ph, model)
+    except Exception as e:
+        return rows, flagged, inv, inv_lost, f"  seed {p['seed']}: FAILED {type(e).__name__}: {e}"
+    for lab, (plain, ai, lo, hi, reasons) in est.items():
+        t = truth.get(lab)
+        if t is None or t.get("fracture"):
+            continue
+        if reasons and not all_levels:
+            flagged.append((p["seed"], lab, t["vbmd_mg_cm3"], ai, reasons))
+            continue
+        rows.append(
+            (
+                p["seed"],
+                p["kvp"],
+                p["dose"],
+                lab,
+                t["vbmd_mg_cm3"],
+                plain,
+                ai,
+                lo,
+                hi,
+                p["_age_known"],
+                bool(p.get("contrast")),
+                marrow_fat_error(vol, t, p["kvp"]),
+            )
+        )
+    notes = []
+    if with_inv:
+        for a, b in LINEAR_CHANGES:
+            vol2 = vol.with_array((a * vol.array.astype(np.float32) + b).astype(np.float32))
+            try:
+                est2 = estimate(vol2, p, masks, ph, model)
+            except Exception as e:
+                notes.append(f"  seed {p['seed']} a={a} b={b}: FAILED {type(e).__name__}: {e}")
+                inv_lost.append((p["seed"], "all", a, b))
+                continue
+            for lab, (plain, ai, *_) in est.items():
+                if lab in est2:
+                    inv.append(
+                        (p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain, 100 * (est2[lab][1] - ai) / ai)
+                    )
+                else:
+                    inv_lost.append((p["seed"], lab, a, b))
+    errs = [r[6] - r[4] for r in rows]
+    perrs = [r[5] - r[4] for r in rows]
+    grid = "" if grids == "fixed" else f"{p['spacing'][0]:.2f}x{p['spacing'][2]:.2f} mm  "
+    line = (
+        f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} {grid}levels {len(errs)}  "
+        f"MAE plain {np.mean(np.abs(perrs)) if perrs else float('nan'):5.2f}  "
+        f"AI {np.mean(np.abs(errs)) if errs else float('nan'):5.2f}"
+    )
+    return rows, flagged, inv, inv_lost, "\n".join([*notes, line])
+
+
+def main() -> int:
+    from OsteoAILib.results import acr_category
     from OsteoAILib.vbmd_model.infer import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -144,6 +214,7 @@ def main() -> int:
         "uses them for the diagnosis)",
     )
     ap.add_argument("--invariance-n", type=int, default=None, help="phantoms re-measured for invariance (default: all)")
+    ap.add_argument("--workers", type=int, default=1, help="phantoms measured in parallel (same numbers)")
     args = ap.parse_args()
     model = load_model(args.model)
     lo, hi = (model.meta.get("training") or {}).get("phantom_seeds", [0, -1])
@@ -159,64 +230,22 @@ def main() -> int:
     inv_lost = []  # (seed, label or "all", a, b): measured on the scan as given, not after the rescale
     n_inv = args.n if args.invariance_n is None else args.invariance_n
     t0 = time.perf_counter()
-    for i in range(args.n):
-        p = held_back_params(i, args.grids, args.first_seed)
-        ph = make_phantom(_phantom_params(p))
-        truth = truth_by_label(ph)
-        vol = scan_volume(ph, p)  # without the age tag for the phantoms whose age is "unknown"
-        try:
-            est = estimate(vol, p, args.masks, ph, model)
-        except Exception as e:
-            print(f"  seed {p['seed']}: FAILED {type(e).__name__}: {e}")
-            continue
-        for lab, (plain, ai, lo, hi, reasons) in est.items():
-            t = truth.get(lab)
-            if t is None or t.get("fracture"):
-                continue
-            if reasons and not args.all_levels:
-                flagged.append((p["seed"], lab, t["vbmd_mg_cm3"], ai, reasons))
-                continue
-            rows.append(
-                (
-                    p["seed"],
-                    p["kvp"],
-                    p["dose"],
-                    lab,
-                    t["vbmd_mg_cm3"],
-                    plain,
-                    ai,
-                    lo,
-                    hi,
-                    p["_age_known"],
-                    bool(p.get("contrast")),
-                    marrow_fat_error(vol, t, p["kvp"]),
-                )
-            )
-        if i < n_inv:
-            for a, b in LINEAR_CHANGES:
-                vol2 = vol.with_array((a * vol.array.astype(np.float32) + b).astype(np.float32))
-                try:
-                    est2 = estimate(vol2, p, args.masks, ph, model)
-                except Exception as e:
-                    print(f"  seed {p['seed']} a={a} b={b}: FAILED {type(e).__name__}: {e}")
-                    inv_lost.append((p["seed"], "all", a, b))
-                    continue
-                for lab, (plain, ai, *_) in est.items():
-                    if lab in est2:
-                        inv.append(
-                            (p["seed"], lab, a, b, 100 * (est2[lab][0] - plain) / plain, 100 * (est2[lab][1] - ai) / ai)
-                        )
-                    else:
-                        inv_lost.append((p["seed"], lab, a, b))
-        errs = [r[6] - r[4] for r in rows if r[0] == p["seed"]]
-        perrs = [r[5] - r[4] for r in rows if r[0] == p["seed"]]
-        grid = "" if args.grids == "fixed" else f"{p['spacing'][0]:.2f}x{p['spacing'][2]:.2f} mm  "
-        print(
-            f"  seed {p['seed']} {p['kvp']:>4.0f} kVp {p['dose']:<9} {grid}levels {len(errs)}  "
-            f"MAE plain {np.mean(np.abs(perrs)) if perrs else float('nan'):5.2f}  "
-            f"AI {np.mean(np.abs(errs)) if errs else float('nan'):5.2f}   [{time.perf_counter() - t0:.0f} s]",
-            flush=True,
-        )
+    jobs = [(i, args.grids, args.first_seed, args.masks, args.model, args.all_levels, i < n_inv) for i in range(args.n)]
+    if args.workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=args.workers)
+        results = pool.map(measure_phantom, jobs)
+    else:
+        pool, results = None, map(measure_phantom, jobs)
+    for r, f, v, lost, line in results:
+        rows += r
+        flagged += f
+        inv += v
+        inv_lost += lost
+        print(f"{line}   [{time.perf_counter() - t0:.0f} s]", flush=True)
+    if pool is not None:
+        pool.shutdown()
 
     if not rows:
         print("no level measured")

@@ -53,7 +53,14 @@ REALISM = {
     "streaks_hu": (5.0, 30.0),
     "body_scale": (0.85, 1.3),  # 1 = the small adult; noise grows with the path through the body
     "fat_mm": (5.0, 40.0),
-    "tissue_offsets_sd_hu": {"fat": 4.0, "muscle": 3.0, "blood": 3.0},
+    # Patients' fat, muscle and blood against the physics table: (mean, SD) HU. The means reproduce what
+    # the internal calibration leaves on the real scans with all four references (../shared/data, 6
+    # series: residual fat +4.8, muscle -4.3, blood -1.3, air -1.0 HU; phantom_realism.py prints them):
+    # subcutaneous fat reads above pure adipose (septa, water), paraspinal muscle below pure muscle
+    # (fatty infiltration), aortic blood a little below (patients' lower haematocrit). A shift common to
+    # all three leaves no residual, so the real scans cannot show it: the means carry none (the
+    # smallest offsets with those residuals). The SDs are wider than the real residuals' (2.9, 3.2, 2.0).
+    "tissue_offsets_hu": {"fat": (5.3, 4.0), "muscle": (-3.8, 3.0), "blood": (-0.8, 3.0)},
     "pixel_mm": ((0.6, 1.0), (1.0, 2.4)),  # half the phantoms in each: real scans are mostly < 1 mm
     "slice_mm": (0.6, 5.0),
 }
@@ -114,7 +121,7 @@ def sample_realism(seed: int) -> dict:
         "body_scale": body,
         "_noise_u": float(np.exp(rng.uniform(*np.log(r["noise_scale"])))),
         "fat_mm": round(float(rng.uniform(*r["fat_mm"])), 1),
-        "tissue_offsets_hu": {k: round(float(rng.normal(0.0, sd)), 2) for k, sd in r["tissue_offsets_sd_hu"].items()},
+        "tissue_offsets_hu": {k: round(float(rng.normal(m, sd)), 2) for k, (m, sd) in r["tissue_offsets_hu"].items()},
         "matrix": 2 * int(round(fov / px / 2)),
         "spacing": (round(px, 2), round(px, 2), round(sl, 2)),
         "levels": SMALL_GRID["levels"],

@@ -33,6 +33,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     # enhanced: how much iodine there is, so the model can scale the marrow's iodine correction
     # (the plain estimate only flags contrast). 0 when no aortic ROI was found.
     "blood_enhancement_hu",
+    # Air clipped by the scanner leaves the fit to the soft tissues alone, whose composition varies
+    # from patient to patient; the clip still bounds it: true air (-1000 HU) lies at or below the
+    # clipped value, so the fit's HU for that value minus -1000 must be >= 0, and below 0 the fitted
+    # slope is too steep by about that much. 0 when air was used or not clipped.
+    "air_clip_margin_hu",
     "cal_slope",
     "cal_intercept",
     "cal_residual_hu",
@@ -115,6 +120,10 @@ def level_features(inp: LevelInput) -> np.ndarray:
     if blood.get("measured_hu") is not None and blood.get("expected_hu") is not None:
         enhancement = slope * float(blood["measured_hu"]) + intercept - float(blood["expected_hu"])
 
+    air = refs.get("air") or {}
+    clip = air.get("clipped_below_hu")
+    clip_margin = 0.0 if clip is None or air.get("used") else slope * float(clip) + intercept + 1000.0
+
     noise = inp.noise_sd_hu if inp.noise_sd_hu is not None else reference_noise_sd(cal)
     if noise is None:
         noise = roi_noise_sd(inp.roi_hu)
@@ -132,6 +141,7 @@ def level_features(inp: LevelInput) -> np.ndarray:
         *residuals,
         *used,
         enhancement,
+        clip_margin,
         slope,
         intercept,
         float(cal.residual_hu) if cal.residual_hu is not None else 0.0,

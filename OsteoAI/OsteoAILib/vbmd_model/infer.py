@@ -18,7 +18,9 @@ from . import model as mlp
 from .features import FEATURE_NAMES, LevelInput, level_features, reference_noise_sd
 
 MODEL_NAME = "vbmd-mlp"
-MODEL_VERSION = "3.0"  # 3.0: trained on realistic phantoms (kernels, microstructure, habitus, 0.6-5 mm slices)
+# 3.0: trained on realistic phantoms (kernels, microstructure, habitus, 0.6-5 mm slices); 3.1: their tissues
+# drawn around the real scans' offsets and the air_clip_margin_hu feature.
+MODEL_VERSION = "3.1"
 MODEL_FORMAT = "osteoai/vbmd-mlp/v1"
 ENV_VAR = "OSTEOAI_VBMD_MODEL"
 DEFAULT_DIR = model_registry.shipped_dir(MODEL_NAME)  # repository models/, else the installed package's

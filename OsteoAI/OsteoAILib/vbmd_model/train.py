@@ -382,6 +382,17 @@ def main(args) -> int:
     return 0
 
 
+def error_sources_section(found: dict | None) -> str:
+    """The card's 'Where the error comes from' paragraph from ``model.json``'s ``error_sources`` block
+    (measured after training by ``Testing/benchmarks/vbmd_error_sources.py``)."""
+    if not found:
+        return ""
+    lines = [f"**Where the error comes from** (measured {found['measured']}):"]
+    lines += [f"- {item}" for item in found["findings"]]
+    lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in found['commands'])}.")
+    return "\n".join(lines) + "\n"
+
+
 def real_ct_section(real: dict | None) -> str:
     """The card's 'On real CT' paragraph from ``model.json``'s ``real_ct`` block (measured after training by
     ``Testing/benchmarks/phantom_realism.py`` and ``vbmd_consistency.py``; there is no truth on real CT)."""
@@ -391,6 +402,13 @@ def real_ct_section(real: dict | None) -> str:
     lines += [f"- {item}" for item in real["findings"]]
     lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in real['commands'])}.")
     return "\n".join(lines) + "\n"
+
+
+def _offsets_text(g: dict) -> str:
+    """The phantoms' tissue offsets as the card states them (model.json of 3.0 recorded SDs only)."""
+    if "tissue_offsets_hu" in g:
+        return ", ".join(f"{m:+g} +- {sd:g}" for m, sd in g["tissue_offsets_hu"].values()) + " HU (mean +- SD)"
+    return f"SD {', '.join(f'{v:g}' for v in g['tissue_offsets_sd_hu'].values())} HU"
 
 
 def model_card(meta: dict) -> str:
@@ -416,19 +434,19 @@ def model_card(meta: dict) -> str:
             f"wavelengths, reference-voxel noise {g['reference_noise_hu'][0]:g}-{g['reference_noise_hu'][1]:g} HU, "
             f"low-dose streaks, body scale {g['body_scale'][0]:g}-{g['body_scale'][1]:g} (noise grows with it), "
             f"subcutaneous fat {g['fat_mm'][0]:g}-{g['fat_mm'][1]:g} mm, fat / muscle / blood HU off the table by "
-            f"SD {', '.join(f'{v:g}' for v in g['tissue_offsets_sd_hu'].values())} HU, in-plane pixels "
+            f"{_offsets_text(g)}, in-plane pixels "
             f"{px[0][0]:g}-{px[1][1]:g} mm and slices {g['slice_mm'][0]:g}-{g['slice_mm'][1]:g} mm"
         )
         grid_limit = (
             "Real CT (../shared/data) was compared with these phantoms feature by feature "
             "(`Testing/benchmarks/phantom_realism.py`); the domain check accepts most real levels, but "
             "the phantom is still a phantom: its anatomy is one spine shape scaled, its marrow a random "
-            "field, not bone. Its fat, muscle and blood differ from the table as patients' do; when the "
-            "calibration keeps only two references (air clipped or blood enhanced) that shifts its slope "
-            "with no residual to show it, which bounds the AI's error on these phantoms (the test MAE "
-            "above) well over the ~1.4 mg/cm3 the legacy phantoms allowed. Real scans here show fat "
-            "residuals of about +4.6 and muscle of -2.7 to -4.8 HU (median): a systematic table offset "
-            "that the next phantoms should draw around, instead of around 0."
+            "field, not bone. Its fat, muscle and blood are drawn off the table around what the internal "
+            "calibration leaves on the real scans (`dataset.REALISM`); a shift common to all three leaves "
+            "no residual on a real scan, so none is drawn, and a patient who has one is misread by the "
+            "plain estimate and the model alike. That composition, which a phantomless calibration cannot "
+            "see, and the marrow fat that single-energy CT cannot see bound the error on these phantoms "
+            "(see 'Where the error comes from')."
         )
     elif t.get("grids") == "varied":
         grid = (
@@ -462,8 +480,9 @@ applied to its output.
 mean, median, SD, quantiles and skew; the plain calibrated-HU vBMD; residuals of the reference tissues
 (air, fat, muscle, blood) after calibration and whether each was used; the calibrated aortic blood
 enhancement (also when the fit left an enhanced aorta out: the size of the contrast correction);
-calibration slope, intercept and fit residual; kVp; noise SD; slice thickness; pixel size; ROI volume;
-age when known.
+where the fit puts the scanner's clipped air value against -1000 HU when air was clipped (true air lies
+below it, so a negative margin says the slope is too steep); calibration slope, intercept and fit
+residual; kVp; noise SD; slice thickness; pixel size; ROI volume; age when known.
 All HU features are taken after calibration, so a linear change of the scanner's HU scale leaves them
 unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight,
 nor are features that were constant in training (`normalisation.ignored` in model.json).
@@ -496,6 +515,7 @@ AI MAE by kVp (interval coverage): {kv_mae or "not recorded"}.
 `Testing/benchmarks/vbmd_accuracy.py` measures it again on held-back seeds (>= 900000) and
 `Testing/benchmarks/precision.py` its repeatability; their last outputs are in `benchmark_results.txt`.
 
+{error_sources_section(meta.get("error_sources"))}
 {real_ct_section(meta.get("real_ct"))}
 **Limitations.** Trained only on synthetic phantoms: real anatomy, real marrow heterogeneity,
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
