@@ -8,6 +8,7 @@ the same study. Reviews are saved under the name the reviewer logged in with.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import time
@@ -128,13 +129,19 @@ class ReviewApp:
             self.state.message = "this study has no scene.mrml (run osteoai run --scene): results only"
             return
         self.close_study()
-        self.session = ReviewSession(self.slicer_app.scene, study.dir)
+        drawn = {}
+
+        def draw_plots():  # while the CT is inflated on another thread
+            auto = Results.from_dict(json.loads((study.dir / "results.json").read_text()))
+            drawn["bmd"], drawn["cal"] = plots.bmd_png(auto), plots.calibration_png(auto)
+
+        self.session = ReviewSession(self.slicer_app.scene, study.dir, meanwhile=draw_plots)
         ses = self.session
         dm = self.slicer_app.display_manager
         dm.show_volume_in_slice_background(ses.volume)
         for view in self.slicer_app.view_manager.get_views():
             view.fit_view_to_content() if hasattr(view, "get_slice_value") else view.reset_camera()
-        self._show_results(ses.auto)
+        self._show_results(ses.auto, drawn.get("bmd"))
         s = self.state
         s.edit_level = s.teach_level = (ses.auto.diagnosis.levels or ses.levels() or [None])[0]
         if s.edit_level in ses.boxes:  # the slice views open through the diagnostic level's ROI
@@ -149,7 +156,7 @@ class ReviewApp:
             for k in ses.auto.key_images
             if (study.dir / k.get("file", "")).is_file()
         ]
-        s.cal_png = _data_url(plots.calibration_png(ses.auto))
+        s.cal_png = _data_url(drawn.get("cal") or plots.calibration_png(ses.auto))
         s.box_levels = ses.levels()
         s.edits, s.reviewed_levels, s.reviewed_diagnosis, s.message, s.teaching = [], [], "", "", ""
         s.reviews = [
@@ -170,10 +177,10 @@ class ReviewApp:
             view.reset_camera()
         self.state.message = f"3D surfaces built in {time.perf_counter() - t0:.1f} s"
 
-    def _show_results(self, results: Results):
+    def _show_results(self, results: Results, bmd_png: bytes | None = None):
         self.state.levels = level_rows(results)
         self.state.diagnosis = diagnosis_text(results)
-        self.state.bmd_png = _data_url(plots.bmd_png(results))
+        self.state.bmd_png = _data_url(bmd_png or plots.bmd_png(results))
 
     def close_study(self):
         if self.session is not None:

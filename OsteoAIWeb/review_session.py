@@ -17,11 +17,14 @@ from OsteoAIBaseLib.errors import InputError
 from OsteoAILib import calibration, mrml, remeasure  # noqa: F401 (loaded with the app, not by the first Recompute: ~1.5 s of scipy)
 from OsteoAILib.results import Results
 
+from .scene_load import import_scene
+
 AXES = {"R": 0, "A": 1, "S": 2}
 
 
 class ReviewSession:
-    def __init__(self, scene, study_dir: Path):
+    def __init__(self, scene, study_dir: Path, meanwhile=None):
+        """``meanwhile()``: work for this thread while the CT is read on another (see ``scene_load``)."""
         self.scene = scene
         self.dir = Path(study_dir)
         self.auto = Results.from_dict(json.loads((self.dir / "results.json").read_text()))
@@ -29,8 +32,7 @@ class ReviewSession:
         self.edits: list[str] = []
         self.recomputed = False
         before = self._node_ids()
-        scene.SetURL(str((self.dir / "scene.mrml").resolve()))
-        if not scene.Import():
+        if not import_scene(scene, self.dir / "scene.mrml", meanwhile):
             raise InputError("the study's scene cannot be read")
         self.added = [i for i in self._node_ids() if i not in before]
         self.settings, nodes = mrml.read_parameter_node(scene)

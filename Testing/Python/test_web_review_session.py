@@ -163,3 +163,80 @@ def test_recompute_in_blocks_equals_the_full_grid_rule_and_the_core_remeasure(hs
                 w.roi_mean_hu, w.roi_median_hu, w.roi_sd_hu, w.roi_volume_mm3,
             )  # fmt: skip
     ses.close()
+
+
+def _scene_state(scene):
+    from OsteoAILib import mrml
+    from vtkmodules.util import numpy_support
+
+    _, nodes = mrml.read_parameter_node(scene)
+    vol = nodes["inputVolume"]
+    col = scene.GetNodes()
+    return {
+        "ct": numpy_support.vtk_to_numpy(vol.GetImageData().GetPointData().GetScalars()).tobytes(),
+        "ijk_to_ras": mrml.ijk_to_ras(vol).tobytes(),
+        "window_level": (vol.GetDisplayNode().GetWindow(), vol.GetDisplayNode().GetLevel()),
+        "ct_file": vol.GetStorageNode().GetFileName(),
+        "rois": mrml.segmentation_to_labelmap(scene, nodes["roiSegmentation"], vol).tobytes(),
+        "vertebrae": mrml.segmentation_to_labelmap(scene, nodes["vertebraeSegmentation"], vol).tobytes(),
+        "nodes": sorted(
+            (col.GetItemAsObject(i).GetClassName(), col.GetItemAsObject(i).GetName() or "")
+            for i in range(col.GetNumberOfItems())
+        ),
+    }
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "raw"])
+def test_scene_import_with_the_ct_read_aside_gives_slicers_scene(study, tmp_path, encoding):
+    """The review app reads the study's CT on a second thread (scene_load): the scene it gets must be the one
+    slicer-core's own import gives, node for node, voxel for voxel, with the same geometry and window/level."""
+    import shutil
+
+    import nrrd
+    from OsteoAILib import mrml
+
+    from OsteoAIWeb.scene_load import import_scene
+
+    folder = tmp_path / "study"
+    shutil.copytree(study, folder)
+    if encoding == "raw":
+        ct = folder / "CT.nrrd"
+        data, header = nrrd.read(str(ct))
+        header["encoding"] = "raw"
+        nrrd.write(str(ct), data, header)
+    slicer_scene, ours = mrml.new_scene(), mrml.new_scene()
+    try:
+        slicer_scene.scene.SetURL(str(folder / "scene.mrml"))
+        assert slicer_scene.scene.Import()
+        ran = []
+        assert import_scene(ours.scene, folder / "scene.mrml", meanwhile=lambda: ran.append(1))
+        assert ran == [1]
+        assert _scene_state(ours.scene) == _scene_state(slicer_scene.scene)
+    finally:
+        slicer_scene.close()
+        ours.close()
+
+
+def test_scene_import_leaves_a_ct_it_does_not_read_to_slicer(study, tmp_path):
+    """A CT file the side reader does not take (here a big-endian NRRD) is read by slicer-core, as before."""
+    import shutil
+
+    import nrrd
+    from OsteoAILib import mrml
+
+    from OsteoAIWeb.scene_load import import_scene
+
+    folder = tmp_path / "study"
+    shutil.copytree(study, folder)
+    ct = folder / "CT.nrrd"
+    data, header = nrrd.read(str(ct))
+    header["endian"] = "big"
+    nrrd.write(str(ct), data, header)
+    h = mrml.new_scene()
+    try:
+        assert import_scene(h.scene, folder / "scene.mrml")
+        _, nodes = mrml.read_parameter_node(h.scene)
+        got = mrml.volume_from_node(nodes["inputVolume"]).array
+        assert got.shape == data.shape[::-1] and (got == data.transpose(2, 1, 0)).all()
+    finally:
+        h.close()
