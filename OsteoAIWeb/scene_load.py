@@ -52,7 +52,10 @@ class _CTRead(threading.Thread):
                 raise ValueError("no end of header")
             dtype, shape, self.ijk_to_ras, encoding = _header(data[:end].decode("latin-1").splitlines())
             self.inflating.set()
-            raw = _inflate.decompress(data[end + 2 :], 31) if encoding != "raw" else data[end + 2 :]
+            size = int(np.prod(shape)) * dtype.itemsize
+            # one output buffer of the whole size: the inflate then runs as one call without the GIL, where
+            # growing buffers take it back at every step and wait behind the import, which holds it throughout
+            raw = _inflate.decompress(data[end + 2 :], 31, size + 1) if encoding != "raw" else data[end + 2 :]
             self.array = np.frombuffer(raw, dtype, count=int(np.prod(shape))).reshape(shape)
         except Exception as e:  # any file this reader does not take goes back to Slicer's reader
             self.error = e
@@ -129,9 +132,9 @@ def import_scene(scene, path: Path, meanwhile=None) -> bool:
     vid, ref, sid, file = found
     read = _CTRead(file)
     read.start()
-    read.inflating.wait()  # the thread holds no GIL from here; the import may hold it all along
     if meanwhile is not None:
         meanwhile()
+    read.inflating.wait()  # the thread holds no GIL from here; the import may hold it all along
     scene.SetRootDirectory(str(path.parent))  # what SetURL sets for a file, not for a string
     scene.SetLoadFromXMLString(1)
     scene.SetSceneXMLString(text.replace(ref, "", 1))  # the volume comes without its storage node: no read

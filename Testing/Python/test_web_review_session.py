@@ -195,7 +195,7 @@ def test_scene_import_with_the_ct_read_aside_gives_slicers_scene(study, tmp_path
     import nrrd
     from OsteoAILib import mrml
 
-    from OsteoAIWeb.scene_load import import_scene
+    from OsteoAIWeb.scene_load import _CTRead, import_scene
 
     folder = tmp_path / "study"
     shutil.copytree(study, folder)
@@ -204,6 +204,9 @@ def test_scene_import_with_the_ct_read_aside_gives_slicers_scene(study, tmp_path
         data, header = nrrd.read(str(ct))
         header["encoding"] = "raw"
         nrrd.write(str(ct), data, header)
+    side = _CTRead(folder / "CT.nrrd")
+    side.run()
+    assert side.error is None  # the side reader takes this file (not a silent fall-back to Slicer's reader)
     slicer_scene, ours = mrml.new_scene(), mrml.new_scene()
     try:
         slicer_scene.scene.SetURL(str(folder / "scene.mrml"))
