@@ -199,27 +199,45 @@ def vertebral_heights(body: np.ndarray, spacing, axis_kji=None) -> dict[str, flo
     return out
 
 
-def fracture_grade(heights: dict[str, float], neighbours: list[dict] | None = None) -> tuple[int, float, str]:
+def fracture_grade(
+    heights: dict[str, float], neighbours: list[dict] | None = None, label=None
+) -> tuple[int, float, str]:
     """(Genant grade, height loss 0-1, which comparison) from the three heights of one body,
-    compared with its own largest height (wedge, biconcave) and with its neighbours' (crush)."""
-    h = [heights[k] for k in ("anterior", "middle", "posterior") if heights.get(k)]
-    if len(h) < 2:
+    compared with its own largest height (wedge, biconcave) and with its neighbours' (crush).
+
+    A thoracic body is normally a little shorter in front (the kyphosis): its anterior height is
+    compared with the posterior one less that physiological wedge. Against the neighbours each
+    height is compared with theirs at the same place (front with front), as Genant's reading does.
+    """
+    keys = [k for k in ("anterior", "middle", "posterior") if heights.get(k)]
+    if len(keys) < 2:
         return 0, 0.0, ""
-    loss_own = 1.0 - min(h) / max(h)
-    loss, how = loss_own, "own"
-    nb = [max(v for v in n.values() if v) for n in (neighbours or []) if n and any(n.values())]
-    if nb:
-        loss_nb = 1.0 - min(h) / float(np.mean(nb))
-        if loss_nb > loss:
-            loss, how = loss_nb, "neighbours"
+    h = {k: heights[k] for k in keys}
+    if "anterior" in h:
+        h["anterior"] = h["anterior"] / (1.0 - _wedge(label))
+    loss, how = 1.0 - min(h.values()) / max(h.values()), "own"
+    nbs = [n for n in (neighbours or []) if n and any(n.values())]
+    for k in keys:
+        ref = [n[k] for n in nbs if n.get(k)]
+        if ref:
+            loss_nb = 1.0 - heights[k] / float(np.mean(ref))
+            if loss_nb > loss:
+                loss, how = loss_nb, "neighbours"
     return genant_grade(loss), float(loss), how
 
 
 SPLIT_MIRROR = 0.5  # a neighbour showing at least half the opposite deformity mirrors this one
 REVERSE_WEDGE = 0.1  # posterior height this much below the anterior one
+# thoracic bodies are wedged in the kyphosis, ~5-10% shorter in front (more at the apex): a plane
+# tilted wrong moves both neighbours away from that shape, not away from a square body
+THORACIC_WEDGE = 0.08
 
 
-def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> str | None:
+def _wedge(label) -> float:
+    return THORACIC_WEDGE if label is not None and 8 <= int(label) <= 19 else 0.0
+
+
+def split_error(heights: dict[str, float], neighbours: list[dict], how: str, label=None) -> str | None:
     """Why a height loss looks like a misplaced disc plane rather than a fracture, or None.
 
     A disc plane set too high or too low moves height from one body to the next, and a plane set
@@ -241,21 +259,29 @@ def split_error(heights: dict[str, float], neighbours: list[dict], how: str) -> 
         if max(tops) > 1.2 * min(tops):
             return "the neighbours' heights disagree (one of them has taken this body's height)"
     if a and p:
-        tilt = (p - a) / max(a, p)
+        w = _wedge(label)
+        tilt = (p - a) / max(a, p) - w
         for n in nbs:
-            other = (n["posterior"] - n["anterior"]) / max(n["anterior"], n["posterior"])
+            other = (n["posterior"] - n["anterior"]) / max(n["anterior"], n["posterior"]) - w
             if tilt * other < 0 and abs(other) >= SPLIT_MIRROR * abs(tilt):
                 return "a neighbour is wedged the other way (a tilted disc plane)"
     return None
 
 
-def fracture_flags(heights: dict[str, float] | None, label=None, neighbours=None) -> list[str]:
+def fracture_flags(
+    heights: dict[str, float] | None, label=None, neighbours=None, resolution_mm: float = 0.0
+) -> list[str]:
+    """Genant grade of one body, or why its height loss is a split error; nothing when the loss in mm is
+    below ``resolution_mm`` (the slice thickness: each endplate is placed to about half a slice)."""
     if not heights:
         return []
-    g, loss, how = fracture_grade(heights, neighbours)
+    g, loss, how = fracture_grade(heights, neighbours, label)
     if g == 0:
         return []
-    why = split_error(heights, list(neighbours or []), how)
+    h = [v for v in heights.values() if v]
+    if loss * max(h) < resolution_mm:
+        return []
+    why = split_error(heights, list(neighbours or []), how, label)
     if why:
         return [
             f"seg_suspect: {_name(label)} reads {loss:.0%} short, but {why}: the split, not the bone, "
@@ -417,7 +443,7 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         if lab in levels:
             idx = levels.index(lab)
             nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1) if 0 <= j < len(levels)]
-        flags += fracture_flags(heights, lab, [n for n in nbs if n])
+        flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=float(max(vol.spacing)))
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         flags += metal_flags(vol, m, lab, box=sl)

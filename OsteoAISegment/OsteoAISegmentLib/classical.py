@@ -97,6 +97,7 @@ def segment_classical(
     for lab in partial:
         qc.append(f"fov_cut: {lv.name(lab)} is cut by the edge of the scan")
     canal_full = grid.work_to_full_kji(np.column_stack([ks, canal_ji]))
+    carina_w = lab_res["carina_kji"]
     info = {
         "rib_pairs": lab_res["rib_pairs"],
         "ribs": lab_res["ribs"],
@@ -104,6 +105,7 @@ def segment_classical(
         "canal_centerline_kji": canal_full.round(2).tolist(),
         "discs_kji": [grid.work_to_full_kji(p).round(2).tolist() for p, _n in planes],
         "label_anchor": lab_res["anchor"],
+        "carina_kji": None if carina_w is None else grid.work_to_full_kji(carina_w).round(2).tolist(),
         "naming": lab_res["naming"],
         "pitch_mm": float(np.median(pitch) * WS),
         "disc_polarity": polarity,
@@ -127,11 +129,13 @@ def _disc_planes(arr, spacing, work, pts, bc, ref):
     if max(spacing) <= FINE_MAX_SLICE_MM:
         return _fine_discs(arr, spacing, work, pts, bc, ref)
     disc_idx, _score, pitch, polarity = discs.find_discs(
-        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"]
+        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"], pedicles=True
     )
+    # a slice this thick averages over more than a disc's height, so the disc's tilt cannot be read
+    # from it (searching for the darkest tilt wedges both bodies, or, for a disc read bright, tilts
+    # the plane out of the band): the disc lies square to the spine's axis, as readers place it
     tang, _u, _v = discs._frames(pts)
-    rad = float(np.median(bc["depth_mm"])) * 0.35 / WS
-    return [discs.refine_plane(work, pts[d], tang[d], rad, WS) for d in disc_idx], pitch, polarity
+    return [(pts[d], tang[d]) for d in disc_idx], pitch, polarity
 
 
 def _fine_discs(arr: np.ndarray, spacing, work: np.ndarray, pts: np.ndarray, bc: dict, ref: hu_reference.HuReference):

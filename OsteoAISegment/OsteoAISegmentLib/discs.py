@@ -17,6 +17,7 @@ BRIGHT_WEIGHT = 4.0
 THICK_DISC_PITCH_MM = 30.0  # vertebral pitch from which discs are thick enough to read dark
 POLARITIES = ("dark", "bright")
 POLARITY_MARGIN = 0.15  # how much stronger the bands under "bright" must be
+PEDICLE_WEIGHT = 3.0  # the pedicle edge against the band terms, on slices too thick to resolve a thin disc
 
 
 def body_centerline(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> dict:
@@ -200,6 +201,7 @@ def find_discs(
     ant_j: np.ndarray | None = None,
     post_j: np.ndarray | None = None,
     polarity: str = "auto",
+    pedicles: bool = False,
 ) -> tuple[list[int], np.ndarray, np.ndarray, str]:
     """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch
     and the polarity used.
@@ -247,6 +249,10 @@ def find_discs(
         "dark": dark + ENERGY_WEIGHT * en,
         "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en,
     }
+    if pedicles and post_j is not None:
+        edge = _pedicle_edge(work, pts, t, post_j, ws)
+        for p in scores:
+            scores[p] = scores[p] + PEDICLE_WEIGHT * edge
     chains = {p: _chain(scores[p], pitch0, ws) for p in (POLARITIES if polarity == "auto" else (polarity,))}
     if polarity == "auto":
         # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
@@ -255,6 +261,37 @@ def find_discs(
         polarity = "bright" if strength["bright"] > (1 + POLARITY_MARGIN) * strength["dark"] else "dark"
     peaks, pitch = chains[polarity]
     return peaks, scores[polarity], pitch, polarity
+
+
+def pedicle_profile(work: np.ndarray, pts: np.ndarray, t: np.ndarray, post_j: np.ndarray, ws: float) -> np.ndarray:
+    """Mean density where the pedicles run, beside the canal just behind the body, along the spine.
+
+    A pedicle leaves the upper half of its body; beside the lower half and the disc below lies the
+    intervertebral foramen (fat, nerve). Pedicle and foramen are 10-15 mm tall and bone against
+    fat, so this profile rises and falls once per vertebra on any slice thickness: it falls, going
+    cranially, just below each disc and rises at mid-body.
+    """
+    ap = np.array([0.0, 1.0, 0.0])  # posterior
+    ap = ap - (t @ ap)[:, None] * t
+    ap /= np.linalg.norm(ap, axis=1, keepdims=True)
+    lat = np.cross(t, ap)
+    offs = [
+        (side * lo, a)
+        for side in (-1, 1)
+        for lo in np.arange(8.0, 16.1, 2.0)  # mm beside the body's midline: canal edge to pedicle's outer wall
+        for a in np.arange(2.0, 10.1, 2.0)  # mm behind the body's posterior wall
+    ]
+    back = pts.copy()
+    back[:, 1] = post_j
+    coords = np.concatenate([back + (x / ws) * lat + (a / ws) * ap for x, a in offs])
+    vals = ndi.map_coordinates(work, coords.T, order=1, mode="nearest").reshape(len(offs), len(pts))
+    return vals.mean(0)
+
+
+def _pedicle_edge(work: np.ndarray, pts: np.ndarray, t: np.ndarray, post_j: np.ndarray, ws: float) -> np.ndarray:
+    """Where the pedicle profile falls, going cranially: just below each disc (0-1 scaled)."""
+    ped = ndi.gaussian_filter1d(pedicle_profile(work, pts, t, post_j, ws), 2.0 / ws, mode="nearest")
+    return _unit(np.maximum(-np.gradient(ped), 0.0))
 
 
 def _dark_bands(f: np.ndarray, ws: float) -> list[np.ndarray]:

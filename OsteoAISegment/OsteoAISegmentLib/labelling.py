@@ -16,7 +16,7 @@ import numpy as np
 from OsteoAIBaseLib import levels as lv
 from scipy import ndimage as ndi
 
-from . import naming
+from . import carina, naming
 
 STRIP_MM = (44.0, 58.0)
 REACH_MM = 80.0
@@ -73,6 +73,9 @@ def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
                 continue
             k_top = int(kk.max())
             centre = np.argwhere(s_in).mean(0) + [x.start for x in sl]
+            # the rib's most medial part in the window, nearest its head on the spine
+            med = m & (dm <= dm[m].min() + 4.0)
+            medial = np.argwhere(med).mean(0) + [x.start for x in sl]
             ribs.append(
                 {
                     "side": name,
@@ -80,6 +83,7 @@ def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
                     "k_bottom": int(kk.min()),
                     "reach_mm": float(dm.max()),
                     "crossing_kji": [float(x) for x in centre],
+                    "medial_kji": [float(x) for x in medial],
                     "volume_cm3": round(float(vol_cm3), 1),
                 }
             )
@@ -128,8 +132,10 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
     can = _assessable(work, k_ranges, canal_ji, k0, ws)
     rib_t = [slab_positions(np.asarray(rb["crossing_kji"]), segs, planes or []) for rb in ribs]
     # ribs are counted in their order along the spine, not by height: in a kyphotic upper thorax
-    # the first rib can cross the strip below the second one in scanner z
-    order = sorted(range(len(ribs)), key=lambda q: _spine_order(rib_t[q]))
+    # the first rib can cross the strip below the second one in scanner z; their order is read
+    # nearest their heads, where the tilted disc planes still hold
+    head_t = [slab_positions(np.asarray(rb["medial_kji"]), segs, planes or []) for rb in ribs]
+    order = sorted(range(len(ribs)), key=lambda q: naming.spine_position(head_t[q]))
     ribs = [ribs[q] for q in order]
     rib_ev = [naming.RibEvidence(rb["side"], rib_t[q]) for rb, q in zip(ribs, order, strict=True)]
     evidence = []
@@ -141,7 +147,13 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
                 assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None
             )
         )
-    named = naming.name_segments(evidence, rib_ev)
+    found = carina.find_carina(work, canal_ji, k0, ws)
+    carina_t = None
+    if found is not None:
+        r = int(np.clip(found["k"] - k0, 0, len(canal_ji) - 1))
+        # the carina's level is read straight back from it, on the canal at the same height
+        carina_t = slab_positions(np.array([found["k"], *canal_ji[r]], float), segs, planes or [])
+    named = naming.name_segments(evidence, rib_ev, carina_t)
     qc = list(named.qc)
     mapping = {}
     dropped = 0
@@ -174,19 +186,8 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
             ],
         },
         "ribs": ribs,
+        "carina_kji": found["kji"] if found else None,
     }
-
-
-def _spine_order(t: np.ndarray) -> float:
-    """Position along the spine (segments cranial -> caudal, 0 at the top of the first) from the
-    heights of a point in each segment's slab."""
-    inside = np.nonzero((t >= 0) & (t < 1))[0]
-    if len(inside):
-        i = int(inside[0])
-        return i + 1.0 - float(t[i])
-    if len(t) == 0:
-        return 0.0
-    return 1.0 - float(t[0]) if t[0] >= 1 else len(t) - float(t[-1])
 
 
 def slab_positions(p: np.ndarray, segs: list[int], planes: list) -> np.ndarray:

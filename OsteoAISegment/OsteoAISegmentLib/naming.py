@@ -9,6 +9,9 @@ evidence at once, as a log-likelihood:
   cervical or lumbar rib, or a long transverse process, is rare). A rib that is not seen counts
   against a thoracic name only where the image could show it (``assessable``);
 - the sacrum, where the scan shows one: the segment above it is L5;
+- the carina (tracheal bifurcation), where a chest CT shows the trachea split: near the T4/T5
+  disc, a level higher or lower with posture, breathing and age, so a weak anchor that only
+  decides between namings the ribs and the sacrum leave open;
 - body size: vertebral bodies grow caudally (T1 ~6 cm3, L3 ~30 cm3); with a free per-patient
   scale this is a weak prior that only rules out naming far off;
 - the names must exist (C1 ... L5, the sacrum below).
@@ -200,8 +203,33 @@ def size_loglik(evidence: list[SegmentEvidence], offset: int) -> float:
     )
 
 
-def score_offset(evidence: list[SegmentEvidence], ribs: list[RibEvidence], offset: int) -> float:
-    ll = 0.0
+# Carina position in ordinal units (T4 = 10; 11.0 = the T4/T5 disc). Anatomy texts put it at
+# T4/T5 (range T4-T6); on the six chest CTs of ../shared/data it lay between mid-T4 and mid-T6.
+CARINA_ORD = 11.25
+CARINA_SD = 1.0
+
+
+def spine_position(t: np.ndarray) -> float:
+    """Position along the spine in segments (0 = top of the first segment, growing caudally) of a point
+    whose heights in each segment's slab are ``t`` (0 = its lower disc plane, 1 = its upper one)."""
+    if len(t) == 0:
+        return 0.0
+    # the slab it lies in, or (between non-parallel planes) the one it lies nearest
+    i = int(np.argmin(np.maximum(np.maximum(-t, t - 1.0), 0.0)))
+    return i + 1.0 - float(np.clip(t[i], 0.0, 1.0)) if 0 < i < len(t) - 1 else i + 1.0 - float(t[i])
+
+
+def carina_loglik(carina_t: np.ndarray | None, offset: int) -> float:
+    if carina_t is None or len(carina_t) == 0:
+        return 0.0
+    pos = offset + spine_position(carina_t)
+    return max(-0.5 * ((pos - CARINA_ORD) / CARINA_SD) ** 2, -8.0)
+
+
+def score_offset(
+    evidence: list[SegmentEvidence], ribs: list[RibEvidence], offset: int, carina_t: np.ndarray | None = None
+) -> float:
+    ll = carina_loglik(carina_t, offset)
     for i, ev in enumerate(evidence):
         o = offset + i
         if o >= SACRUM:
@@ -218,13 +246,16 @@ def _range(ids: list[int]) -> str:
     return f"{named[0]}-{named[-1]}" if named else "-"
 
 
-def name_segments(evidence: list[SegmentEvidence], ribs: list[RibEvidence] | None = None) -> Naming:
-    """Names for segments ordered cranial -> caudal, with the runner-up naming and the margin."""
+def name_segments(
+    evidence: list[SegmentEvidence], ribs: list[RibEvidence] | None = None, carina_t: np.ndarray | None = None
+) -> Naming:
+    """Names for segments ordered cranial -> caudal, with the runner-up naming and the margin.
+    ``carina_t``: the carina's heights in each segment's slab, when the scan shows it."""
     n = len(evidence)
     ribs = ribs or []
     if n == 0:
         return Naming([], "none")
-    scores = {o: score_offset(evidence, ribs, o) for o in range(SACRUM + 1)}
+    scores = {o: score_offset(evidence, ribs, o, carina_t) for o in range(SACRUM + 1)}
     order = sorted(scores, key=lambda o: -scores[o])
     best = order[0]
     ids = [ORDINAL[min(best + i, SACRUM)] for i in range(n)]
@@ -242,9 +273,10 @@ def name_segments(evidence: list[SegmentEvidence], ribs: list[RibEvidence] | Non
             rib_segment[idx[j]] = i
     anchors = _anchors(evidence, best)
     if not anchors:
+        weak = "the carina and body size" if carina_t is not None else "body size alone"
         qc.append(
             f"label_uncertain: no anchor in view (no first or last rib, no sacrum); named {_range(ids)} "
-            f"from body size alone, {_range(runner)} as likely"
+            f"from {weak}, {_range(runner)} as likely"
         )
     elif margin < MARGIN_NATS:
         qc.append(
@@ -252,7 +284,8 @@ def name_segments(evidence: list[SegmentEvidence], ribs: list[RibEvidence] | Non
             f"explains the anchors almost as well (margin {margin:.1f})"
         )
     qc += _rib_count_flags(evidence, best)
-    return Naming(ids, "+".join(anchors) or "size_prior", qc, float(margin), runner, scores, rib_segment)
+    weak = "carina+size_prior" if carina_t is not None else "size_prior"
+    return Naming(ids, "+".join(anchors) or weak, qc, float(margin), runner, scores, rib_segment)
 
 
 def _anchors(evidence: list[SegmentEvidence], offset: int) -> list[str]:

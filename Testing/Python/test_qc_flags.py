@@ -57,9 +57,25 @@ def test_fracture_grade_from_own_and_neighbour_heights():
     crush = {"anterior": 17.5, "middle": 17.0, "posterior": 17.5}  # uniform: only neighbours tell
     assert qc.fracture_grade(crush)[0] == 0
     g, loss, how = qc.fracture_grade(crush, [normal, normal])
-    assert (g, how) == (2, "neighbours") and loss == pytest.approx(0.32)
+    # each height against the neighbours' at the same place: front 17.5 against 25
+    assert (g, how) == (2, "neighbours") and loss == pytest.approx(0.30)
     assert qc.fracture_flags(wedge, 20)[0].startswith("fracture: L1 Genant grade 2")
     assert qc.fracture_flags(normal, 20, [normal]) == []
+
+
+def test_thoracic_wedge_and_slice_thickness():
+    """A mid-thoracic body 20% shorter in front is the kyphosis's normal wedge, not a grade 1 fracture; a
+    35% wedge still is. A height loss smaller than the slice thickness cannot be measured at all."""
+    t8, l1 = 15, 20
+    physiological = {"anterior": 18.8, "middle": 21.0, "posterior": 23.6}
+    assert qc.fracture_flags(physiological, t8) == []
+    assert qc.fracture_flags(physiological, l1)[0].startswith("fracture: L1 Genant grade 1")
+    fractured = {"anterior": 15.3, "middle": 20.0, "posterior": 23.6}
+    assert qc.fracture_flags(fractured, t8)[0].startswith("fracture: T8 Genant grade 2")
+    crush = {"anterior": 20.0, "middle": 20.0, "posterior": 20.0}
+    normal = {"anterior": 25.0, "middle": 25.0, "posterior": 25.0}
+    assert qc.fracture_flags(crush, l1, [normal, normal], resolution_mm=1.25)[0].startswith("fracture: L1")
+    assert qc.fracture_flags(crush, l1, [normal, normal], resolution_mm=5.0) == []
 
 
 def test_split_error_is_not_a_fracture():

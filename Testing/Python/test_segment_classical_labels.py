@@ -100,3 +100,30 @@ def test_rib_crossing_above_its_vertebra_still_counts_for_it():
     for r in ribs:
         r.t = r.t + 0.5
     assert _names(name_segments(ev, ribs))[:3] == ["C7", "T1", "T2"]
+
+
+def _carina_at(level_above: str, n: int, top: str) -> np.ndarray:
+    """Carina heights in each segment's slab: on the disc below ``level_above`` (segments from ``top``)."""
+    i = ORDINAL.index(lv.label(level_above)) - ORDINAL.index(lv.label(top))
+    return np.arange(n, dtype=float) - i  # 0 at the lower disc plane of segment i
+
+
+def test_carina_names_a_mid_thorax_scan_without_rib_ends_but_stays_uncertain():
+    """No first or last rib in view and bodies of equal size: the carina at the T4/T5 disc picks the naming,
+    which is still only a weak anchor (a level either way is common): label_uncertain stays."""
+    ev, ribs = _scan("T4", 8, set(range(8)), top_cut=True, bottom_cut=True)
+    for e in ev:
+        e.volume_cm3 = 12.0 if e.volume_cm3 else None
+    n = name_segments(ev, ribs, _carina_at("T4", 8, "T4"))
+    assert _names(n)[0] in ("T4", "T5"), _names(n)
+    assert any("from the carina and body size" in q for q in _uncertain(n))
+    assert n.anchor == "carina+size_prior"
+
+
+def test_carina_does_not_override_the_rib_count():
+    """A carina a level and a half off its usual place (it varies with breathing) leaves a naming
+    anchored by the first rib as it is."""
+    ev, ribs = _scan("C6", 10, set(range(2, 10)), top_cut=True, bottom_cut=True)
+    n = name_segments(ev, ribs, _carina_at("T6", 10, "C6") - 0.5)
+    assert _names(n) == ["C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"]
+    assert n.anchor == "first rib at T1"

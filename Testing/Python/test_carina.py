@@ -1,0 +1,57 @@
+"""The carina detector (carina.find_carina) on synthetic chests: a trachea that splits into two main
+bronchi between two lungs, an air-filled oesophagus behind the trachea, and a scan without a split."""
+
+from __future__ import annotations
+
+import numpy as np
+from OsteoAISegmentLib.carina import find_carina
+
+WS = 2.0
+NK, NJ, NI = 80, 160, 200
+CANAL = (120.0, 100.0)  # (j, i) of the canal centre on every slice
+
+
+def _disc(sl, j, i, r_mm, value):
+    jj, ii = np.ogrid[: sl.shape[0], : sl.shape[1]]
+    sl[(jj - j) ** 2 + (ii - i) ** 2 <= (r_mm / WS) ** 2] = value
+
+
+def _chest(split_k: int | None, oesophagus: bool = False) -> np.ndarray:
+    """Nominal-HU work grid: soft tissue body, two lungs from k=10 up, a trachea 60 mm in front of the
+    canal down to ``split_k``, below it two bronchi 12 mm either side of the midline."""
+    work = np.full((NK, NJ, NI), -1000.0, np.float32)
+    for k in range(NK):
+        sl = work[k]
+        sl[10:150, 10:190] = 40.0  # the body, air all round it
+        if k >= 10:
+            sl[40:140, 20:80] = -850.0  # right lung
+            sl[40:140, 120:180] = -850.0  # left lung
+        j = CANAL[0] - 60.0 / WS
+        if split_k is None or k >= split_k:
+            _disc(sl, j, CANAL[1], 9.0, -1000.0)
+        elif k >= split_k - 15:
+            for side in (-1, 1):
+                _disc(sl, j + 2, CANAL[1] + side * 12.0 / WS, 6.0, -1000.0)
+        if oesophagus:
+            _disc(sl, j + 15.0 / WS, CANAL[1] + 1, 5.0, -1000.0)  # behind the trachea, near the midline
+    return work
+
+
+def _canal():
+    return np.tile(np.array(CANAL), (NK, 1))
+
+
+def test_finds_the_split_of_the_trachea():
+    c = find_carina(_chest(split_k=40), _canal(), 0, WS)
+    assert c is not None
+    assert abs(c["k"] - 39) <= 1, c
+    assert c["trachea_mm"] >= 20
+
+
+def test_an_air_filled_oesophagus_behind_the_trachea_is_no_split():
+    c = find_carina(_chest(split_k=40, oesophagus=True), _canal(), 0, WS)
+    assert c is not None and abs(c["k"] - 39) <= 1, c
+
+
+def test_no_split_in_view_gives_no_carina():
+    assert find_carina(_chest(split_k=None), _canal(), 0, WS) is None
