@@ -119,3 +119,24 @@ def test_marrow_fat_part_of_the_error_follows_the_physics():
     untagged = Volume(np.zeros((2, 2, 2), np.float32), (1.0, 1.0, 1.0), meta={})
     std = {**level, "marrow_fat_fraction": physics.STANDARD_MARROW_FAT_FRACTION}
     assert bench.marrow_fat_error(untagged, std, 120.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_training_tissues_are_drawn_around_the_real_scans_offsets():
+    """Fat, muscle and blood off the table by the (mean, SD) of dataset.REALISM, which reproduces the residuals
+    the internal calibration leaves on the real scans (fat above, muscle below the table): not around 0."""
+    from OsteoAILib import calibration, physics
+    from OsteoAILib.reference_table import WEIGHTS
+
+    draws = np.array(
+        [[dataset.sample_realism(s)["tissue_offsets_hu"][k] for k in ("fat", "muscle", "blood")] for s in range(600)]
+    )
+    want = [dataset.REALISM["tissue_offsets_hu"][k] for k in ("fat", "muscle", "blood")]
+    for col, (mean, sd) in zip(draws.T, want, strict=True):
+        assert abs(col.mean() - mean) < 0.5 and abs(col.std() - sd) < 0.5
+    # a four-reference fit of tissues off the table by the means leaves the real scans' median residuals
+    exp = physics.reference_hu(120.0)
+    off = {k: m for k, (m, _) in dataset.REALISM["tissue_offsets_hu"].items()}
+    pts = {n: (exp[n] + off.get(n, 0.0), exp[n], WEIGHTS[n]) for n in exp}
+    res = calibration.robust_fit(pts)["residuals"]
+    assert res["fat"] == pytest.approx(4.8, abs=0.6) and res["muscle"] == pytest.approx(-4.3, abs=0.6)
+    assert abs(res["blood"]) < 2.0 and abs(res["air"]) < 1.5

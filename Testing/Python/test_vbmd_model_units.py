@@ -158,3 +158,23 @@ def test_ignored_features_have_no_effect(tiny_model):
     assert m.predict(f) == pytest.approx(m.predict(g))
     g[F.FEATURE_NAMES.index("cal_mean_hu")] += 30.0
     assert m.predict(f)[0] != pytest.approx(m.predict(g)[0])
+
+
+def test_clipped_air_margin_bounds_the_slope_and_ignores_a_linear_hu_change():
+    """Air clipped at -1024 HU and left out: the feature is where the fit puts the clip against -1000 HU (a
+    too-steep fit puts it below, which true air, lying under the clip, rules out); 0 with air in the fit."""
+    roi = np.random.default_rng(1).normal(130.0, 30.0, 500)
+    i = F.FEATURE_NAMES.index("air_clip_margin_hu")
+
+    def clipped(cal, clip):
+        cal.references["air"].update(used=False, measured_hu=None, clipped_below_hu=clip)
+        return cal
+
+    assert F.level_features(F.LevelInput(roi, _cal(), (1.0, 1.0, 1.0)))[i] == 0.0
+    steep = clipped(_cal(slope=1.1, intercept=40.0), -1024.0)
+    assert F.level_features(F.LevelInput(roi, steep, (1.0, 1.0, 1.0)))[i] == pytest.approx(1.1 * -1024 + 40 + 1000)
+    # HU' = a*HU + b moves the clip with the scan and the calibration absorbs a and b: the margin stays
+    a, b = 1.08, -22.0
+    f1 = F.level_features(F.LevelInput(roi, clipped(_cal(), -1024.0), (1.0, 1.0, 1.0)))[i]
+    f2 = F.level_features(F.LevelInput(a * roi + b, clipped(_cal(1 / a, -b / a), a * -1024.0 + b), (1.0, 1.0, 1.0)))[i]
+    assert f1 == pytest.approx(-24.0) and f2 == pytest.approx(f1, abs=1e-3)
