@@ -7,7 +7,9 @@ the same study. Reviews are saved under the name the reviewer logged in with.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -36,10 +38,16 @@ def _offscreen() -> None:
 
 
 def _warm_up() -> None:
-    """Imports the first study view and the first Recompute would pay for (matplotlib, the re-measure and the
-    AI vBMD estimator): ~1.5 s each here, paid at start instead."""
-    import matplotlib.figure  # noqa: F401
+    """Imports the first study view and the first Recompute would pay for (matplotlib and its fonts, the review
+    session with the MRML bridge and calibration, the re-measure and the AI vBMD estimator): ~1.5 s each here,
+    paid at start instead."""
     from OsteoAILib import bmd, remeasure  # noqa: F401
+
+    from . import review_session  # noqa: F401
+
+    fig = plots._figure()
+    fig.subplots().set_title("warm-up")
+    plots._png(fig)  # matplotlib's font set-up, paid once
 
     try:
         from OsteoAILib.vbmd_model import infer  # noqa: F401
@@ -120,7 +128,32 @@ class ReviewApp:
         self.state.studies = [studies.summary(st) for st in self.studies.values()]
         self.state.reviewer = (self.site.ws_user if self.site else None) or ""
 
+    @contextlib.contextmanager
+    def _numbers_first(self):
+        """The views render after the numbers have gone out: a view renders on the event loop (a few tenths of a
+        second each on a CPU renderer), and renders asked for during an action would run ahead of the state push
+        that the action's return queues."""
+        views = list(self.slicer_app.view_manager.get_views())
+        for view in views:
+            view.set_render_blocked(True)
+
+        def release():
+            for view in views:
+                view.set_render_blocked(False)  # each view then renders once
+
+        try:
+            yield
+        finally:
+            try:
+                asyncio.get_running_loop().call_later(0.05, release)
+            except RuntimeError:  # called outside the server (tests): render now
+                release()
+
     def open_study(self, study_id: str):
+        with self._numbers_first():
+            self._open_study(study_id)
+
+    def _open_study(self, study_id: str):
         from .review_session import ReviewSession
 
         t0 = time.perf_counter()
@@ -128,7 +161,7 @@ class ReviewApp:
         if study is None or not study.has_scene:
             self.state.message = "this study has no scene.mrml (run osteoai run --scene): results only"
             return
-        self.close_study()
+        self._close_study()
         drawn = {}
 
         def draw_plots():  # while the CT is inflated on another thread
@@ -183,6 +216,10 @@ class ReviewApp:
         self.state.bmd_png = _data_url(bmd_png or plots.bmd_png(results))
 
     def close_study(self):
+        with self._numbers_first():
+            self._close_study()
+
+    def _close_study(self):
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -213,6 +250,10 @@ class ReviewApp:
     def recompute(self):
         if self.session is None:
             return
+        with self._numbers_first():
+            self._recompute()
+
+    def _recompute(self):
         t0 = time.perf_counter()
         results = self.session.recompute()
         self.state.reviewed_levels = level_rows(results)

@@ -52,9 +52,13 @@ class ReviewSession:
         return [col.GetItemAsObject(i).GetID() for i in range(col.GetNumberOfItems())]
 
     def close(self) -> None:
-        for node_id in reversed(self.added):
-            node = self.scene.GetNodeByID(node_id)
-            if node is None or node.GetSingletonTag():
+        # The data nodes go before their display nodes: a volume left without its display node while the views
+        # still show it gets a new window/level, a histogram of the whole CT (~1 s on 512 x 512).
+        nodes = [self.scene.GetNodeByID(node_id) for node_id in reversed(self.added)]
+        nodes = [n for n in nodes if n is not None and not n.GetSingletonTag()]
+        nodes.sort(key=lambda n: not n.IsA("vtkMRMLDisplayableNode"))
+        for node in nodes:
+            if self.scene.GetNodeByID(node.GetID()) is None:  # gone with a node removed before it
                 continue
             if node.IsA("vtkMRMLSegmentationNode"):
                 # A segmentation going away clears its segments one by one, each a pass over the layer they
