@@ -88,7 +88,9 @@ class ReviewApp:
         self.slicer_app = SlicerApp()
         for cls in (slicer.vtkSlicerTablesLogic, slicer.vtkSlicerTextsLogic, slicer.vtkSlicerPlotsLogic):
             self.slicer_app.register_module_logic(cls())  # the scene's tables, results text and plot
-        register_rca_factories(self.slicer_app.view_manager, server, rca_encoder="jpeg")
+        # One quality for moving and still pictures: trame-rca otherwise renders every change twice (a coarse
+        # picture, then a fine one), and a CPU render of a 512 x 512 CT's views takes tenths of a second.
+        register_rca_factories(self.slicer_app.view_manager, server, rca_encoder="jpeg", interactive_quality=90)
         self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, server)
         self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layout_manager.set_layout("Quad View")
