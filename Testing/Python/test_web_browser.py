@@ -1,5 +1,6 @@
 """``osteoai web`` in a real browser (Playwright driving Debian's chromium): a patient uploads the phantom and
-reads the result; a reviewer logs in, opens the study, moves an ROI box, recomputes and accepts.
+reads the result; a reviewer logs in, opens the study, moves an ROI box, recomputes and accepts, then erases
+part of the ROI and recomputes.
 
 Starts the real server on a free port. Skips when chromium, Playwright or trame-slicer is absent.
 ``OSTEOAI_WEB_SCREENSHOTS=1`` writes the screenshots to docs/images/ (the README shows them).
@@ -179,9 +180,21 @@ def test_reviewer_moves_a_box_recomputes_and_accepts(uploaded, server, browser):
     _shot(page, "web_review.png", server["root"])
 
     page.click("#tab-teaching")
-    page.click("#teach")
+    page.click("#teach")  # the slice views jump to the ROI's centre
     page.wait_for_selector("#teaching:has-text('trabecular ROI mean')")
     assert "cortical shell median" in page.inner_text("#teaching")
+
+    # erase the ROI on the axial slice shown (through the ROI's centre): Recompute measures fewer voxels
+    page.click("#tab-review")
+    page.click("#erase")
+    page.wait_for_selector(f"#edits li:has-text('{level} ROI erased on the axial slice')")
+    page.click("#recompute")
+    page.wait_for_function(
+        "([level, v]) => Array.from(document.querySelectorAll('#reviewed-table tbody tr')).some("
+        "r => r.cells[0].innerText === level && parseFloat(r.querySelector('td.roi-volume').innerText) < v)",
+        arg=[level, float(volume)],
+        timeout=60_000,
+    )
 
     reviews = sorted(study_dir.glob("reviews/*/review.json"))
     assert len(reviews) == 1
