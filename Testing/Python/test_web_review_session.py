@@ -120,6 +120,9 @@ def test_box_mask_tests_only_the_block_around_the_box_and_finds_the_same_voxels(
         node.SetSize(*rng.uniform(1, 40, 3))
         fast = box_mask(node, m, shape)
         assert np.array_equal(fast, whole_grid(node, m, shape)), t
+        lo = rng.integers(0, shape)
+        block = tuple(slice(int(a), int(rng.integers(a + 1, n + 1))) for a, n in zip(lo, shape, strict=True))
+        assert np.array_equal(box_mask(node, m, shape, at=block), fast[block]), t  # Recompute's block of the grid
         hits += bool(fast.any())
     assert hits >= 10  # most boxes overlap the grid: the comparison is not between empty masks
 

@@ -57,7 +57,7 @@ def recompute_from_segmentation(
     moved = []
     for level, box in to_move:
         lab = int(box.GetAttribute(ATTR + "label") or lv.IDS[level])
-        inside = box_mask(box, m, vol.shape)[region]  # only the box's own block of the grid is ever written
+        inside = box_mask(box, m, vol.shape, at=region)
         if vertebrae_seg_node is not None:
             # the vertebra's marrow, from the block around the vertebra (trabecular_core's own margin of 2)
             core = np.zeros(rois.shape, bool)

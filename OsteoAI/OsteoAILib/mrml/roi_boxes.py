@@ -82,11 +82,12 @@ def _box_extent(node, vol_ijk_to_ras: np.ndarray, shape):
     return lo, hi
 
 
-def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
-    """Voxels of a grid whose centres lie inside the ROI box (in world coordinates)."""
+def box_mask(node, vol_ijk_to_ras: np.ndarray, shape, at=None) -> np.ndarray:
+    """Voxels of a grid whose centres lie inside the ROI box (in world coordinates): the whole grid, or its block
+    ``at`` ((k, j, i) slices; the same voxels, without a grid-sized array)."""
     world_to_obj = np.linalg.inv(_matrix_to_numpy(node.GetObjectToWorldMatrix()))
     half = np.asarray(node.GetSize()) / 2
-    inside = np.zeros(shape, bool)
+    inside = np.zeros(shape if at is None else [s.stop - s.start for s in at], bool)
     # Only the grid block around the box's corners is tested: the whole grid of a 512x512 CT costs ~45 s.
     lo, hi = _box_extent(node, vol_ijk_to_ras, shape)
     if np.any(hi <= lo):
@@ -95,7 +96,11 @@ def box_mask(node, vol_ijk_to_ras: np.ndarray, shape) -> np.ndarray:
     ijk1 = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
     obj = (world_to_obj @ vol_ijk_to_ras @ ijk1)[:3]
     hit = np.all(np.abs(obj) <= half[:, None] + 1e-6, axis=0)
-    inside[k.ravel()[hit], j.ravel()[hit], i.ravel()[hit]] = True
+    kji = np.stack([k.ravel()[hit], j.ravel()[hit], i.ravel()[hit]])
+    if at is not None:
+        kji -= np.array([[s.start] for s in at])
+        kji = kji[:, np.all((kji >= 0) & (kji < np.array(inside.shape)[:, None]), axis=0)]
+    inside[tuple(kji)] = True
     return inside
 
 
