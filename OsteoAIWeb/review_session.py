@@ -15,6 +15,7 @@ import numpy as np
 from OsteoAIBaseLib import levels as lv
 from OsteoAIBaseLib.errors import InputError
 from OsteoAILib import calibration, mrml, remeasure  # noqa: F401 (loaded with the app, not by the first Recompute: ~1.5 s of scipy)
+from OsteoAILib.mrml.segmentations import segment_block
 from OsteoAILib.results import Results
 
 from .scene_load import import_scene
@@ -99,20 +100,20 @@ class ReviewSession:
         """Erase ``level``'s ROI voxels in the axial slice at S = ``s_mm`` (the axial view's position);
         returns the number of voxels erased."""
         lab = lv.IDS[level]
-        labels = mrml.segmentation_to_labelmap(self.scene, self.rois, self.volume)
-        # voxels whose centre lies within half a slice of the plane: the slice the view shows
-        k, j, i = np.nonzero(labels == lab)
-        if not k.size:
+        block, mask = segment_block(self.scene, self.rois, lab, self.volume)  # the ROI's own block of the grid
+        if block is None:
             return 0
+        # voxels whose centre lies within half a slice of the plane: the slice the view shows
+        k, j, i = np.nonzero(mask)
+        k0, j0, i0 = (b.start for b in block)
         m = mrml.ijk_to_ras(self.volume)
-        s = (m @ np.stack([i, j, k, np.ones_like(i)]))[2]
+        s = (m @ np.stack([i + i0, j + j0, k + k0, np.ones_like(i)]))[2]
         step = float(np.abs(m[2, :3]).max()) or 1.0  # the grid step along S (largest S component)
         hit = np.abs(s - s_mm) <= step / 2
         if not hit.any():
             return 0
-        mask = labels == lab
         mask[k[hit], j[hit], i[hit]] = False
-        mrml.set_segment_mask(self.rois, lab, mask, self.volume)
+        mrml.set_segment_mask(self.rois, lab, mask, self.volume, at=block)
         self.edits.append(f"{level} ROI erased on the axial slice at S = {s_mm:.1f} mm ({int(hit.sum())} voxels)")
         return int(hit.sum())
 

@@ -29,6 +29,9 @@ def study(tmp_path_factory) -> Path:
 
 
 def test_box_edits_and_erase_change_what_recompute_measures(hs, study):
+    import numpy as np
+    from OsteoAILib import mrml
+
     from OsteoAIWeb.review_session import ReviewSession
 
     sha = hashlib.sha256((study / "results.json").read_bytes()).hexdigest()
@@ -60,8 +63,14 @@ def test_box_edits_and_erase_change_what_recompute_measures(hs, study):
     assert any(q.startswith("edited:") for q in ses.current.qc)
 
     centre = ses.teaching(level)["roi_center_ras"]
+    lab = next(lv.label for lv in ses.auto.levels if lv.level == level)
+    before = mrml.segmentation_to_labelmap(hs.scene, ses.rois, ses.volume)
     erased = ses.erase_axial(level, centre[2])
     assert erased > 0
+    after_erase = mrml.segmentation_to_labelmap(hs.scene, ses.rois, ses.volume)
+    gone = (before == lab) & (after_erase != lab)
+    assert gone.sum() == erased and len(set(np.nonzero(gone)[0])) == 1  # one axial slice of this level, nothing else
+    np.testing.assert_array_equal(np.where(gone, 0, before), after_erase)
     after = {lv.level: lv for lv in ses.recompute().levels}
     assert after[level].roi_volume_mm3 < moved[level].roi_volume_mm3
     assert ses.edits[-1].startswith(f"{level} ROI erased") and len(ses.edits) == 3
