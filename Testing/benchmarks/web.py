@@ -1,7 +1,8 @@
 """``osteoai web`` (issue 17) on this machine, in a real browser (Playwright + Debian's chromium). Prints:
 
 1. study view open time: click in the study list -> BMD table shown, for the default phantom's result with its
-   scene (the demo); the server's own share (scene import, views, plots) beside it; target <= 2 s;
+   scene (the demo); the server's own share (scene import, views, plots) beside it; target <= 2 s; and the time
+   until the four views have drawn the study;
 2. Recompute time: click -> reviewed table shown, after moving the ROI box 2 mm; target <= 2 s;
 3. 10 uploads of a small phantom at once: how many were screened, whether in the order they were accepted,
    none lost, and the server's answer time (upload page, a result page) while they screen, plus a study view
