@@ -272,7 +272,8 @@ def fracture_flags(
     heights: dict[str, float] | None, label=None, neighbours=None, resolution_mm: float = 0.0
 ) -> list[str]:
     """Genant grade of one body, or why its height loss is a split error; nothing when the loss in mm is
-    below ``resolution_mm`` (the slice thickness: each endplate is placed to about half a slice)."""
+    below ``resolution_mm``: the slice thickness (each endplate is read to about half a slice) plus the
+    step of the grid the segmenter placed its disc planes on."""
     if not heights:
         return []
     g, loss, how = fracture_grade(heights, neighbours, label)
@@ -443,7 +444,9 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         if lab in levels:
             idx = levels.index(lab)
             nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1) if 0 <= j < len(levels)]
-        flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=float(max(vol.spacing)))
+        info = getattr(seg, "info", None) or {}
+        resolution = float(max(vol.spacing)) + float(info.get("disc_step_mm", 0.0))
+        flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=resolution)
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         flags += metal_flags(vol, m, lab, box=sl)

@@ -109,6 +109,9 @@ def segment_classical(
         "naming": lab_res["naming"],
         "pitch_mm": float(np.median(pitch) * WS),
         "disc_polarity": polarity,
+        # the step of the grid the disc planes were placed on: with the slice thickness, the
+        # smallest height difference the split can measure (qc's fracture grade)
+        "disc_step_mm": FS if max(vol.spacing) <= FINE_MAX_SLICE_MM else WS,
         "work_spacing_mm": WS,
         "hu_reference": ref.as_dict(),
     }
