@@ -84,10 +84,13 @@ def highpass_sd(a: np.ndarray) -> float | None:
     return float(np.std((a - ndi.uniform_filter(a, size=(1, 3, 3)))[soft]))
 
 
-def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[str]:
+def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None, hu_scale=(1.0, 0.0)) -> list[str]:
     """Metal (a cluster above METAL_ABOVE_HU) within 20 mm of ``region`` (a vertebra or ROI mask on
     ``vol``'s grid, or only its part inside ``box``, a tuple of slices), or streaks there from
-    metal elsewhere in the same slices."""
+    metal elsewhere in the same slices. ``hu_scale``: (scale, offset) of this scan's HU against
+    nominal HU (the segmenter's tissue peaks): dense cortex must not pass for metal on a scanner
+    whose scale reads high."""
+    above = hu_scale[0] * METAL_ABOVE_HU + hu_scale[1]
     if box is None:
         if not region.any():
             return []
@@ -96,7 +99,7 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[s
     sl = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, vol.shape, strict=True))
     a = vol.array[sl].astype(np.float32)
     vox_mm3 = vol.voxel_volume_mm3
-    hot = a > METAL_ABOVE_HU
+    hot = a > above
     if hot.sum() * vox_mm3 >= METAL_MIN_MM3:
         lab, n = ndi.label(hot)
         biggest = ndi.sum(hot, lab, index=np.arange(1, n + 1)).max() * vox_mm3
@@ -107,7 +110,7 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[s
             ]
     # Streaks without metal nearby need metal somewhere in these slices (a prosthesis, a stent);
     # they are judged against the same in-plane region in metal-free slices (same anatomy).
-    hot_k = _hot_slices(vol)
+    hot_k = _hot_slices(vol, above)
     if not hot_k[sl[0]].any():
         return []
     near = ndi.binary_dilation(hot_k, iterations=int(np.ceil(30.0 / vol.spacing[2])))
@@ -125,17 +128,18 @@ def metal_flags(vol: Volume, region: np.ndarray, label=None, box=None) -> list[s
     return []
 
 
-_HOT_CACHE: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_HOT_CACHE: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _hot_slices(vol: Volume) -> np.ndarray:
+def _hot_slices(vol: Volume, above: float = METAL_ABOVE_HU) -> np.ndarray:
     """Slices holding metal (computed once per volume array: level_flags runs per level)."""
-    hit = _HOT_CACHE.get(id(vol.array))
+    key = (id(vol.array), above)
+    hit = _HOT_CACHE.get(key)
     if hit is None or hit[0] is not vol.array:
         _HOT_CACHE.clear()
-        counts = np.array([(s > METAL_ABOVE_HU).sum() for s in vol.array])
+        counts = np.array([(s > above).sum() for s in vol.array])
         hit = (vol.array, counts * vol.voxel_volume_mm3 >= METAL_MIN_MM3)
-        _HOT_CACHE[id(vol.array)] = hit
+        _HOT_CACHE[key] = hit
     return hit[1]
 
 
@@ -449,7 +453,9 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=resolution)
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
-        flags += metal_flags(vol, m, lab, box=sl)
+        ref = (getattr(seg, "info", None) or {}).get("hu_reference") or {}
+        hu_scale = (float(ref.get("scale", 1.0)), float(ref.get("offset_hu", 0.0)))
+        flags += metal_flags(vol, m, lab, box=sl, hu_scale=hu_scale)
         if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
             # The box is tight around the label: it touches an edge exactly when the vertebra does.
             sides = [

@@ -143,6 +143,19 @@ def test_dense_cortex_and_contrast_at_80_kvp_are_not_metal(phantoms):
         assert qc.metal_flags(ph.volume, seg.vertebrae == lab, int(lab)) == [], int(lab)
 
 
+def test_metal_threshold_follows_the_scans_hu_scale(phantoms):
+    """On a scanner whose HU scale reads 20% high (the segmenter's tissue peaks measure it) the 80 kVp
+    cortex passes 3000 scan-HU: against a fixed threshold it would be metal, against the scan's own
+    scale it is not."""
+    ph = phantoms(seed=5, kvp=80.0, contrast=True, hu_scale=1.04, **COARSE)
+    seg = _seg(ph)
+    vol = ph.volume.with_array(1.2 * ph.volume.array.astype(np.float32) - 20)
+    lab = int(np.unique(seg.vertebrae)[1])
+    m = seg.vertebrae == lab
+    assert qc.metal_flags(vol, m, lab)  # the fixed threshold is fooled
+    assert qc.metal_flags(vol, m, lab, hu_scale=(1.2, -20.0)) == []
+
+
 def test_streaks_from_metal_in_the_same_slices(fractured):
     seg = _seg(fractured)
     vol = fractured.volume
