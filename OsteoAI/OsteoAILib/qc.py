@@ -442,21 +442,22 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
     """Per-level checks before vBMD: fracture, metal/streaks, ROI size, field of view."""
     flags: list[str] = []
     levels = list(getattr(seg, "levels", []) or [])
+    seg_info = getattr(seg, "info", None) or {}
     heights = level_heights(seg, lab, vol.spacing, rois)
     if heights:
         nbs = []
         if lab in levels:
             idx = levels.index(lab)
             nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1) if 0 <= j < len(levels)]
-        info = getattr(seg, "info", None) or {}
-        resolution = float(max(vol.spacing)) + float(info.get("disc_step_mm", 0.0))
+        # the smallest height difference the split can measure: the slice, plus the disc-plane grid
+        resolution = float(max(vol.spacing)) + float(seg_info.get("disc_step_mm", 0.0))
         flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=resolution)
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
-        ref = (getattr(seg, "info", None) or {}).get("hu_reference") or {}
+        ref = seg_info.get("hu_reference") or {}
         hu_scale = (float(ref.get("scale", 1.0)), float(ref.get("offset_hu", 0.0)))
         flags += metal_flags(vol, m, lab, box=sl, hu_scale=hu_scale)
-        if lab not in set(seg.info.get("partial_levels", []) if getattr(seg, "info", None) else []):
+        if lab not in set(seg_info.get("partial_levels", [])):
             # The box is tight around the label: it touches an edge exactly when the vertebra does.
             sides = [
                 ("bottom", sl[0].start == 0),

@@ -275,10 +275,12 @@ def _pad(sl, shape, pad: int):
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
 
 
-def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
+def _looks_merged(label: int, mids: dict, order: list[int], resolution_mm: float = 0.0) -> bool:
     """A body much taller than its neighbours has probably swallowed a disc (or is misplaced).
 
     Body height grows caudally (T1 ~14 mm, L3 ~28 mm), so compare with the nearest levels only.
+    Each height is measured to about ``resolution_mm`` (the slice thickness plus the step of the
+    disc-plane grid): only an excess beyond that counts. Two bodies merged are twice as tall.
     """
     if mids.get(label, 0) <= 0 or label not in order:
         return False
@@ -289,7 +291,7 @@ def _looks_merged(label: int, mids: dict, order: list[int]) -> bool:
     others = [h for _d, h in near[:4]]
     if len(others) < 2:
         return False
-    return mids[label] > MERGED_RATIO * float(np.median(others))
+    return mids[label] > MERGED_RATIO * float(np.median(others)) + resolution_mm
 
 
 def _core(
@@ -423,6 +425,8 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     mids = {
         lab: body_heights(b, spacing_kji, ax)["middle"] for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]
     }
+    seg_info = getattr(seg, "info", None) or {}
+    resolution = float(max(spacing_kji)) + float(seg_info.get("disc_step_mm", 0.0))
     for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
         heights = endplate_heights(
@@ -434,7 +438,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
         touches = cut_k or any(lo_edge[1:]) or any(hi_edge[1:])
         if touches or label in partial:
             qc.append(f"body_cut: the {lv.name(label)} body is partly out of the field of view")
-        merged = _looks_merged(label, mids, seg.levels)
+        merged = _looks_merged(label, mids, seg.levels, resolution)
         if merged:
             qc.append(
                 f"seg_suspect: the {lv.name(label)} body is much taller than its neighbours "

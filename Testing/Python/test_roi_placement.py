@@ -210,3 +210,17 @@ def test_roi_clear_of_an_enhanced_aorta_stuck_to_the_body(phantoms):
         assert own and frac >= 0.99, (lv.name(lab), frac)
         checked += 1
     assert checked >= 2
+
+
+def test_a_body_is_merged_only_when_taller_beyond_the_height_resolution():
+    """Two bodies merged (a missed disc) are about twice as tall as their neighbours, and caught at any
+    slice thickness; a body 45% taller than its neighbours on 5 mm slices is within what such slices
+    can measure (each endplate to about half a slice, plus the disc-plane grid)."""
+    from OsteoAILib.roi import _looks_merged
+
+    order = [15, 16, 17, 18, 19]  # T8-T12
+    mids = {15: 18.0, 16: 18.0, 17: 26.0, 18: 18.0, 19: 18.0}
+    assert _looks_merged(17, mids, order, resolution_mm=0.0)
+    assert not _looks_merged(17, mids, order, resolution_mm=7.0)
+    mids[17] = 38.0
+    assert _looks_merged(17, mids, order, resolution_mm=7.0)
