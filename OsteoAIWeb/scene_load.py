@@ -97,8 +97,8 @@ def _header(lines: list[str]):
 
 
 def _ct_in_scene(text: str, folder: Path):
-    """(volume node id, its storage reference text, storage node id, file) of the scene's scalar volume stored
-    in one NRRD file, or None."""
+    """(volume node id, its XML tag, its storage reference in that tag, storage node id, file) of the scene's
+    scalar volume stored in one NRRD file, or None."""
     for vol in re.finditer(r"<Volume\s[^>]*>", text):
         tag = vol.group(0)
         vid = re.search(r'\bid="([^"]+)"', tag)
@@ -110,7 +110,7 @@ def _ct_in_scene(text: str, folder: Path):
         if not name or "fileListMember1" in store.group(0) or not name.group(1).lower().endswith(".nrrd"):
             continue
         file = Path(html.unescape(name.group(1)))
-        return vid.group(1), ref.group(0), ref.group(1), file if file.is_absolute() else folder / file
+        return vid.group(1), tag, ref.group(0), ref.group(1), file if file.is_absolute() else folder / file
     return None
 
 
@@ -125,11 +125,11 @@ def import_scene(scene, path: Path, meanwhile=None) -> bool:
     text = path.read_text()
     found = _ct_in_scene(text, path.parent)
     scene.SetURL(str(path))
-    if found is None or not found[3].is_file():
+    if found is None or not found[-1].is_file():
         if meanwhile is not None:
             meanwhile()
         return bool(scene.Import())
-    vid, ref, sid, file = found
+    vid, tag, ref, sid, file = found
     read = _CTRead(file)
     read.start()
     if meanwhile is not None:
@@ -137,7 +137,8 @@ def import_scene(scene, path: Path, meanwhile=None) -> bool:
     read.inflating.wait()  # the thread holds no GIL from here; the import may hold it all along
     scene.SetRootDirectory(str(path.parent))  # what SetURL sets for a file, not for a string
     scene.SetLoadFromXMLString(1)
-    scene.SetSceneXMLString(text.replace(ref, "", 1))  # the volume comes without its storage node: no read
+    # the volume comes without its storage node: slicer-core does not read it
+    scene.SetSceneXMLString(text.replace(tag, tag.replace(ref, "", 1), 1))
     try:
         ok = bool(scene.Import())
     finally:
