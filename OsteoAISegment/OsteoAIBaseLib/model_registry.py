@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 PINNED: dict[tuple[str, str], dict[str, str]] = {
-    ("vbmd-mlp", "3.1"): {"weights.npz": "feacdba2073659532cdb95c7b3c346f5f813541128c4854aa681e3f96c97bbce"},
+    ("vbmd-mlp", "3.1"): {"weights.npz": "55f4d9e5cc418a19f969db03ad71a703785e3389074360687c38de017174e1ec"},
     ("vertebra-seg", "1.0"): {"model.pt": "44fa796adad749db14db310efd6bcc74d300e03246a3ef0b55891a86aad2a0ce"},
 }
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import dataset
 from . import model as mlp
-from .features import FEATURE_NAMES
+from .features import FEATURE_NAMES, QUANTILES
 from .infer import MODEL_FORMAT, MODEL_NAME, MODEL_VERSION, load_model, sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -26,9 +26,13 @@ HELD_BACK_SEED_START = 900000
 COVERAGE = 0.95
 # Features whose training range bounds the model's domain (outside it the pipeline keeps the
 # calibrated-HU estimate): margin added on each side as a fraction of the range.
-# Computed and recorded, but given no weight: they change when the scanner's HU scale changes
-# (HU' = a*HU + b moves the calibration's slope and intercept), and the estimate must not.
-IGNORED_FEATURES = ("cal_slope", "cal_intercept")
+# Computed and recorded, but given no weight: the calibration's slope and intercept change when the
+# scanner's HU scale changes (HU' = a*HU + b), and the estimate must not; the ROI's spread, quantiles and
+# skew follow the reconstruction kernel and the real marrow's texture, where real CT is furthest from the
+# phantom (phantom_realism.py), and on the phantoms they told the model nothing the mean does not
+# (vbmd_error_sources.py: test MAE 3.09 without them, 3.11 with).
+SHAPE_FEATURES = ("cal_sd_hu", *(f"cal_q{q:02d}_hu" for q in QUANTILES), "cal_skew")
+IGNORED_FEATURES = ("cal_slope", "cal_intercept", *SHAPE_FEATURES)
 DOMAIN_FEATURES = tuple(f for f in FEATURE_NAMES if f not in IGNORED_FEATURES)
 DOMAIN_MARGIN = 0.25
 
@@ -484,8 +488,10 @@ where the fit puts the scanner's clipped air value against -1000 HU when air was
 below it, so a negative margin says the slope is too steep); calibration slope, intercept and fit
 residual; kVp; noise SD; slice thickness; pixel size; ROI volume; age when known.
 All HU features are taken after calibration, so a linear change of the scanner's HU scale leaves them
-unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight,
-nor are features that were constant in training (`normalisation.ignored` in model.json).
+unchanged; the calibration's slope and intercept, which do change, are recorded but given no weight, nor
+are the ROI's SD, quantiles and skew (they follow the reconstruction kernel and real marrow texture, where
+real CT is furthest from the phantom, and told the model nothing on the phantoms) or features that were
+constant in training (`normalisation.ignored` in model.json).
 
 **Architecture.** MLP {meta["architecture"]["layers"]} with SiLU and dropout, beta-NLL (Gaussian), early stopping;
 the interval multiplier k = {meta["interval_k"]:.3f} is set by split-conformal calibration on held-out
