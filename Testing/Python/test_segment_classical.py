@@ -136,6 +136,30 @@ def test_real_labels_and_roi_containment(shared_data, name):
     assert checked >= 1
 
 
+@pytest.mark.parametrize(
+    "name,ct,labels", [("ts-thorax-cta-1.5mm", "ct.nii.gz", "mask-T12.nii.gz"), ("ts-dicom-t11-t12", "dicom", None)]
+)
+def test_partial_real_scans_say_their_names_are_uncertain(shared_data, name, ct, labels):
+    """A mid/lower thoracic crop with no rib end in view (a CT angiogram with a stent) and a 20-slice slab:
+    no anchor, so every name carries label_uncertain; where a reference mask exists (a T12 cut by the scan's
+    edge), the vertebra is flagged as cut and no ROI straddles it."""
+    from OsteoAIBaseLib.imageio import read_volume, to_canonical
+    from OsteoAILib.roi import place_rois
+
+    vol = _real(shared_data, name, ct)
+    seg = segment_spine(vol, method="classical")
+    assert seg.levels and any(q.startswith("label_uncertain") for q in seg.qc)
+    if labels is None:
+        return
+    mask = to_canonical(read_volume(shared_data / name / labels)).array > 0
+    lab = np.asarray(place_rois(vol, seg).labelmap)
+    for v in (int(x) for x in np.unique(lab[mask]) if x):
+        assert (mask[lab == v]).mean() >= 0.99, f"the ROI of {lv.name(v)} straddles the labelled body"
+    # this T12 runs out of the scan: its vertebra is flagged, not measured
+    named = best_label(seg.vertebrae, mask)
+    assert any(q.startswith("fov_cut") and lv.name(named) in q for q in seg.qc), seg.qc
+
+
 def test_real_unlabelled_volume_runs(shared_data):
     vol = _real(shared_data, "tcia-cptac-thoracolumbar-5mm")
     seg = segment_spine(vol, method="classical")
