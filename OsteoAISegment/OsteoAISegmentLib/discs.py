@@ -257,7 +257,13 @@ def find_discs(
     if polarity == "auto":
         # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
         # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
-        strength = {p: float(np.median(en[peaks])) if len(peaks) else 0.0 for p, (peaks, _pitch) in chains.items()}
+        # measured as the band's signed contrast, which noise leaves unbiased (its energy grows with noise
+        # at every point alike and pulls the two readings together)
+        h = _band_contrast(prof, ws)
+        sign = {"dark": -1.0, "bright": 1.0}
+        strength = {
+            p: float(np.median(sign[p] * h[peaks])) if len(peaks) else 0.0 for p, (peaks, _pitch) in chains.items()
+        }
         polarity = "bright" if strength["bright"] > (1 + POLARITY_MARGIN) * strength["dark"] else "dark"
     peaks, pitch = chains[polarity]
     return peaks, scores[polarity], pitch, polarity
@@ -337,6 +343,12 @@ def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], 
         pitch = pitch * float(np.clip(ratio, 0.8, 1.25))
         chosen = _best_chain(cand, value, pitch)
     return _fill_gaps(chosen, score, pitch), pitch
+
+
+def _band_contrast(f: np.ndarray, ws: float, hp_mm: float = 4.0) -> np.ndarray:
+    """Signed contrast of narrow bands along the profile (bright > 0, dark < 0)."""
+    h = f - ndi.gaussian_filter1d(f, hp_mm / ws, mode="nearest")
+    return ndi.gaussian_filter1d(h, 1.0 / ws, mode="nearest")
 
 
 def _band_energy(f: np.ndarray, ws: float, hp_mm: float = 4.0) -> np.ndarray:
