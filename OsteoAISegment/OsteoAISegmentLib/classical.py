@@ -132,7 +132,7 @@ def _disc_planes(arr, spacing, work, pts, bc, ref):
     if max(spacing) <= FINE_MAX_SLICE_MM:
         return _fine_discs(arr, spacing, work, pts, bc, ref)
     disc_idx, _score, pitch, polarity = discs.find_discs(
-        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"], pedicles=True
+        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"], thick_slices=True
     )
     # a slice this thick averages over more than a disc's height, so the disc's tilt cannot be read
     # from it (searching for the darkest tilt wedges both bodies, or, for a disc read bright, tilts

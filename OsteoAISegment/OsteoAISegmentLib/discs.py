@@ -201,7 +201,7 @@ def find_discs(
     ant_j: np.ndarray | None = None,
     post_j: np.ndarray | None = None,
     polarity: str = "auto",
-    pedicles: bool = False,
+    thick_slices: bool = False,
 ) -> tuple[list[int], np.ndarray, np.ndarray, str]:
     """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch
     and the polarity used.
@@ -209,9 +209,11 @@ def find_discs(
     ``polarity`` says how the discs read. "dark": a disc is dark in the body centre and has no
     cortical wall across it (resolved discs: thin slices, thick lumbar discs). "bright": a thin
     disc averaged with its two sclerotic endplates into one band brighter than the body (slices as
-    thick as the disc). "auto": whichever leaves the bodies densest at their ends. Either way the
-    narrow band's contrast counts too. Discs are kept about one
-    vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm, L3 ~36 mm).
+    thick as the disc). "auto": whichever reading's discs sit on the stronger bands. Either way the
+    narrow band's contrast counts too. ``thick_slices``: the slices are thicker than a thoracic disc
+    (> 3 mm): the pedicle profile joins the score and the bands' sign decides the reading. Discs
+    are kept about one vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm,
+    L3 ~36 mm).
     """
     t, _u, _v = _frames(pts)
     # sample the anterior half of the body: the basivertebral vein darkens the posterior centre
@@ -249,18 +251,22 @@ def find_discs(
         "dark": dark + ENERGY_WEIGHT * en,
         "bright": thin * BRIGHT_WEIGHT * _unit(_bright_band(prof, ws)) + (1 - thin) * dark + ENERGY_WEIGHT * en,
     }
-    if pedicles and post_j is not None:
+    if thick_slices and post_j is not None:
         edge = _pedicle_edge(work, pts, t, post_j, ws)
         for p in scores:
             scores[p] = scores[p] + PEDICLE_WEIGHT * edge
     chains = {p: _chain(scores[p], pitch0, ws) for p in (POLARITIES if polarity == "auto" else (polarity,))}
     if polarity == "auto":
         # the narrow band's contrast is blind to polarity: the reading whose discs sit on the stronger
-        # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body)
-        # measured as the band's signed contrast, which noise leaves unbiased (its energy grows with noise
-        # at every point alike and pulls the two readings together)
-        h = _band_contrast(prof, ws)
-        sign = {"dark": -1.0, "bright": 1.0}
+        # bands wins (half a vertebra off, the discs land on the weaker contrast of the mid-body).
+        # On a slice thicker than the disc the band's sign is the question, and its signed contrast is
+        # what noise leaves unbiased (noise adds energy at every point alike and pulls the two readings
+        # together). A thinner slice resolves each sclerotic endplate as a bright band of its own, which
+        # a signed test would take for a disc: there the band energy decides.
+        if thick_slices:
+            h, sign = _band_contrast(prof, ws), {"dark": -1.0, "bright": 1.0}
+        else:
+            h, sign = en, {"dark": 1.0, "bright": 1.0}
         strength = {
             p: float(np.median(sign[p] * h[peaks])) if len(peaks) else 0.0 for p, (peaks, _pitch) in chains.items()
         }
