@@ -126,6 +126,29 @@ def test_a_ct_upload_is_accepted_under_a_random_id_and_token(tmp_path, ct_nifti)
     assert token not in (d / "status.json").read_text()  # only its hash is stored
 
 
+def test_a_real_ct_dicom_folder_as_a_zip_is_accepted(tmp_path, shared_data):
+    """A real CT series (20 slices of ../shared/data, files without a .dcm suffix, in a sub-folder) zipped by
+    the patient: accepted and queued, its files unpacked only inside its own upload folder."""
+    series = shared_data / "ts-dicom-t11-t12" / "dicom"
+    if not series.is_dir():
+        pytest.skip(f"{series} is not available")
+    data = _zip({f"my scan/{f.name}": f.read_bytes() for f in sorted(series.iterdir()) if f.is_file()})
+    h = Harness(tmp_path)
+    status, text, location = h.upload(data, name="chest.zip")
+    assert status == 303, text
+    upload_id = location.split("/")[2]
+    assert h.queue.ids == [upload_id]
+    assert _files(h.area) and all(f.startswith(upload_id) for f in _files(h.area))
+    # what the screening worker will read (worker.py: read_volume of the status' input) is that CT series
+    import json
+
+    from OsteoAIBaseLib.imageio import read_volume
+
+    d = h.area / upload_id
+    vol = read_volume(d / json.loads((d / "status.json").read_text())["input"])
+    assert vol.shape == (20, 512, 512)
+
+
 def test_wrong_type(tmp_path):
     Harness(tmp_path).rejected(b"%PDF-1.7 this is a report, not a scan" * 50, "wrong file type", name="x.nii")
 
