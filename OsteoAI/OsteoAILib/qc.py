@@ -241,7 +241,29 @@ def _wedge(label) -> float:
     return THORACIC_WEDGE if label is not None and 8 <= int(label) <= 19 else 0.0
 
 
-def split_error(heights: dict[str, float], neighbours: list[dict], how: str, label=None) -> str | None:
+SHIFT_MATCH = 0.75  # a neighbour's excess over its own neighbours, against this body's deficit
+
+
+def _shifted_plane(heights: dict, neighbours: list[dict], beyond: list[dict | None]) -> bool:
+    """A disc plane set off by x takes x from this body and gives it to the neighbour: against their
+    own neighbours the one lacks 1.5x and the other has 1.5x too much. A crush of x leaves the
+    neighbour only x/2 above the mean of its neighbours (one of which is the crushed body)."""
+    own = heights.get("middle")
+    mids = [n.get("middle") for n in neighbours]
+    if not own or not all(mids):
+        return False
+    deficit = float(np.mean(mids)) - own
+    if deficit <= 0:
+        return False
+    for n_mid, b in zip(mids, beyond, strict=False):
+        if b and b.get("middle") and n_mid - 0.5 * (own + b["middle"]) >= SHIFT_MATCH * deficit:
+            return True
+    return False
+
+
+def split_error(
+    heights: dict[str, float], neighbours: list[dict], how: str, label=None, beyond: list[dict | None] | None = None
+) -> str | None:
     """Why a height loss looks like a misplaced disc plane rather than a fracture, or None.
 
     A disc plane set too high or too low moves height from one body to the next, and a plane set
@@ -262,6 +284,8 @@ def split_error(heights: dict[str, float], neighbours: list[dict], how: str, lab
             return "only one neighbour to compare with"
         if max(tops) > 1.2 * min(tops):
             return "the neighbours' heights disagree (one of them has taken this body's height)"
+        if beyond and _shifted_plane(heights, [n for n in neighbours if n], beyond):
+            return "a neighbour is taller than its own neighbours by what this body lacks (a disc plane set off)"
     if a and p:
         w = _wedge(label)
         tilt = (p - a) / max(a, p) - w
@@ -273,7 +297,7 @@ def split_error(heights: dict[str, float], neighbours: list[dict], how: str, lab
 
 
 def fracture_flags(
-    heights: dict[str, float] | None, label=None, neighbours=None, resolution_mm: float = 0.0
+    heights: dict[str, float] | None, label=None, neighbours=None, resolution_mm: float = 0.0, beyond=None
 ) -> list[str]:
     """Genant grade of one body, or why its height loss is a split error; nothing when the loss in mm is
     below ``resolution_mm``: the slice thickness (each endplate is read to about half a slice) plus the
@@ -286,7 +310,7 @@ def fracture_flags(
     h = [v for v in heights.values() if v]
     if loss * max(h) < resolution_mm:
         return []
-    why = split_error(heights, list(neighbours or []), how, label)
+    why = split_error(heights, list(neighbours or []), how, label, beyond)
     if why:
         return [
             f"seg_suspect: {_name(label)} reads {loss:.0%} short, but {why}: the split, not the bone, "
@@ -445,13 +469,18 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
     seg_info = getattr(seg, "info", None) or {}
     heights = level_heights(seg, lab, vol.spacing, rois)
     if heights:
-        nbs = []
+        pairs = []  # (neighbour, the level beyond it) above and below
         if lab in levels:
             idx = levels.index(lab)
-            nbs = [level_heights(seg, levels[j], vol.spacing, rois) for j in (idx - 1, idx + 1) if 0 <= j < len(levels)]
+
+            def at(j):
+                return level_heights(seg, levels[j], vol.spacing, rois) if 0 <= j < len(levels) else None
+
+            pairs = [(at(idx - 1), at(idx - 2)), (at(idx + 1), at(idx + 2))]
+        nbs = [n for n, _b in pairs if n]
         # the smallest height difference the split can measure: the slice, plus the disc-plane grid
         resolution = float(max(vol.spacing)) + float(seg_info.get("disc_step_mm", 0.0))
-        flags += fracture_flags(heights, lab, [n for n in nbs if n], resolution_mm=resolution)
+        flags += fracture_flags(heights, lab, nbs, resolution_mm=resolution, beyond=[b for n, b in pairs if n])
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         ref = seg_info.get("hu_reference") or {}

@@ -63,6 +63,23 @@ def test_fracture_grade_from_own_and_neighbour_heights():
     assert qc.fracture_flags(normal, 20, [normal]) == []
 
 
+def test_a_plane_set_off_is_told_from_a_crush_by_the_neighbour_beyond():
+    """A disc plane 4 mm too low takes 4 mm from this body and gives them to the one below: that one is
+    then taller than its own neighbours by as much as this one lacks. A crush of 4 mm leaves the body
+    below only half as far above its neighbours."""
+
+    def body(h):
+        return {"anterior": h, "middle": h, "posterior": h}
+
+    # plane set off: above 22 | this 16 | below 25 | beyond 21 (the neighbours agree within 20%)
+    assert qc.fracture_flags(body(16), 20, [body(22), body(25)], beyond=[body(22), body(21)])[0].startswith(
+        "seg_suspect: L1"
+    )
+    # crush: above 22 | this 16 | below 22 | beyond 22
+    crushed = qc.fracture_flags(body(16), 20, [body(22), body(22)], beyond=[body(22), body(22)])
+    assert crushed[0].startswith("fracture: L1")
+
+
 def test_thoracic_wedge_and_slice_thickness():
     """A mid-thoracic body 20% shorter in front is the kyphosis's normal wedge, not a grade 1 fracture; a
     35% wedge still is. A height loss smaller than the slice thickness cannot be measured at all."""
