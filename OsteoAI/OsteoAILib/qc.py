@@ -15,6 +15,7 @@ from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 
 from .label_boxes import cached_label_boxes
+from .roi import height_resolution_mm
 
 # code -> (excludes the level from the diagnosis, meaning)
 FLAGS: dict[str, tuple[bool, str]] = {
@@ -478,9 +479,9 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
 
             pairs = [(at(idx - 1), at(idx - 2)), (at(idx + 1), at(idx + 2))]
         nbs = [n for n, _b in pairs if n]
-        # the smallest height difference the split can measure: the slice, plus the disc-plane grid
-        resolution = float(max(vol.spacing)) + float(seg_info.get("disc_step_mm", 0.0))
-        flags += fracture_flags(heights, lab, nbs, resolution_mm=resolution, beyond=[b for n, b in pairs if n])
+        flags += fracture_flags(
+            heights, lab, nbs, resolution_mm=height_resolution_mm(seg, vol.spacing), beyond=[b for n, b in pairs if n]
+        )
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
         ref = seg_info.get("hu_reference") or {}

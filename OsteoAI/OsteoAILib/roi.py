@@ -275,6 +275,14 @@ def _pad(sl, shape, pad: int):
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
 
 
+def height_resolution_mm(seg, spacing) -> float:
+    """The smallest height difference a body split can measure: the slice thickness (each endplate is read
+    to about half a slice) plus the step of the grid the segmenter placed its disc planes on
+    (``seg.info["disc_step_mm"]``, 0 when it does not say)."""
+    info = getattr(seg, "info", None) or {}
+    return float(max(spacing)) + float(info.get("disc_step_mm", 0.0))
+
+
 def _looks_merged(label: int, mids: dict, order: list[int], resolution_mm: float = 0.0) -> bool:
     """A body much taller than its neighbours has probably swallowed a disc (or is misplaced).
 
@@ -425,8 +433,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     mids = {
         lab: body_heights(b, spacing_kji, ax)["middle"] for lab, (_s, b, _c, ax) in heights_all.items() if not cut[lab]
     }
-    seg_info = getattr(seg, "info", None) or {}
-    resolution = float(max(spacing_kji)) + float(seg_info.get("disc_step_mm", 0.0))
+    resolution = height_resolution_mm(seg, spacing_kji)
     for label, (sl, body_c, center, axis) in heights_all.items():
         qc: list[str] = []
         heights = endplate_heights(

@@ -111,7 +111,7 @@ def segment_classical(
         "disc_polarity": polarity,
         # the step of the grid the disc planes were placed on: with the slice thickness, the
         # smallest height difference the split can measure (qc's fracture grade)
-        "disc_step_mm": FS if max(vol.spacing) <= FINE_MAX_SLICE_MM else WS,
+        "disc_step_mm": FS if _thin_slices(vol.spacing) else WS,
         "work_spacing_mm": WS,
         "hu_reference": ref.as_dict(),
     }
@@ -126,10 +126,15 @@ def segment_classical(
     )
 
 
+def _thin_slices(spacing) -> bool:
+    """Slices thin enough to resolve a thoracic disc: its planes are placed on the 1 mm grid."""
+    return max(spacing) <= FINE_MAX_SLICE_MM
+
+
 def _disc_planes(arr, spacing, work, pts, bc, ref):
     """Disc planes (work-grid point, normal) caudal -> cranial, the local pitch (work voxels) and
     how the discs read ("dark" or "bright", discs.find_discs)."""
-    if max(spacing) <= FINE_MAX_SLICE_MM:
+    if _thin_slices(spacing):
         return _fine_discs(arr, spacing, work, pts, bc, ref)
     disc_idx, _score, pitch, polarity = discs.find_discs(
         work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"], thick_slices=True

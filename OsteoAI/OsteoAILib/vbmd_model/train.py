@@ -386,26 +386,20 @@ def main(args) -> int:
     return 0
 
 
-def error_sources_section(found: dict | None) -> str:
-    """The card's 'Where the error comes from' paragraph from ``model.json``'s ``error_sources`` block
-    (measured after training by ``Testing/benchmarks/vbmd_error_sources.py``)."""
-    if not found:
+def findings_section(block: dict | None, header: str) -> str:
+    """A card paragraph from a ``model.json`` block of findings measured after training (``error_sources``:
+    ``Testing/benchmarks/vbmd_error_sources.py``; ``real_ct``: ``phantom_realism.py`` and
+    ``vbmd_consistency.py``). ``header`` holds ``{measured}``, filled with the block's date."""
+    if not block:
         return ""
-    lines = [f"**Where the error comes from** (measured {found['measured']}):"]
-    lines += [f"- {item}" for item in found["findings"]]
-    lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in found['commands'])}.")
+    lines = [header.format(measured=block["measured"])]
+    lines += [f"- {item}" for item in block["findings"]]
+    lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in block['commands'])}.")
     return "\n".join(lines) + "\n"
 
 
-def real_ct_section(real: dict | None) -> str:
-    """The card's 'On real CT' paragraph from ``model.json``'s ``real_ct`` block (measured after training by
-    ``Testing/benchmarks/phantom_realism.py`` and ``vbmd_consistency.py``; there is no truth on real CT)."""
-    if not real:
-        return ""
-    lines = [f"**On real CT** (../shared/data, measured {real['measured']}; no vBMD truth exists there):"]
-    lines += [f"- {item}" for item in real["findings"]]
-    lines.append(f"Reproduce: {'; '.join(f'`{c}`' for c in real['commands'])}.")
-    return "\n".join(lines) + "\n"
+ERROR_SOURCES_HEADER = "**Where the error comes from** (measured {measured}):"
+REAL_CT_HEADER = "**On real CT** (../shared/data, measured {measured}; no vBMD truth exists there):"
 
 
 def _offsets_text(g: dict) -> str:
@@ -521,8 +515,8 @@ AI MAE by kVp (interval coverage): {kv_mae or "not recorded"}.
 `Testing/benchmarks/vbmd_accuracy.py` measures it again on held-back seeds (>= 900000) and
 `Testing/benchmarks/precision.py` its repeatability; their last outputs are in `benchmark_results.txt`.
 
-{error_sources_section(meta.get("error_sources"))}
-{real_ct_section(meta.get("real_ct"))}
+{findings_section(meta.get("error_sources"), ERROR_SOURCES_HEADER)}
+{findings_section(meta.get("real_ct"), REAL_CT_HEADER)}
 **Limitations.** Trained only on synthetic phantoms: real anatomy, real marrow heterogeneity,
 scanner-specific spectra, metal and disease are not represented; the phantom's physics (single
 effective energy per kVp) bounds what it can learn. Marrow fat is not observable in single-energy
