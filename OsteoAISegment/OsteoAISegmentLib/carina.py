@@ -17,6 +17,11 @@ AIR_HU = -600.0  # airway lumen (about -1000) against its wall and the mediastin
 TRACHEA_AREA_MM2 = (80.0, 900.0)  # 10-34 mm lumen; a collapsed or sabre-sheath trachea is still > 80
 BRONCHUS_AREA_MM2 = (25.0, 700.0)
 MIN_TRACHEA_MM = 20.0  # the trachea must be followed this far above the split to be trusted
+# ...unless it enters through the top of the scan near the midline, as one pocket, where a chest
+# CT that starts just above the carina cannot show more of it. Scans starting below the carina
+# show two main bronchi at the top, each 15 mm or more off the midline, so none passes this.
+MIN_TRACHEA_AT_EDGE_MM = 8.0
+EDGE_MIDLINE_MM = 12.0
 FRONT_MM = (25.0, 120.0)  # in front of the canal centre
 SIDE_MM = 40.0  # from the canal's midline
 STEP_MM = 8.0  # most the trachea's centre moves from one 2 mm slice to the next
@@ -59,7 +64,7 @@ def find_carina(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> d
             _k, tj, ti = track[-1]
             near = [c for c in cand if np.hypot(c[0] - tj, c[1] - ti) * ws <= 30.0]
             one = [c for c in near if np.hypot(c[0] - tj, c[1] - ti) * ws <= STEP_MM and c[2] >= TRACHEA_AREA_MM2[0]]
-            if len(track) * ws >= MIN_TRACHEA_MM and _bronchi(near, ti, ws) and _between_lungs(work[k], ti, ws):
+            if _long_enough(track, nk, ci, ws) and _bronchi(near, ti, ws) and _between_lungs(work[k], ti, ws):
                 return {"k": k, "trachea_mm": len(track) * ws, "kji": [float(k), float(tj), float(ti)]}
             if one:
                 j, i, _a = max(one, key=lambda c: c[2])
@@ -67,10 +72,22 @@ def find_carina(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> d
                 continue
             track = []  # lost it: start again lower down
         mid = [c for c in cand if abs(c[1] - ci) * ws <= SIDE_MM and c[2] >= TRACHEA_AREA_MM2[0]]
+        if k == nk - 1 and len(mid) != 1:
+            mid = []  # two pockets at the top edge: the scan may start below the carina
         if mid:
             j, i, _a = max(mid, key=lambda c: c[2])
             track.append((k, j, i))
     return None
+
+
+def _long_enough(track: list[tuple[int, float, float]], nk: int, ci: float, ws: float) -> bool:
+    """The trachea followed far enough above the split to be trusted (see MIN_TRACHEA_AT_EDGE_MM)."""
+    length = len(track) * ws
+    if length >= MIN_TRACHEA_MM:
+        return True
+    from_top = track[0][0] == nk - 1
+    central = all(abs(i - ci) * ws <= EDGE_MIDLINE_MM for _k, _j, i in track)
+    return from_top and central and length >= MIN_TRACHEA_AT_EDGE_MM
 
 
 def _between_lungs(sl: np.ndarray, ti: float, ws: float) -> bool:

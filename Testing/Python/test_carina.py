@@ -55,3 +55,23 @@ def test_an_air_filled_oesophagus_behind_the_trachea_is_no_split():
 
 def test_no_split_in_view_gives_no_carina():
     assert find_carina(_chest(split_k=None), _canal(), 0, WS) is None
+
+
+def test_a_trachea_entering_through_the_top_edge_is_followed_over_a_short_stretch():
+    # a chest CT that starts 10 mm above the carina (the readers' PET-CT starts 6-14 mm above it)
+    c = find_carina(_chest(split_k=NK - 5), _canal(), 0, WS)
+    assert c is not None and abs(c["k"] - (NK - 6)) <= 1, c
+    assert c["trachea_mm"] < 20
+
+
+def test_a_scan_starting_below_the_carina_gives_no_carina():
+    # the two main bronchi at the top edge: neither may pass for a short trachea
+    assert find_carina(_chest(split_k=NK + 10), _canal(), 0, WS) is None
+
+
+def test_a_short_air_pocket_that_does_not_come_from_the_top_edge_is_no_trachea():
+    work = _chest(split_k=40)
+    j = CANAL[0] - 60.0 / WS
+    for k in range(45, NK):
+        _disc(work[k], j, CANAL[1], 9.0, 40.0)  # the trachea seen only 10 mm above the split
+    assert find_carina(work, _canal(), 0, WS) is None

@@ -21,9 +21,10 @@ FLOORS = {  # measured 2026-11-30 (each scan with an anchor 100% identified, ROI
     "tcia-cmbcrc-chest-2.5mm": ("ct.nii.gz", 0.9, 0.99, 1),
     "tcia-lungdx-chest-5mm": ("ct.nii.gz", 0.9, 0.98, 1),
     "tcia-lungdx-chest-5mm:lung-kernel": ("ct-lung-kernel.nii.gz", 0.9, 0.98, 1),
-    # no rib end, no sacrum, the carina at the top edge: named from body size alone, a level either way
-    # (label_uncertain is what this scan must say; readers themselves split T4-T11 / T5-T12)
-    "tcia-acrin-petct-chest-4mm": ("dicom", 0.0, 0.98, 1),
+    # no rib end, no sacrum: named from the carina (the trachea enters 12 mm above it through the top
+    # edge) and body size, a weak pair (label_uncertain is what this scan must say; readers themselves
+    # split T4-T11 / T5-T12)
+    "tcia-acrin-petct-chest-4mm": ("dicom", 0.9, 0.98, 1),
     "tcia-cptac-thoracolumbar-5mm": ("ct.nii.gz", 1.0, 0.88, 0),
     "tcia-acrin-petct-abdomen-4mm": ("ct.nii.gz", 1.0, 0.99, 1),
 }
