@@ -45,7 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reuse_freed_memory() -> bool:
+    """Serve large arrays from the heap and keep freed memory for the next one (glibc only; True if set).
+
+    A run allocates and frees a CT-sized array (130-300 MB) dozens of times. glibc gives each one its own
+    mmap and unmaps it on free, so every new array faults all its pages in afresh: on the project's 2-core
+    VM that was 5-10 s of system time in a 20 s `osteoai run`. With mmap off and the heap never trimmed,
+    freed pages are reused; peak RSS stays within ~10% (measured, README speed rows).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's <malloc.h> parameter numbers
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main(argv: list[str] | None = None) -> int:
+    reuse_freed_memory()
     try:
         parser = build_parser()  # imports every command module: Ctrl-C lands here at start-up
         args = parser.parse_args(argv)

@@ -104,8 +104,9 @@ def write_outputs(
 
 def _write_staged(out: PipelineOutput, d: Path, scene) -> dict[str, Path]:
     files: dict[str, Path] = {}
-    files["vertebrae"] = write_volume(out.volume, d / "vertebrae.nii.gz", out.vertebrae.astype("int16"))
-    files["rois"] = write_volume(out.volume, d / "trabecular_rois.nii.gz", out.rois.astype("int16"))
+    # int16 already from every segmenter: no copy of a CT-sized array
+    files["vertebrae"] = write_volume(out.volume, d / "vertebrae.nii.gz", out.vertebrae.astype("int16", copy=False))
+    files["rois"] = write_volume(out.volume, d / "trabecular_rois.nii.gz", out.rois.astype("int16", copy=False))
     files["segmentation"] = write_seg_nrrd(out.volume, out.vertebrae, d / "vertebrae.seg.nrrd")
     files["roi_segmentation"] = write_seg_nrrd(out.volume, out.rois, d / "trabecular_rois.seg.nrrd", roi=True)
     for im in out.key_images:

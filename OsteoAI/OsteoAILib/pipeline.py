@@ -253,13 +253,16 @@ def level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict
     flags: dict[int, list[str]] = {}
     extra: dict[int, dict] = {}
     partial = set(seg.info.get("partial_levels", []))
+    from scipy import ndimage as ndi
+
+    roi_boxes = ndi.find_objects(rois.labelmap)  # each ROI's box, in one pass over the volume
     for lab in seg.levels:
         info = rois.info.get(lab)
         f = list(info.qc) if info is not None else []
         if lab in partial:
             f.append(f"fov_cut: {NAMES.get(lab, lab)} is cut by the edge of the scan")
         f += qc.level_flags(canonical, seg, rois, cal, lab)
-        f += _corrupt_roi_flags(canonical, rois.labelmap == lab, lab)
+        f += _corrupt_roi_flags(canonical, rois.labelmap, lab, roi_boxes[lab - 1] if lab <= len(roi_boxes) else None)
         if any(x.startswith(("fov_cut", "body_cut")) for x in f):
             # Heights of a body the scan cuts are not its heights: no fracture grade from them.
             f = [x for x in f if not x.startswith("fracture")]
@@ -273,11 +276,17 @@ def level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict
     return flags, extra
 
 
-def _corrupt_roi_flags(canonical, roi_mask, lab) -> list[str]:
-    """A corrupted slice inside a level's ROI makes its number meaningless: 'implausible' excludes it."""
+def _corrupt_roi_flags(canonical, labelmap, lab, box) -> list[str]:
+    """A corrupted slice inside a level's ROI makes its number meaningless: 'implausible' excludes it.
+    Judged inside the ROI's ``box`` (from ``ndimage.find_objects``) and one slice beyond it either way,
+    the neighbours the test compares with; no ROI voxels (``box`` None): nothing to judge."""
     from .validate import corrupt_slices_in_roi
 
-    bad = corrupt_slices_in_roi(canonical.array, roi_mask)
+    if box is None:
+        return []
+    k0, k1 = max(box[0].start - 1, 0), min(box[0].stop + 1, labelmap.shape[0])
+    sl = (slice(k0, k1), box[1], box[2])
+    bad = [(k + k0, frac) for k, frac in corrupt_slices_in_roi(canonical.array[sl], labelmap[sl] == lab)]
     if not bad:
         return []
     k, frac = max(bad, key=lambda b: b[1])

@@ -170,13 +170,37 @@ def to_canonical(vol: Volume) -> Volume:
     Only axis permutations and flips are applied (no resampling), so values are untouched and the
     transform is exactly invertible with :func:`from_canonical`. A residual oblique rotation (gantry
     tilt, rotated acquisition) is kept in ``direction``; meta['canonical_residual_deg'] reports it.
+    A volume already on a canonical grid shares its array with the result (stages never write into it).
     """
+    if _already_canonical(vol):
+        # DICOMOrient would return the same grid after three copies of the array (~1 s at 512x512x300)
+        can = Volume(vol.array, vol.spacing, vol.origin, vol.direction.copy(), dict(vol.meta))
+        can.meta["canonical_residual_deg"] = 0.0
+        return can
     img = volume_to_sitk(vol)
     out = sitk.DICOMOrient(img, "LPS")
     can = volume_from_sitk(out, dict(vol.meta))
     cos = np.clip(np.abs(np.diag(can.direction)), -1, 1)
     can.meta["canonical_residual_deg"] = float(np.degrees(np.arccos(cos.min())))
     return can
+
+
+# dtypes that pass through SimpleITK unchanged (a bool or float16 array comes back as another type)
+_SITK_DTYPES = {np.dtype(t) for t in ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")} | {
+    np.dtype("float32"),
+    np.dtype("float64"),
+}
+
+
+def _already_canonical(vol: Volume) -> bool:
+    a = vol.array
+    return (
+        np.array_equal(vol.direction, np.eye(3))
+        and a.dtype in _SITK_DTYPES
+        and a.dtype.isnative
+        and a.ndim == 3
+        and a.flags.c_contiguous
+    )
 
 
 def from_canonical(labels: np.ndarray, canonical: Volume, original: Volume) -> np.ndarray:

@@ -117,8 +117,8 @@ def segment_classical(
     }
     _step(progress, cancel, 1.0, "segmentation done")
     return SpineSegmentation(
-        vertebrae=vert_full.astype(np.int16),
-        bodies=body_full.astype(np.int16),
+        vertebrae=vert_full,  # int16 from _to_full: a copy of each would cost ~0.3 s at 512x512x300
+        bodies=body_full,
         levels=_cranial_first(present),
         qc=qc,
         info=info,
@@ -333,7 +333,7 @@ def _to_full(lab_w: np.ndarray, grid, arr: np.ndarray, mapping: dict, ref: hu_re
     union = workgrid.to_full(soft, grid, 0.0, linear=True, box=box) > 0.45
     nearest = workgrid.to_full(ndi.grey_dilation(lab_w, size=3), grid, 0, linear=False, box=box)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    blk = np.where(union, nearest, 0).astype(np.int16)
+    blk = np.where(union, nearest, 0).astype(np.int16, copy=False)
     # refine against the full-resolution image: drop fat caught at the boundary (denoised first so
     # that noise inside a low-density body does not punch holes in it)
     sm = ref.to_nominal(ndi.gaussian_filter(arr[sl].astype(np.float32), 1.0))

@@ -14,9 +14,11 @@ SEGMENTERS = Registry("segmenter", "--segmenter")
 
 def _model_unavailable() -> str | None:
     try:
-        from .ai.inference import MODEL_NAME, model_available
+        from .ai.inference import MODEL_NAME, model_available, runtime_missing
     except ImportError as e:
         return f"the vertebra model cannot be imported ({e})"
+    if runtime_missing():
+        return f"the vertebra model cannot be imported ({runtime_missing()})"
     return None if model_available() else f"{MODEL_NAME} model files are missing or altered"
 
 

@@ -23,6 +23,7 @@ from OsteoAILib.validate import corrupt_slices_in_roi, validate
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
+from scipy import ndimage
 from support.dicom_helpers import write_series
 
 N = 12
@@ -394,11 +395,41 @@ def test_random_pixels_in_one_roi_slice_are_found():
     assert [k for k, _ in found] == [10]
     from OsteoAILib.pipeline import _corrupt_roi_flags  # what the pipeline adds to the level's flags
 
-    flags = _corrupt_roi_flags(Volume(a, (0.8, 0.8, 2.0)), roi, 20)
+    labelmap = np.where(roi, 20, 0).astype(np.int16)
+    box = ndimage.find_objects(labelmap)[19]
+    flags = _corrupt_roi_flags(Volume(a, (0.8, 0.8, 2.0)), labelmap, 20, box)
     assert len(flags) == 1 and flags[0].startswith("implausible: L1 ROI slice k=10 looks corrupted")
     from OsteoAILib.qc import EXCLUDING
 
     assert "implausible" in EXCLUDING  # 'implausible' keeps the level out of the diagnosis
+
+
+@pytest.mark.parametrize("k_range", [(0, 6), (3, 9), (14, 20), (0, 20)])
+def test_corrupt_roi_slices_judged_in_the_roi_box_as_on_the_whole_volume(k_range):
+    """The pipeline judges each ROI inside its box plus one slice either way (speed): the same slices,
+    the same fractions as on the whole volume, the volume's edge slices skipped as before."""
+    from OsteoAILib.pipeline import _corrupt_roi_flags
+
+    rng = np.random.default_rng(11)
+    a = rng.normal(150, 30, (20, 40, 40)).astype(np.float32)
+    k0, k1 = k_range
+    labelmap = np.zeros(a.shape, np.int16)
+    labelmap[k0:k1, 12:30, 15:25] = 20
+    labelmap[:, 30:, :] = 21  # another level beside it
+    for k in (k0, k1 - 1):  # the ROI's first and last slice: their neighbours lie outside its box
+        hit = rng.random((40, 40)) < 0.3
+        a[k][hit] = rng.uniform(-1000, 3000, hit.sum())
+    whole = corrupt_slices_in_roi(a, labelmap == 20)
+    flags = _corrupt_roi_flags(Volume(a, (0.8, 0.8, 2.0)), labelmap, 20, ndimage.find_objects(labelmap)[19])
+    if whole:
+        k, frac = max(whole, key=lambda b: b[1])
+        assert flags == [
+            f"implausible: L1 ROI slice k={k} looks corrupted ({100 * frac:.0f}% of its voxels "
+            "jump >500 HU from both neighbour slices)"
+        ]
+    else:
+        assert flags == []
+    assert [k for k, _ in whole] == sorted({k0, k1 - 1} - {0, 19})  # the volume's edge slices: not judged
 
 
 def test_a_corrupted_slice_in_a_roi_flags_and_excludes_its_level(phantoms):

@@ -15,7 +15,6 @@ import numpy as np
 from OsteoAIBaseLib.errors import CancelledError, InputError, OsteoAIError
 from OsteoAIBaseLib.volume import Volume
 
-from . import preprocess as pp
 from .labels import BODY, N_SEM
 
 MODEL_NAME = "vertebra-seg"
@@ -72,6 +71,15 @@ def check_weights(directory: Path | None = None) -> tuple[dict, Path]:
         raise ModelUnavailable(f"the vertebra model weights are altered or corrupt: {e}") from None
     card = {**card, "sha256": digest, "_pinned": pinned}
     return card, w
+
+
+def runtime_missing() -> str | None:
+    """Why the network could not run in this install (a package it needs is absent), else None. Found
+    without importing torch, which alone takes ~1.5 s: ``auto`` asks this on every classical run."""
+    from importlib.util import find_spec
+
+    missing = [m for m in ("torch", "monai") if find_spec(m) is None]
+    return f"No module named {missing[0]!r}" if missing else None
 
 
 def model_available() -> bool:
@@ -152,6 +160,7 @@ def segment_with_model(
     cancel: Callable[[], bool] | None = None,
 ):
     from ..segmentation import SpineSegmentation
+    from . import preprocess as pp  # imports torch: only when the network runs
     from .postprocess import label_vertebrae
 
     def report(f, msg):
