@@ -253,9 +253,9 @@ def level_context(canonical, seg, rois, cal) -> tuple[dict[int, list[str]], dict
     flags: dict[int, list[str]] = {}
     extra: dict[int, dict] = {}
     partial = set(seg.info.get("partial_levels", []))
-    from scipy import ndimage as ndi
+    from .label_boxes import label_boxes
 
-    roi_boxes = ndi.find_objects(rois.labelmap)  # each ROI's box, in one pass over the volume
+    roi_boxes = label_boxes(rois.labelmap)  # each ROI's box, in one pass over the volume
     for lab in seg.levels:
         info = rois.info.get(lab)
         f = list(info.qc) if info is not None else []

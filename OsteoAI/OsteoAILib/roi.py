@@ -17,6 +17,8 @@ from OsteoAIBaseLib import levels as lv
 from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 
+from .label_boxes import label_boxes
+
 HEIGHT_KEEP = 0.55  # central fraction of the body height kept
 VEIN_AP = 0.4  # posterior fraction of AP depth (the venous channel reaches ~1/3 into the body) ...
 VEIN_LAT = 0.35  # ... times central fraction of width, left out for the basivertebral vein
@@ -413,7 +415,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     # maps tissue to HU' = a * HU + b places the same ROIs (segmenters without a reference: 1)
     hu_scale = float(((seg.info or {}).get("hu_reference") or {}).get("scale") or 1.0)
     vox = float(np.prod(spacing_kji))
-    objs = ndi.find_objects(seg.bodies)  # one pass instead of one per level (on the int16 ids: no copy)
+    objs = label_boxes(seg.bodies)  # one pass for every level instead of one per level
     vert = seg.vertebrae
     edge_k = set(np.unique(vert[0]).tolist()) | set(np.unique(vert[-1]).tolist())
     heights_all = {}

@@ -17,17 +17,18 @@ from .terminology import level_color, segment_name, terminology_entry
 def write_seg_nrrd(vol: Volume, labelmap: np.ndarray, path: str | os.PathLike, roi: bool = False):
     """Non-overlapping labels share one layer, so the labelmap is written as it is (re-numbered 1..n),
     with a segment entry per label; no per-segment pass over the whole volume."""
-    from scipy import ndimage
+    from .label_boxes import label_boxes
 
-    labels = [int(x) for x in np.unique(labelmap) if x != 0]
+    # the labels present and their boxes in one pass, not np.unique's sort of the whole volume
+    found = [(lab, box) for lab, box in enumerate(label_boxes(labelmap), start=1) if box is not None]
+    labels = [lab for lab, _box in found]
     lut = np.zeros(int(max(labels, default=0)) + 1, np.uint8)
     lut[labels] = np.arange(1, len(labels) + 1)
     kji = lut[labelmap] if labels else np.zeros(labelmap.shape, np.uint8)
     seg = {"voxels": kji, "ijkToLPS": vol.ijk_to_lps(), "segments": []}
-    boxes = [None if b is None else b[::-1] for b in ndimage.find_objects(kji)]  # extents are i, j, k
-    for value, lab in enumerate(labels, start=1):
+    for value, (lab, box_kji) in enumerate(found, start=1):
         level = NAMES.get(lab, str(lab))
-        box = boxes[value - 1]
+        box = box_kji[::-1]  # extents are i, j, k
         seg["segments"].append(
             {
                 "id": f"{level}{'_roi' if roi else ''}",

@@ -91,7 +91,8 @@ def segment_classical(
     body_full[vert_full == 0] = 0
     vert_full[(body_full > 0) & (vert_full == 0)] = body_full[(body_full > 0) & (vert_full == 0)]
 
-    present = [int(x) for x in np.unique(vert_full) if x]
+    # the ids present, from their boxes: one pass, where np.unique sorts the whole volume (~0.3-1.5 s)
+    present = [lab for lab, box in enumerate(ndi.find_objects(vert_full), start=1) if box is not None]
     qc = list(lab_res["qc"])
     partial = _partial_levels(vert_full)
     for lab in partial:
