@@ -262,15 +262,19 @@ def find_discs(
         # On a slice thicker than the disc the band's sign is the question, and its signed contrast is
         # what noise leaves unbiased (noise adds energy at every point alike and pulls the two readings
         # together). A thinner slice resolves each sclerotic endplate as a bright band of its own, which
-        # a signed test would take for a disc: there the band energy decides.
-        if thick_slices:
-            h, sign = _band_contrast(prof, ws), {"dark": -1.0, "bright": 1.0}
-        else:
-            h, sign = en, {"dark": 1.0, "bright": 1.0}
-        strength = {
-            p: float(np.median(sign[p] * h[peaks])) if len(peaks) else 0.0 for p, (peaks, _pitch) in chains.items()
-        }
-        polarity = "bright" if strength["bright"] > (1 + POLARITY_MARGIN) * strength["dark"] else "dark"
+        # the signed test alone would take for a disc: there "bright" must win both tests, its bands
+        # stronger and brighter than the dark reading's (the endplates are brighter, not stronger).
+        signed = _band_contrast(prof, ws)
+
+        def strength(h, sign):
+            return {p: float(np.median(sign[p] * h[pk])) if len(pk) else 0.0 for p, (pk, _pitch) in chains.items()}
+
+        by_sign = strength(signed, {"dark": -1.0, "bright": 1.0})
+        bright = by_sign["bright"] > (1 + POLARITY_MARGIN) * by_sign["dark"]
+        if not thick_slices:
+            by_energy = strength(en, {"dark": 1.0, "bright": 1.0})
+            bright = bright and by_energy["bright"] > by_energy["dark"]
+        polarity = "bright" if bright else "dark"
     peaks, pitch = chains[polarity]
     return peaks, scores[polarity], pitch, polarity
 

@@ -24,7 +24,11 @@ CAUDAL_ROOM_MM = 16.0
 REACH_CUT_MM = 60.0  # transverse processes end ~50 mm from the midline
 FIRST_RIB_REACH_MM = 62.0
 FORWARD_MM = 60.0  # the window's front edge is 70 mm in front of the canal
+REACH_VOXELS = 3
 RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanced organs mostly below
+# A rib's brightest tenth is its cortex, well clear of RIB_HU (>= 256 on the real scans, 5 mm soft
+# kernel the lowest); an enhanced liver (~170 HU) whose noise tips speckles over RIB_HU sits just at it.
+RIB_CORE_HU = 225.0
 
 
 def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
@@ -59,11 +63,15 @@ def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
             if vol_cm3 < 0.3 or vol_cm3 > 40:
                 continue
             dm = np.where(m, np.broadcast_to(d, lab.shape)[sl], -1)
+            reach = _reach(dm[m])
             # a rib running out of the scan (top or bottom slice) is seen only in part
             cut = sl[0].start == 0 or sl[0].stop == nk
-            if dm.max() < (REACH_CUT_MM if cut else REACH_MM) and not _runs_forward(
-                m, dm, np.broadcast_to(dj, lab.shape)[sl]
+            if reach < (REACH_CUT_MM if cut else REACH_MM) and not _runs_forward(
+                m, dm, np.broadcast_to(dj, lab.shape)[sl], reach
             ):
+                continue
+            core_hu = float(np.percentile(work[sl][m], 90))
+            if core_hu < RIB_CORE_HU:
                 continue
             s_in = m & np.broadcast_to(strip, lab.shape)[sl]
             if s_in.sum() < 2:
@@ -81,19 +89,29 @@ def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
                     "side": name,
                     "k_top": k_top,
                     "k_bottom": int(kk.min()),
-                    "reach_mm": float(dm.max()),
+                    "reach_mm": reach,
                     "crossing_kji": [float(x) for x in centre],
                     "medial_kji": [float(x) for x in medial],
                     "volume_cm3": round(float(vol_cm3), 1),
+                    "core_hu": round(core_hu),
                 }
             )
     return ribs
 
 
-def _runs_forward(m, dm, djm) -> bool:
+def _reach(lateral_mm: np.ndarray) -> float:
+    """How far a bone reaches from the midline, read at its REACH_VOXELS-th farthest voxel: a rib
+    runs on with a full cross-section, while image noise tips single voxels at the end of a
+    transverse process over the bone threshold and would otherwise stretch it past REACH_CUT_MM."""
+    if lateral_mm.size <= REACH_VOXELS:
+        return float(lateral_mm.min(initial=0.0))
+    return float(np.partition(lateral_mm, -REACH_VOXELS)[-REACH_VOXELS])
+
+
+def _runs_forward(m, dm, djm, reach: float) -> bool:
     """A short rib that curves forward: the first rib reaches only ~65-75 mm from the canal but runs
     on to the manubrium, far in front of the canal, where no transverse process goes."""
-    return bool(dm.max() >= FIRST_RIB_REACH_MM and djm[m].min() <= -FORWARD_MM)
+    return bool(reach >= FIRST_RIB_REACH_MM and djm[m].min() <= -FORWARD_MM)
 
 
 def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0, ws) -> dict[int, bool]:
