@@ -118,3 +118,24 @@ def test_cli_keeps_large_arrays_off_mmap():
     ok, default_mmapped, grew = out.split()
     assert ok == "True" and default_mmapped == "True"  # by default the 64 MB array was an mmap of its own
     assert int(grew) == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roi_outliers_dropped_inside_the_core_box_as_on_the_body_box(seed):
+    """roi._drop_outliers works on the core's box plus one voxel: the same core as the whole body box gives,
+    the core touching the body box's faces or not."""
+    from OsteoAILib.roi import _drop_outliers, _drop_outliers_in
+
+    rng = np.random.default_rng(seed)
+    arr = rng.normal(150, 40, (30, 34, 36)).astype(np.int16)
+    hot = rng.random(arr.shape) < 0.01
+    arr[hot] = 900  # cortex-bright specks for the second test
+    sl = (slice(3, 27), slice(2, 30), slice(4, 33))
+    core = np.zeros(tuple(s.stop - s.start for s in sl), bool)
+    lo = rng.integers(0, 4, 3) if seed % 2 else np.zeros(3, int)  # even seeds: the core touches the box
+    hi = np.array(core.shape) - (rng.integers(0, 4, 3) if seed % 3 else 0)
+    core[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = rng.random(tuple(hi - lo)) < 0.9
+    vol = Volume(arr, (0.7, 0.7, 1.25))
+    got = _drop_outliers(vol, core, sl)
+    assert np.array_equal(got, _drop_outliers_in(arr[sl], core))
+    assert 0 < got.sum() < core.sum()
