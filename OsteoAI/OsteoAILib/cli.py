@@ -66,8 +66,12 @@ def reuse_freed_memory() -> bool:
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
+# Commands that screen one input and exit: the heap they keep at their peak goes with the process (a server
+# such as serve-dicom or web keeps the allocator's default and returns freed memory to the system).
+ONE_SHOT = ("run", "segment", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
-    reuse_freed_memory()
     try:
         parser = build_parser()  # imports every command module: Ctrl-C lands here at start-up
         args = parser.parse_args(argv)
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         print(f"osteoai: command {args.command!r} is not available in this install", file=sys.stderr)
         return 2
+    if args.command in ONE_SHOT:
+        reuse_freed_memory()
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except OsteoAIError as e:

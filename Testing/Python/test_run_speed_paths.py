@@ -139,3 +139,15 @@ def test_roi_outliers_dropped_inside_the_core_box_as_on_the_body_box(seed):
     got = _drop_outliers(vol, core, sl)
     assert np.array_equal(got, _drop_outliers_in(arr[sl], core))
     assert 0 < got.sum() < core.sum()
+
+
+def test_only_one_shot_commands_change_the_allocator(monkeypatch, tmp_path, capsys):
+    """`run` (and segment, demo) set it; a long-lived server (serve-dicom, web) keeps glibc's default."""
+    from OsteoAILib import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "reuse_freed_memory", lambda: calls.append(True) or True)
+    assert cli.main(["run", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "out")]) == 1
+    assert calls == [True]
+    assert "input not found" in capsys.readouterr().err
+    assert "serve-dicom" not in cli.ONE_SHOT and "web" not in cli.ONE_SHOT and "batch" not in cli.ONE_SHOT
