@@ -19,6 +19,7 @@ SOFT_HU = 45.0  # nominal muscle peak
 AIR_HU = -1000.0
 SCALE_RANGE = (0.75, 1.35)  # beyond this the peaks were misread: the map is clipped
 OFFSET_RANGE = (-80.0, 80.0)
+AIR_WINDOW = 60.0 / 900.0  # half-width of the air mode's window, of the fat-to-air spread
 _MIN_SPREAD = 90.0  # fat and muscle are never closer than this (HU) on any CT
 
 
@@ -55,7 +56,7 @@ def _r(x: float):
     return round(float(x), 1) if np.isfinite(x) else None
 
 
-def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 6) -> float:
+def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 30) -> float:
     """Local mean of the values within ``half`` of the mode, iterated: sub-bin precise and, as
     its window scales with the peak spread, moves with a linear change of the values."""
     x = x0
@@ -64,7 +65,7 @@ def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 6) -> float:
         if len(w) < 50:
             break
         x_new = float(w.mean())
-        if abs(x_new - x) < 0.01:
+        if abs(x_new - x) < 1e-3:
             x = x_new
             break
         x = x_new
@@ -147,7 +148,9 @@ def _outside_air(arr: np.ndarray, fat: float) -> float:
     if len(vals) < max(1000, 0.01 * arr.size):
         return float("nan")
     med = float(np.median(vals))
-    mode = _mean_shift(vals, med, 60.0)
+    # the window is a fixed share of the fat-to-air spread, so a linear change of the HU scale
+    # moves the estimate with it (a fixed 60 HU window on the skewed air histogram did not, by 1 HU)
+    mode = _mean_shift(vals, med, AIR_WINDOW * (fat - med))
     mad = float(np.median(np.abs(vals - mode)))
     # air outside the patient is uniform (MAD ~10-18 HU on real ~2 mm grids); a lung cut by the
     # field of view is textured (MAD ~35) and ~150 HU denser
