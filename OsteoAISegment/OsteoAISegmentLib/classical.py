@@ -93,7 +93,7 @@ def segment_classical(
 
     # the ids present, from their boxes: one pass, where np.unique sorts the whole volume (~0.3-1.5 s)
     present = [lab for lab, box in enumerate(ndi.find_objects(vert_full), start=1) if box is not None]
-    qc = list(lab_res["qc"])
+    qc = list(lab_res["qc"]) + ref.qc()
     partial = _partial_levels(vert_full)
     for lab in partial:
         qc.append(f"fov_cut: {lv.name(lab)} is cut by the edge of the scan")

@@ -35,6 +35,20 @@ class HuReference:
     def found(self) -> bool:
         return bool(np.isfinite(self.fat) and np.isfinite(self.soft))
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the map was read from the scan (its fat, and the outside air or muscle)."""
+        return bool(np.isfinite(self.fat) and (np.isfinite(self.air) or np.isfinite(self.soft)))
+
+    def qc(self) -> list[str]:
+        """The segmentation QC note when the scan shows no reference to read the map from."""
+        if self.calibrated:
+            return []
+        return [
+            "hu_reference: neither fat nor the air around the patient is in view: the segmentation's "
+            "thresholds assume the scanner's nominal HU scale"
+        ]
+
     def to_nominal(self, x):
         """Scan HU -> nominal HU (array or scalar)."""
         return (x - self.offset) / self.scale

@@ -32,3 +32,13 @@ def test_the_reference_follows_a_linear_change_of_the_hu_scale():
     # the mapped images agree to a fraction of an HU over the whole range
     x = np.array([-1000.0, -100.0, 45.0, 150.0, 1000.0])
     assert np.abs(b.to_nominal(1.08 * x - 20.0) - a.to_nominal(x)).max() < 0.5
+
+
+def test_a_crop_without_fat_or_air_says_its_thresholds_are_nominal():
+    rng = np.random.default_rng(0)
+    crop = (45.0 + rng.normal(0, 12, (20, 60, 60))).astype(np.float32)  # muscle and bone only
+    crop[:, 20:40, 20:40] = rng.normal(400, 150, (20, 20, 20))  # trabecular and cortical bone
+    ref = estimate(crop)
+    assert not ref.calibrated and ref.scale == 1.0 and ref.offset == 0.0
+    assert ref.qc() and ref.qc()[0].startswith("hu_reference:")
+    assert estimate(_body()).qc() == []
