@@ -54,6 +54,9 @@ def segment(canonical, segmenter: str):
     return seg, rois, level_qc
 
 
+NOISE_SEED = 0  # --noise-seed: another draw of the sigma 25 HU noise
+
+
 def variant(canonical, name: str, seed: int = 0):
     if name == "scaled":
         return canonical.with_array((1.08 * canonical.array.astype(np.float32) - 20).astype(np.float32))
@@ -123,7 +126,7 @@ def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict
     for name in variants:
         t0 = time.perf_counter()
         try:
-            seg, rois, level_qc = segment(variant(canonical, name), segmenter)
+            seg, rois, level_qc = segment(variant(canonical, name, NOISE_SEED), segmenter)
         except Exception as e:
             out[name] = {"error": f"{type(e).__name__}: {e}"}
             traceback.print_exc(limit=3)
@@ -247,6 +250,7 @@ def main() -> int:
     ap.add_argument("--segmenters", default="classical,model")
     ap.add_argument("--scans", default="", help="comma-separated substrings of scan names (default: all)")
     ap.add_argument("--variants", default="base,scaled,noise")
+    ap.add_argument("--noise-seed", type=int, default=0, help="seed of the noise variant's draw")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     data = Path(args.data)
@@ -258,6 +262,8 @@ def main() -> int:
         for c in [*LANDMARKED, *LABELLED]
         if (data / c.split(":")[0]).is_dir() and (not args.scans or any(s in c for s in args.scans.split(",")))
     ]
+    global NOISE_SEED
+    NOISE_SEED = args.noise_seed
     variants = args.variants.split(",")
     if variants[0] != "base":
         variants = ["base", *[v for v in variants if v != "base"]]
