@@ -29,6 +29,10 @@ RIB_HU = 180.0  # ribs (cortex + marrow averaged on ~2 mm) stay above it, enhanc
 # A rib's brightest tenth is its cortex, well clear of RIB_HU (>= 256 on the real scans, 5 mm soft
 # kernel the lowest); an enhanced liver (~170 HU) whose noise tips speckles over RIB_HU sits just at it.
 RIB_CORE_HU = 225.0
+SACRUM_BONE_HU = 150.0
+SACRUM_REACH_MM = 80.0  # the sacroiliac joints lie 40-60 mm from the midline, the iliac bones beyond
+JOINT_GAP_MM = 4.0
+SACRUM_SEGMENTS_TRIED = 6
 
 
 def find_ribs(work, canal_ji, k0, ws) -> list[dict]:
@@ -137,6 +141,45 @@ def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0,
     return out
 
 
+def sacral_segments(work, body, segs: list[int], ws: float) -> list[int]:
+    """The segments (of ``segs``, cranial -> caudal) whose body is joined to the pelvis: the sacrum.
+
+    In axial slices the sacrum's alae run out from its body to the sacroiliac joints and the iliac
+    bones beyond them, so bone joined to the body (the joint's 2-4 mm cleft bridged) reaches
+    SACRUM_REACH_MM from the midline on both sides; a lumbar body's own bone, transverse processes
+    included, stops within ~50 mm, the psoas lying between it and the iliac crest. Only bone in
+    front of the body's back wall counts (the laminae and the ribs' far arcs lie behind it), in two
+    adjacent slices. Only the caudal segments are tried: the sacrum ends the spine.
+    """
+    bone = work > SACRUM_BONE_HU
+    r = max(1, int(round(0.5 * JOINT_GAP_MM / ws)))
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    disk = yy * yy + xx * xx <= r * r
+    out = []
+    for s in segs[-SACRUM_SEGMENTS_TRIED:]:
+        m = body == s
+        ks = np.nonzero(m.any(axis=(1, 2)))[0]
+        joined = []
+        for k in ks:
+            sl = m[k]
+            jj, ii = np.nonzero(sl)
+            if len(jj) < 10:
+                joined.append(False)
+                continue
+            front = np.arange(work.shape[1])[:, None] <= jj.max() + int(round(10.0 / ws))
+            lab, _n = ndi.label(ndi.binary_closing(bone[k], structure=disk) & front, structure=np.ones((3, 3)))
+            ids = np.unique(lab[sl])
+            ids = ids[ids > 0]
+            if len(ids) == 0:
+                joined.append(False)
+                continue
+            d = (np.nonzero(np.isin(lab, ids))[1] - ii.mean()) * ws
+            joined.append(bool(min(d.max(), -d.min()) >= SACRUM_REACH_MM))
+        if any(a and b for a, b in zip(joined[:-1], joined[1:], strict=False)):
+            out.append(s)
+    return out
+
+
 def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes=None) -> dict:
     """Map segment indices (1 = most caudal) to VerSe ids, with QC flags (see naming.py)."""
     seg_info = sorted(seg_info, key=lambda s: -s["index"])  # cranial -> caudal from here on
@@ -165,6 +208,11 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
                 assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None
             )
         )
+    sacral = sacral_segments(work, body, segs, ws)
+    if sacral:
+        q = segs.index(sacral[0])
+        if q > 0:
+            evidence[q - 1].sacrum_below = True
     found = carina.find_carina(work, canal_ji, k0, ws)
     carina_t = None
     if found is not None:
@@ -180,7 +228,8 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
             dropped += 1
             v = 0
         mapping[s] = int(v)
-    if dropped:
+    below_sacrum = bool(sacral) and all(mapping[x] or segs.index(x) >= segs.index(sacral[0]) for x in segs)
+    if dropped and not below_sacrum:
         qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
     rib_pairs = int(sum(1 for e in evidence if e.rib_sides == 2))
     for q, rb in enumerate(ribs):
@@ -205,6 +254,7 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
         },
         "ribs": ribs,
         "carina_kji": found["kji"] if found else None,
+        "sacrum_segments": len(sacral),
     }
 
 

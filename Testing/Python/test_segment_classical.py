@@ -119,6 +119,9 @@ def test_real_labels_and_roi_containment(shared_data, name):
     no_anchor = name == "tptbox-lumbar-1.5mm"
     if no_anchor:
         assert any(q.startswith("label_uncertain") for q in seg.qc)
+    else:  # the last rib and the sacrum agree: names given without doubt
+        assert "sacrum" in seg.info["label_anchor"] and "last rib at T12" in seg.info["label_anchor"]
+        assert not any(q.startswith("label_uncertain") for q in seg.qc), seg.qc
     checked = 0
     for lab in np.unique(truth):
         m = truth == lab

@@ -75,8 +75,16 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
 
     uncertain = any(f.startswith("label_uncertain") for f in scan_qc)
     rows, roi_rows = [], []
-    for lab in sorted(int(x) for x in np.unique(truth) if x in NAMES):
+    labs = sorted(int(x) for x in np.unique(truth) if x in NAMES)
+    # as the readers' landmark files count them: a vertebra at least half in view (a 3-slice sliver
+    # of the next vertebra at the scan's edge, which the label files also hold, is no level to name)
+    size = {lab: int((truth == lab).sum()) for lab in labs}
+    whole = [size[lab] for lab in labs if not touches_edge(truth == lab)]
+    half = 0.5 * float(np.median(whole)) if whole else 0.0
+    for lab in labs:
         m = truth == lab
+        if size[lab] < half:
+            continue
         pred = seg.vertebrae[m]
         p = int(np.bincount(pred[pred > 0]).argmax()) if (pred > 0).any() else 0
         pm = seg.vertebrae == lab
