@@ -151,3 +151,14 @@ def test_only_one_shot_commands_change_the_allocator(monkeypatch, tmp_path, caps
     assert calls == [True]
     assert "input not found" in capsys.readouterr().err
     assert "serve-dicom" not in cli.ONE_SHOT and "web" not in cli.ONE_SHOT and "batch" not in cli.ONE_SHOT
+
+
+def test_hull_of_the_label_boxes():
+    """classical merges bodies into vertebrae inside the hull of their boxes only (zero outside both)."""
+    from OsteoAISegmentLib.classical import _hull
+
+    a = (slice(2, 10), slice(5, 7), slice(0, 4))
+    b = (slice(4, 12), slice(1, 6), slice(3, 9))
+    assert _hull(a, b) == (slice(2, 12), slice(1, 7), slice(0, 9))
+    assert _hull(a, None) == a
+    assert _hull(None, None) is None
