@@ -249,6 +249,8 @@ def totals(results: list[dict]) -> dict:
         "invariance_runs": len(inv),
         "names_changed": sum(1 for s in inv if "error" in s or not s["names_same"]),
         "roi_dice_min": min((s["roi_dice_min"] for s in inv if "error" not in s), default=float("nan")),
+        # the worst error must not appear under a changed HU scale or noise either
+        "wrong_unflagged_variants": sum(s.get("wrong_unflagged", 0) for s in inv if "error" not in s),
     }
 
 
@@ -292,7 +294,8 @@ def main() -> int:
             f"{t['missing_uncertain_flag']}; fracture flags {t['fracture_flags']}/{t['ref_levels']} reference "
             f"levels; "
             f"invariance: names changed in {t['names_changed']}/{t['invariance_runs']} runs, "
-            f"ROI Dice min {t['roi_dice_min']:.2f}; {t['errors']} scans failed"
+            f"ROI Dice min {t['roi_dice_min']:.2f}, wrong names without label_uncertain "
+            f"{t['wrong_unflagged_variants']}; {t['errors']} scans failed"
         )
         all_results.append({"segmenter": segmenter, "cases": res, "total": t})
     if args.json:
