@@ -22,16 +22,14 @@ def _model_preferred() -> bool:
 
 def _auto_choice() -> tuple[str, str]:
     """(segmenter ``auto`` runs, why), see :func:`_model_preferred`."""
+    from .segmenters import model_unavailable
+
     try:
-        from .ai.inference import MODEL_NAME, model_available, model_dir, runtime_missing
-    except ImportError as e:
-        return "classical", f"the vertebra model cannot be imported ({e})"
-    if runtime_missing():
-        return "classical", f"the vertebra model cannot be imported ({runtime_missing()})"
-    try:
-        if not model_available():
-            return "classical", f"{MODEL_NAME} model files are missing or altered"
+        if why := model_unavailable():
+            return "classical", why
         import json
+
+        from .ai.inference import MODEL_NAME, model_dir
 
         card = json.loads((model_dir() / "model.json").read_text())
         prefer = bool(card.get("prefer_in_auto", False))

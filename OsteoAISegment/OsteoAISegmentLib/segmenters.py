@@ -12,13 +12,14 @@ from .registry import Choice, Registry
 SEGMENTERS = Registry("segmenter", "--segmenter")
 
 
-def _model_unavailable() -> str | None:
+def model_unavailable() -> str | None:
+    """Why the trained vertebra model cannot run here (``auto`` then runs the classical one), or None."""
     try:
         from .ai.inference import MODEL_NAME, model_available, runtime_missing
     except ImportError as e:
         return f"the vertebra model cannot be imported ({e})"
-    if runtime_missing():
-        return f"the vertebra model cannot be imported ({runtime_missing()})"
+    if missing := runtime_missing():
+        return f"the vertebra model cannot be imported ({missing})"
     return None if model_available() else f"{MODEL_NAME} model files are missing or altered"
 
 
@@ -49,7 +50,7 @@ SEGMENTERS.register(
         "model (MONAI)",
         "the trained MONAI vertebra model (models/vertebra-seg)",
         "OsteoAISegmentLib.ai.inference:segment_with_model",
-        _model_unavailable,
+        model_unavailable,
     )
 )
 SEGMENTERS.register(

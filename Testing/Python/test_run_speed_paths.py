@@ -40,9 +40,9 @@ def test_auto_names_a_missing_torch_and_runs_classical(monkeypatch):
     used, why = api.choose_segmenter("auto")
     assert used == "classical"
     assert why == "auto -> classical: the vertebra model cannot be imported (No module named 'torch')"
-    from OsteoAISegmentLib.segmenters import _model_unavailable
+    from OsteoAISegmentLib.segmenters import model_unavailable
 
-    assert _model_unavailable() == "the vertebra model cannot be imported (No module named 'torch')"
+    assert model_unavailable() == "the vertebra model cannot be imported (No module named 'torch')"
 
 
 @pytest.mark.skipif(find_spec("torch") is None or find_spec("monai") is None, reason="torch/monai not installed")
