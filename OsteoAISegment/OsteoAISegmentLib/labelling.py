@@ -141,7 +141,7 @@ def _assessable(work, k_ranges: dict[int, tuple[int, int] | None], canal_ji, k0,
     return out
 
 
-def sacral_segments(work, body, segs: list[int], ws: float) -> list[int]:
+def sacral_segments(work, body, segs: list[int], ws: float, boxes=None) -> list[int]:
     """The segments (of ``segs``, cranial -> caudal) whose body is joined to the pelvis: the sacrum.
 
     In axial slices the sacrum's alae run out from its body to the sacroiliac joints and the iliac
@@ -149,35 +149,42 @@ def sacral_segments(work, body, segs: list[int], ws: float) -> list[int]:
     SACRUM_REACH_MM from the midline on both sides; a lumbar body's own bone, transverse processes
     included, stops within ~50 mm, the psoas lying between it and the iliac crest. Only bone in
     front of the body's back wall counts (the laminae and the ribs' far arcs lie behind it), in two
-    adjacent slices. Only the caudal segments are tried: the sacrum ends the spine.
+    adjacent slices. Only the caudal segments are tried: the sacrum ends the spine. ``boxes``:
+    ``ndimage.find_objects(body)`` when already at hand.
     """
-    bone = work > SACRUM_BONE_HU
     r = max(1, int(round(0.5 * JOINT_GAP_MM / ws)))
     yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
     disk = yy * yy + xx * xx <= r * r
+    boxes = ndi.find_objects(np.asarray(body, np.int32)) if boxes is None else boxes
     out = []
     for s in segs[-SACRUM_SEGMENTS_TRIED:]:
-        m = body == s
-        ks = np.nonzero(m.any(axis=(1, 2)))[0]
+        box = boxes[s - 1] if s <= len(boxes) else None
+        if box is None:
+            continue
         joined = []
-        for k in ks:
-            sl = m[k]
-            jj, ii = np.nonzero(sl)
-            if len(jj) < 10:
-                joined.append(False)
-                continue
-            front = np.arange(work.shape[1])[:, None] <= jj.max() + int(round(10.0 / ws))
-            lab, _n = ndi.label(ndi.binary_closing(bone[k], structure=disk) & front, structure=np.ones((3, 3)))
-            ids = np.unique(lab[sl])
-            ids = ids[ids > 0]
-            if len(ids) == 0:
-                joined.append(False)
-                continue
-            d = (np.nonzero(np.isin(lab, ids))[1] - ii.mean()) * ws
-            joined.append(bool(min(d.max(), -d.min()) >= SACRUM_REACH_MM))
+        for k in range(box[0].start, box[0].stop):
+            sl = body[k] == s
+            if sl.any():  # slices of the segment's body only, as they follow one another
+                joined.append(_joined_to_pelvis(work[k], sl, disk, ws))
         if any(a and b for a, b in zip(joined[:-1], joined[1:], strict=False)):
             out.append(s)
     return out
+
+
+def _joined_to_pelvis(sl_work: np.ndarray, sl_body: np.ndarray, disk: np.ndarray, ws: float) -> bool:
+    """One axial slice: does bone joined to the body reach SACRUM_REACH_MM on both sides?"""
+    jj, ii = np.nonzero(sl_body)
+    if len(jj) < 10:
+        return False
+    front = np.arange(sl_work.shape[0])[:, None] <= jj.max() + int(round(10.0 / ws))
+    bone = ndi.binary_closing(sl_work > SACRUM_BONE_HU, structure=disk) & front
+    lab, _n = ndi.label(bone, structure=np.ones((3, 3)))
+    ids = np.unique(lab[sl_body])
+    ids = ids[ids > 0]
+    if len(ids) == 0:
+        return False
+    d = (np.nonzero(np.isin(lab, ids))[1] - ii.mean()) * ws
+    return bool(min(d.max(), -d.min()) >= SACRUM_REACH_MM)
 
 
 def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes=None) -> dict:
@@ -208,11 +215,10 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
                 assessable=can[s["index"]], volume_cm3=s["body_voxels"] * ws**3 / 1000 if whole else None
             )
         )
-    sacral = sacral_segments(work, body, segs, ws)
-    if sacral:
-        q = segs.index(sacral[0])
-        if q > 0:
-            evidence[q - 1].sacrum_below = True
+    sacral = sacral_segments(work, body, segs, ws, boxes)
+    first_sacral = segs.index(sacral[0]) if sacral else None
+    if first_sacral:  # the segment above the sacrum is L5
+        evidence[first_sacral - 1].sacrum_below = True
     found = carina.find_carina(work, canal_ji, k0, ws)
     carina_t = None
     if found is not None:
@@ -228,7 +234,8 @@ def label_vertebrae(work, lab_w, seg_info, canal_ji, k0, ws, body_w=None, planes
             dropped += 1
             v = 0
         mapping[s] = int(v)
-    below_sacrum = bool(sacral) and all(mapping[x] or segs.index(x) >= segs.index(sacral[0]) for x in segs)
+    # segments dropped at and below a sacrum the scan shows are the sacrum, not a doubt about the names
+    below_sacrum = first_sacral is not None and all(mapping[x] or q >= first_sacral for q, x in enumerate(segs))
     if dropped and not below_sacrum:
         qc.append(f"label_uncertain: {dropped} segment(s) below L5 dropped (sacrum or L6)")
     rib_pairs = int(sum(1 for e in evidence if e.rib_sides == 2))
