@@ -54,9 +54,6 @@ def segment(canonical, segmenter: str):
     return seg, rois, level_qc
 
 
-NOISE_SEED = 0  # --noise-seed: another draw of the sigma 25 HU noise
-
-
 def variant(canonical, name: str, seed: int = 0):
     if name == "scaled":
         return canonical.with_array((1.08 * canonical.array.astype(np.float32) - 20).astype(np.float32))
@@ -118,7 +115,7 @@ def score_labelled(truth, seg, rois, level_qc, scan_qc) -> dict:
     return {**totals(rows, roi_rows, uncertain), "missing_uncertain_flag": False}
 
 
-def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict:
+def run_case(case: str, data: Path, segmenter: str, variants: list[str], noise_seed: int = 0) -> dict:
     from OsteoAIBaseLib.imageio import read_volume, to_canonical
     from OsteoAIBaseLib.levels import NAMES
     from OsteoAISegmentLib.landmark_scoring import load_landmarks, roi_dice, score_discs, score_scan
@@ -134,7 +131,7 @@ def run_case(case: str, data: Path, segmenter: str, variants: list[str]) -> dict
     for name in variants:
         t0 = time.perf_counter()
         try:
-            seg, rois, level_qc = segment(variant(canonical, name, NOISE_SEED), segmenter)
+            seg, rois, level_qc = segment(variant(canonical, name, noise_seed), segmenter)
         except Exception as e:
             out[name] = {"error": f"{type(e).__name__}: {e}"}
             traceback.print_exc(limit=3)
@@ -272,8 +269,6 @@ def main() -> int:
         for c in [*LANDMARKED, *LABELLED]
         if (data / c.split(":")[0]).is_dir() and (not args.scans or any(s in c for s in args.scans.split(",")))
     ]
-    global NOISE_SEED
-    NOISE_SEED = args.noise_seed
     variants = args.variants.split(",")
     if variants[0] != "base":
         variants = ["base", *[v for v in variants if v != "base"]]
@@ -282,7 +277,7 @@ def main() -> int:
         res = []
         print(f"\n=== segmenter {segmenter} ===")
         for case in cases:
-            r = run_case(case, data, segmenter, variants)
+            r = run_case(case, data, segmenter, variants, args.noise_seed)
             print_case(r)
             sys.stdout.flush()
             res.append(r)
