@@ -15,7 +15,7 @@ from OsteoAIBaseLib.volume import Volume
 from scipy import ndimage as ndi
 
 from .label_boxes import cached_label_boxes
-from .roi import height_resolution_mm
+from .roi import height_resolution_mm, scan_hu_map
 
 # code -> (excludes the level from the diagnosis, meaning)
 FLAGS: dict[str, tuple[bool, str]] = {
@@ -484,9 +484,7 @@ def level_flags(vol: Volume, seg, rois, cal, lab: int) -> list[str]:
         )
     sl, m = _label_mask(seg.vertebrae, lab)
     if m is not None:
-        ref = seg_info.get("hu_reference") or {}
-        hu_scale = (float(ref.get("scale", 1.0)), float(ref.get("offset_hu", 0.0)))
-        flags += metal_flags(vol, m, lab, box=sl, hu_scale=hu_scale)
+        flags += metal_flags(vol, m, lab, box=sl, hu_scale=scan_hu_map(seg))
         if lab not in set(seg_info.get("partial_levels", [])):
             # The box is tight around the label: it touches an edge exactly when the vertebra does.
             sides = [

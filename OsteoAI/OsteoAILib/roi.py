@@ -277,6 +277,13 @@ def _pad(sl, shape, pad: int):
     return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
 
 
+def scan_hu_map(seg) -> tuple[float, float]:
+    """(scale, offset) with this scan's HU = scale * nominal HU + offset, as the segmenter read them from
+    the scan's own tissue peaks (``seg.info["hu_reference"]``); (1, 0) from a segmenter that gives none."""
+    ref = (getattr(seg, "info", None) or {}).get("hu_reference") or {}
+    return float(ref.get("scale") or 1.0), float(ref.get("offset_hu") or 0.0)
+
+
 def height_resolution_mm(seg, spacing) -> float:
     """The smallest height difference a body split can measure: the slice thickness (each endplate is read
     to about half a slice) plus the step of the grid the segmenter placed its disc planes on
@@ -423,7 +430,7 @@ def place_rois(vol: Volume, seg, min_volume_mm3: float = 500.0, cortex_margin_mm
     partial = set((seg.info or {}).get("partial_levels", []))
     # HU contrasts (an endplate over the marrow) are read on the scan's own scale, so a scanner that
     # maps tissue to HU' = a * HU + b places the same ROIs (segmenters without a reference: 1)
-    hu_scale = float(((seg.info or {}).get("hu_reference") or {}).get("scale") or 1.0)
+    hu_scale = scan_hu_map(seg)[0]
     vox = float(np.prod(spacing_kji))
     objs = label_boxes(seg.bodies)  # one pass for every level instead of one per level
     vert = seg.vertebrae
