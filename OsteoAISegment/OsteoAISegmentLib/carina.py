@@ -27,6 +27,15 @@ SIDE_MM = 40.0  # from the canal's midline
 STEP_MM = 8.0  # most the trachea's centre moves from one 2 mm slice to the next
 BRONCHI_APART_MM = 10.0  # centre to centre: the main bronchi leave at ~70 degrees to each other
 LUNG_MM2 = 2500.0  # each lung's cross-section at the carina is several times this
+# Right at the split one main bronchus can merge with its hilum by partial volume for a few mm,
+# so it is no closed pocket there: the trachea's last point is kept this far below where it was
+# last seen, while the two bronchi are looked for around it.
+SPLIT_GAP_MM = 8.0
+# Lung parenchyma, air with its vessels and septa, has a median of -700 to -930 HU even in
+# emphysema; the air around the patient, in the bowel or in the table reads -1000. Told apart by
+# this, not by touching the image edge: a scan cropped tight to the chest cuts the lungs there.
+LUNG_MEDIAN_HU = -960.0
+LUNG_BAND_MM = 40.0  # lungs are counted this far in front of and behind the trachea
 
 
 def _pockets(sl: np.ndarray, lo: tuple[int, int], ws: float) -> list[tuple[float, float, float]]:
@@ -49,6 +58,7 @@ def find_carina(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> d
     does not show a trachea splitting in two (it starts below the carina, or ends above it)."""
     nk = work.shape[0]
     track: list[tuple[int, float, float]] = []  # (k, j, i) of the trachea, from the top down
+    lost = None  # first slice where the trachea was not seen as one pocket
     for k in range(nk - 1, -1, -1):
         r = int(np.clip(k - k0, 0, len(canal_ji) - 1))
         cj, ci = canal_ji[r]
@@ -64,13 +74,17 @@ def find_carina(work: np.ndarray, canal_ji: np.ndarray, k0: int, ws: float) -> d
             _k, tj, ti = track[-1]
             near = [c for c in cand if np.hypot(c[0] - tj, c[1] - ti) * ws <= 30.0]
             one = [c for c in near if np.hypot(c[0] - tj, c[1] - ti) * ws <= STEP_MM and c[2] >= TRACHEA_AREA_MM2[0]]
-            if _long_enough(track, nk, ci, ws) and _bronchi(near, ti, ws) and _between_lungs(work[k], ti, ws):
-                return {"k": k, "trachea_mm": len(track) * ws, "kji": [float(k), float(tj), float(ti)]}
-            if one:
+            if _long_enough(track, nk, ci, ws) and _bronchi(near, ti, ws) and _between_lungs(work[k], tj, ti, ws):
+                split = k if lost is None else lost
+                return {"k": split, "trachea_mm": len(track) * ws, "kji": [float(split), float(tj), float(ti)]}
+            if one and lost is None:
                 j, i, _a = max(one, key=lambda c: c[2])
                 track.append((k, j, i))
                 continue
-            track = []  # lost it: start again lower down
+            lost = k if lost is None else lost
+            if (lost - k + 1) * ws <= SPLIT_GAP_MM:
+                continue
+            track, lost = [], None  # lost it: start again lower down
         mid = [c for c in cand if abs(c[1] - ci) * ws <= SIDE_MM and c[2] >= TRACHEA_AREA_MM2[0]]
         if k == nk - 1 and len(mid) != 1:
             mid = []  # two pockets at the top edge: the scan may start below the carina
@@ -90,11 +104,16 @@ def _long_enough(track: list[tuple[int, float, float]], nk: int, ci: float, ws: 
     return from_top and central and length >= MIN_TRACHEA_AT_EDGE_MM
 
 
-def _between_lungs(sl: np.ndarray, ti: float, ws: float) -> bool:
-    """Both lungs wide open beside the split (not the larynx, whose side pockets have no lung beside them)."""
-    lab, _n = ndi.label(sl < AIR_HU)
-    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    air = (lab > 0) & ~np.isin(lab, edge)  # the air outside the body is no lung
+def _between_lungs(sl: np.ndarray, tj: float, ti: float, ws: float) -> bool:
+    """Both lungs wide open beside the split (not the larynx, whose side pockets have no lung beside
+    them), counted at the trachea's depth: the foam of the table lies far behind the patient."""
+    lab, n = ndi.label(sl < AIR_HU)
+    if n == 0:
+        return False
+    median = np.atleast_1d(ndi.median(sl, lab, np.arange(1, n + 1)))
+    air = np.isin(lab, np.nonzero(median >= LUNG_MEDIAN_HU)[0] + 1)  # lung, not empty air
+    band = int(round(LUNG_BAND_MM / ws))
+    air = air[max(int(round(tj)) - band, 0) : int(round(tj)) + band + 1]
     gap = int(round(20.0 / ws))
     c = int(round(ti))
     left, right = air[:, c + gap :].sum(), air[:, : max(c - gap, 0)].sum()

@@ -20,6 +20,7 @@ AIR_HU = -1000.0
 SCALE_RANGE = (0.75, 1.35)  # beyond this the peaks were misread: the map is clipped
 OFFSET_RANGE = (-80.0, 80.0)
 AIR_WINDOW = 60.0 / 900.0  # half-width of the air mode's window, of the fat-to-air spread
+LOW_SIDE_MAX = 15.0  # most the air peak's low side may spread (HU) when lungs join it (see _air_below_lungs)
 _MIN_SPREAD = 90.0  # fat and muscle are never closer than this (HU) on any CT
 
 
@@ -168,9 +169,28 @@ def _outside_air(arr: np.ndarray, fat: float) -> float:
     mad = float(np.median(np.abs(vals - mode)))
     # air outside the patient is uniform (MAD ~10-18 HU on real ~2 mm grids); a lung cut by the
     # field of view is textured (MAD ~35) and ~150 HU denser
-    if mad > 25 or fat - mode < 550:
+    if mad > 25:
+        mode = _air_below_lungs(vals, fat)
+    if not fat - mode >= 550:
         return float("nan")
     return mode
+
+
+def _air_below_lungs(vals: np.ndarray, fat: float) -> float:
+    """Mode of the lowest clear peak of the edge-connected dark voxels (nan: not uniform air), for a
+    field of view that cuts the lungs while air surrounds the patient: the lungs then join the air's
+    set and add a broad peak above it, which spoils its median and MAD. The air's own peak is then
+    the lowest one, and its low side, with no lung below it, is noise alone: the median distance
+    below the mode is ~8 HU there, against ~27 HU for the low side of a tight-cropped lung's peak."""
+    lo, hi = np.percentile(vals, [0.5, 99.5])
+    h, e = np.histogram(vals, np.linspace(lo, hi, 81))  # bins scale with the values: equivariant
+    hs = ndi.gaussian_filter1d(h.astype(float), 1.0)
+    c = 0.5 * (e[1:] + e[:-1])
+    pk = np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] >= 0.25 * hs.max()))[0] + 1
+    seed = float(c[pk[0]] if len(pk) else c[np.argmax(hs)])
+    mode = _mean_shift(vals, seed, 0.5 * AIR_WINDOW * (fat - seed))
+    below = mode - vals[vals <= mode]
+    return mode if len(below) and float(np.median(below)) <= LOW_SIDE_MAX else float("nan")
 
 
 def estimate_work(work: np.ndarray) -> HuReference:

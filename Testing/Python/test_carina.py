@@ -75,3 +75,41 @@ def test_a_short_air_pocket_that_does_not_come_from_the_top_edge_is_no_trachea()
     for k in range(45, NK):
         _disc(work[k], j, CANAL[1], 9.0, 40.0)  # the trachea seen only 10 mm above the split
     assert find_carina(work, _canal(), 0, WS) is None
+
+
+def test_lungs_cut_by_a_tight_field_of_view_still_count_as_lungs():
+    # a CT-angiogram crop: no air around the patient, the lungs run out of the image at both sides
+    work = _chest(split_k=40)
+    work[:, :, :20] = np.where(work[:, :, 20:21] < -500, -850.0, 40.0)
+    work[:, :, 180:] = np.where(work[:, :, 179:180] < -500, -850.0, 40.0)
+    work[:, :, 20:80] = np.where(work[:, :, 20:80] == -1000.0, 40.0, work[:, :, 20:80])  # no air outside
+    work[:, :10], work[:, 150:] = 40.0, 40.0
+    c = find_carina(work, _canal(), 0, WS)
+    assert c is not None and abs(c["k"] - 39) <= 1, c
+
+
+def test_a_main_bronchus_merged_with_its_lung_right_below_the_split_is_waited_for():
+    # on 1.5-2 mm slices the right main bronchus can open into the hilum by partial volume for a few
+    # mm: only the left one is a closed pocket there, off the trachea's line
+    work = _chest(split_k=40)
+    j = CANAL[0] - 60.0 / WS
+    for k in range(36, 40):
+        _disc(work[k], j + 2, CANAL[1] - 12.0 / WS, 6.0, 40.0)
+        work[k, int(j) - 1 : int(j) + 5, 35 : int(CANAL[1] - 12.0 / WS)] = -850.0  # joined to the right lung
+    c = find_carina(work, _canal(), 0, WS)
+    assert c is not None and abs(c["k"] - 39) <= 1, c
+
+
+def test_bowel_gas_over_a_foam_table_is_no_split_between_lungs():
+    # an abdomen: a gas-filled loop splitting in two in front of the spine, more gas either side
+    # (-1000 HU, no lung texture) and the table's foam (-900 HU) wide behind the patient
+    work = _chest(split_k=40)
+    for k in range(NK):
+        sl = work[k]
+        sl[40:140, 20:80] = np.where(sl[40:140, 20:80] == -850.0, 40.0, sl[40:140, 20:80])
+        sl[40:140, 120:180] = np.where(sl[40:140, 120:180] == -850.0, 40.0, sl[40:140, 120:180])
+        sl[55:85, 25:70] = -1000.0  # gas in the colon, right and left
+        sl[55:85, 130:175] = -1000.0
+        sl[148:160, 2:198] = 100.0  # the table top
+        sl[150:159, 5:195] = -900.0  # its foam, under the body
+    assert find_carina(work, _canal(), 0, WS) is None

@@ -42,3 +42,30 @@ def test_a_crop_without_fat_or_air_says_its_thresholds_are_nominal():
     assert not ref.calibrated and ref.scale == 1.0 and ref.offset == 0.0
     assert ref.qc() and ref.qc()[0].startswith("hu_reference:")
     assert estimate(_body()).qc() == []
+
+
+def _chest_cut_by_the_field_of_view(seed: int = 0) -> np.ndarray:
+    """Air around a body whose right lung (textured, -850 +- 60 HU) runs out of the image at its edge,
+    as in a chest CT reconstructed on a field of view narrower than the chest: the lung then joins the
+    edge-connected air and makes that set's median and MAD useless."""
+    rng = np.random.default_rng(seed)
+    vol = _body(seed)
+    lung = np.zeros((96, 96), bool)
+    lung[8:88, 0:46] = True
+    vol[:, lung] = -850.0 + rng.normal(0, 60, (24, int(lung.sum())))
+    return vol
+
+
+def test_the_air_is_read_below_lungs_that_leave_the_field_of_view():
+    vol = _chest_cut_by_the_field_of_view()
+    a, b = estimate(vol), estimate(1.08 * vol - 20.0)
+    whole = estimate(_body())  # the same body with its lungs inside the field of view
+    assert abs(a.air - whole.air) < 8.0 and abs(a.scale / whole.scale - 1.0) < 0.01, (a, whole)
+    assert abs(b.air - (1.08 * a.air - 20.0)) < 1.0 and abs(b.scale / a.scale - 1.08) < 1e-3, (a, b)
+
+
+def test_a_lung_cropped_tight_is_not_taken_for_the_air_around_the_patient():
+    rng = np.random.default_rng(1)
+    vol = _body(1)
+    vol[:, :, :] = np.where(vol < -500, -850.0 + rng.normal(0, 60, vol.shape), vol)  # no air, only lung
+    assert np.isnan(estimate(vol).air)
