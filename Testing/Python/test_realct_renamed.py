@@ -35,3 +35,11 @@ def test_a_sliver_split_off_at_the_edge_renames_nothing():
     base = _column([(T11, 12), (T12, 10), (L1, 10)])  # T11 holds a 2-slice sliver of T10 at the top
     split = _column([(18 - 1, 2), (T11, 10), (T12, 10), (L1, 10)])
     assert renamed(base, split) == []
+
+
+def test_two_bodies_merged_rename_one_and_a_moved_split_renames_all():
+    base = _column([(T11, 10), (T12, 10), (L1, 10)])
+    merged = _column([(T11, 20), (L1, 10)])
+    assert renamed(base, merged) == ["T12->T11"]
+    moved = _column([(3, 7), (4, 12), (5, 11)])  # a 40 mm slab named C3-C5 under noise, T11-T12 before
+    assert renamed(_column([(T11, 15), (T12, 15)]), moved) == ["T11->C4", "T12->C5"]

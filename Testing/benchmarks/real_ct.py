@@ -165,23 +165,22 @@ def run_case(case: str, data: Path, segmenter: str, variants: list[str], noise_s
 
 
 def renamed(base: np.ndarray, other: np.ndarray) -> list[str]:
-    """Vertebrae that got another name in ``other``: bodies matched when their overlap holds at least
-    half of each. A segment that one run finds and the other does not (a sliver split off at the scan's
-    edge, a missed disc that merges two bodies) changes the list of names but renames no vertebra, so
-    the two are counted apart."""
+    """Vertebrae of the base run that carry another name in ``other``: the name most of a base body's
+    voxels get there, when it is not its own. A segment that only one run finds (a sliver split off
+    at the scan's edge) changes the list of names but renames no vertebra, so the two are counted
+    apart; two bodies merged, or a whole split moved, rename at least one."""
     from OsteoAIBaseLib.levels import NAMES
 
     out = []
-    for lab in np.unique(other[other > 0]):
-        m = other == lab
-        hits = base[m]
-        hits = hits[hits > 0]
-        if len(hits) == 0:
+    for b in np.unique(base[base > 0]):
+        there = other[base == b]
+        there = there[there > 0]
+        if len(there) == 0:
             continue
-        ids, counts = np.unique(hits, return_counts=True)
-        b = int(ids[np.argmax(counts)])
-        if counts.max() >= 0.5 * max(m.sum(), (base == b).sum()) and b != int(lab):
-            out.append(f"{NAMES.get(b, b)}->{NAMES.get(int(lab), lab)}")
+        ids, counts = np.unique(there, return_counts=True)
+        o = int(ids[np.argmax(counts)])
+        if o != int(b):
+            out.append(f"{NAMES.get(int(b), b)}->{NAMES.get(o, o)}")
     return out
 
 
