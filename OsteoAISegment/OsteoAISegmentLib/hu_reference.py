@@ -180,14 +180,17 @@ def _air_below_lungs(vals: np.ndarray, fat: float) -> float:
     """Mode of the lowest clear peak of the edge-connected dark voxels (nan: not uniform air), for a
     field of view that cuts the lungs while air surrounds the patient: the lungs then join the air's
     set and add a broad peak above it, which spoils its median and MAD. The air's own peak is then
-    the lowest one, and its low side, with no lung below it, is noise alone: the median distance
-    below the mode is ~8 HU there, against ~27 HU for the low side of a tight-cropped lung's peak."""
+    the lowest of two or more, and its low side, with no lung below it, is noise alone: the median
+    distance below the mode is ~8 HU there, against ~27 HU for the low side of a tight-cropped lung's
+    peak."""
     lo, hi = np.percentile(vals, [0.5, 99.5])
     h, e = np.histogram(vals, np.linspace(lo, hi, 81))  # bins scale with the values: equivariant
     hs = ndi.gaussian_filter1d(h.astype(float), 1.0)
     c = 0.5 * (e[1:] + e[:-1])
     pk = np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] >= 0.25 * hs.max()))[0] + 1
-    seed = float(c[pk[0]] if len(pk) else c[np.argmax(hs)])
+    if len(pk) < 2:
+        return float("nan")  # one peak: the set is air alone (MAD decided) or a lung alone, no air
+    seed = float(c[pk[0]])
     mode = _mean_shift(vals, seed, 0.5 * AIR_WINDOW * (fat - seed))
     below = mode - vals[vals <= mode]
     return mode if len(below) and float(np.median(below)) <= LOW_SIDE_MAX else float("nan")
