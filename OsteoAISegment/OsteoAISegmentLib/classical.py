@@ -26,6 +26,9 @@ FS = 1.0  # disc search grid spacing, mm
 THIN_DISC_PITCH_MM = 24.0  # vertebral pitch below which the discs are thin (thoracic)
 FRONT_MM = 2.0  # the body mask reaches this far in front of the anterior wall read on the centreline
 FINE_MAX_SLICE_MM = 3.0  # thinner slices resolve thoracic discs (~3 mm) that the 2 mm grid blurs away
+# the outermost slices of a scan with slices thicker than 3 mm, where the body depth read is not
+# trusted (discs.find_discs): a slice that thick at the scan's edge holds a partial body
+EDGE_SLICES = 2
 
 
 def _step(progress, cancel, frac, msg):
@@ -143,7 +146,15 @@ def _disc_planes(arr, spacing, work, pts, bc, ref):
     if _thin_slices(spacing):
         return _fine_discs(arr, spacing, work, pts, bc, ref)
     disc_idx, _score, pitch, polarity = discs.find_discs(
-        work, pts, WS, 8.0, bc["depth_mm"], bc["ant_wall_j"], bc["post_wall_j"], thick_slices=True
+        work,
+        pts,
+        WS,
+        8.0,
+        bc["depth_mm"],
+        bc["ant_wall_j"],
+        bc["post_wall_j"],
+        thick_slices=True,
+        edge_mm=EDGE_SLICES * max(spacing),
     )
     # a slice this thick averages over more than a disc's height, so the disc's tilt cannot be read
     # from it (searching for the darkest tilt wedges both bodies, or, for a disc read bright, tilts

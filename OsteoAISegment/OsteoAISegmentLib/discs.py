@@ -18,7 +18,6 @@ THICK_DISC_PITCH_MM = 30.0  # vertebral pitch from which discs are thick enough 
 POLARITIES = ("dark", "bright")
 POLARITY_MARGIN = 0.15  # how much stronger the bands under "bright" must be
 ENERGY_MARGIN = 0.1  # ... and, on slices thin enough to resolve a disc, how much more energetic
-DEPTH_MEDIAN_MM = 30.0  # about one vertebra: a depth misread shorter than half of it is dropped
 PEDICLE_WEIGHT = 3.0  # the pedicle edge against the band terms, on slices too thick to resolve a thin disc
 
 
@@ -204,6 +203,7 @@ def find_discs(
     post_j: np.ndarray | None = None,
     polarity: str = "auto",
     thick_slices: bool = False,
+    edge_mm: float = 0.0,
 ) -> tuple[list[int], np.ndarray, np.ndarray, str]:
     """Indices along ``pts`` (1-voxel steps, caudal -> cranial) of the discs, the score, the local pitch
     and the polarity used.
@@ -215,7 +215,8 @@ def find_discs(
     narrow band's contrast counts too. ``thick_slices``: the slices are thicker than a thoracic disc
     (> 3 mm): the pedicle profile joins the score and the bands' sign decides the reading. Discs
     are kept about one vertebral pitch apart (pitch scales with the body's AP depth: T1 ~20 mm,
-    L3 ~36 mm).
+    L3 ~36 mm). ``edge_mm``: how far from each end of ``pts`` the depth is not trusted (the scan's
+    outermost slices).
     """
     t, _u, _v = _frames(pts)
     # sample the anterior half of the body: the basivertebral vein darkens the posterior centre
@@ -244,11 +245,15 @@ def find_discs(
     depth = np.asarray(depth_mm, float)
     # thoracic bodies are deeper than tall (pitch ~0.85 depth), lumbar ones not (~1.1 depth)
     # a depth misread at one body (osteoporotic, or a vessel in front) must not bend the pitch
-    # locally: only its trend along the spine counts. A misread over a few slices (a body the
-    # scan's edge cuts, noise) is dropped first by a running median over whole windows, their
-    # value held to the ends: a window padded at the end would repeat a misread at the edge
-    if len(depth) > 3:
-        depth = ndi.gaussian_filter1d(_running_median(depth, DEPTH_MEDIAN_MM / ws), 40.0 / ws, mode="nearest")
+    # locally: only its trend along the spine counts. The outermost slices cut the body and are
+    # the least reliable (under noise a depth there read half its value); repeated beyond the
+    # end by the smoothing, such a misread would bend the trend over a whole vertebra, so the depth
+    # is held there from the first sample inside
+    edge = int(round(edge_mm / ws))
+    if 0 < edge and len(depth) > 2 * edge + 1:
+        depth = depth.copy()
+        depth[:edge], depth[-edge:] = depth[edge], depth[-edge - 1]
+    depth = ndi.gaussian_filter1d(depth, 40.0 / ws, mode="nearest") if len(depth) > 3 else depth
     pitch0 = np.clip(depth * np.interp(depth, [26.0, 34.0], [0.85, 1.1]), 16, 42) / ws
     # only a thin (thoracic) disc can hide in a slice: lumbar discs (~10 mm) stay dark
     thin = np.clip((THICK_DISC_PITCH_MM - pitch0 * ws) / 6.0, 0.0, 1.0)
@@ -339,15 +344,6 @@ def _bright_band(f: np.ndarray, ws: float) -> np.ndarray:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(np.percentile(x, 95) - np.percentile(x, 5), 1e-3)
-
-
-def _running_median(x: np.ndarray, window: float) -> np.ndarray:
-    """Median over windows lying wholly inside ``x``, held constant over the half window at each end."""
-    h = int(round(window)) // 2
-    if len(x) <= 2 * h + 1:
-        return np.full(len(x), float(np.median(x)))
-    med = ndi.median_filter(x, size=2 * h + 1)[h:-h] if h else x
-    return np.concatenate([np.full(h, med[0]), med, np.full(h, med[-1])])
 
 
 def _chain(score: np.ndarray, pitch: np.ndarray, ws: float) -> tuple[list[int], np.ndarray]:
