@@ -71,6 +71,11 @@ def _r(x: float):
     return round(float(x), 1) if np.isfinite(x) else None
 
 
+def _peaks(hs: np.ndarray, floor: float) -> np.ndarray:
+    """Indices of a smoothed histogram's peaks (left side non-strict, right side strict) above ``floor``."""
+    return np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] > floor))[0] + 1
+
+
 def _mean_shift(v: np.ndarray, x0: float, half: float, iters: int = 30) -> float:
     """Local mean of the values within ``half`` of the mode, iterated: sub-bin precise and, as
     its window scales with the peak spread, moves with a linear change of the values."""
@@ -109,7 +114,7 @@ def estimate(values: np.ndarray) -> HuReference:
     c = 0.5 * (edges[:-1] + edges[1:])
     hs = ndi.gaussian_filter1d(h.astype(float), 2.0)
     top = hs.max()
-    pk = np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] > 0.08 * top))[0] + 1
+    pk = _peaks(hs, 0.08 * top)
     # fat: the lowest major peak (muscle at high kVp with a low HU scale reads near -20 HU, where
     # a fixed fat window would take it)
     fat_c = pk[(c[pk] > -330) & (c[pk] < 60) & (hs[pk] >= 0.25 * top)]
@@ -187,7 +192,7 @@ def _air_below_lungs(vals: np.ndarray, fat: float) -> float:
     h, e = np.histogram(vals, np.linspace(lo, hi, 81))  # bins scale with the values: equivariant
     hs = ndi.gaussian_filter1d(h.astype(float), 1.0)
     c = 0.5 * (e[1:] + e[:-1])
-    pk = np.nonzero((hs[1:-1] >= hs[:-2]) & (hs[1:-1] > hs[2:]) & (hs[1:-1] >= 0.25 * hs.max()))[0] + 1
+    pk = _peaks(hs, 0.25 * hs.max())
     if len(pk) < 2:
         return float("nan")  # one peak: the set is air alone (MAD decided) or a lung alone, no air
     seed = float(c[pk[0]])
