@@ -171,14 +171,13 @@ def renamed(base: np.ndarray, other: np.ndarray) -> list[str]:
     apart; two bodies merged, or a whole split moved, rename at least one."""
     from OsteoAIBaseLib.levels import NAMES
 
+    both = (base > 0) & (other > 0)
+    n = int(max(base.max(), other.max())) + 1
+    # voxel counts of every (base name, other name) pair, in one pass
+    joint = np.bincount(base[both].astype(np.int64) * n + other[both], minlength=n * n).reshape(n, n)
     out = []
-    for b in np.unique(base[base > 0]):
-        there = other[base == b]
-        there = there[there > 0]
-        if len(there) == 0:
-            continue
-        ids, counts = np.unique(there, return_counts=True)
-        o = int(ids[np.argmax(counts)])
+    for b in np.nonzero(joint.sum(1))[0]:
+        o = int(np.argmax(joint[b]))
         if o != int(b):
             out.append(f"{NAMES.get(int(b), b)}->{NAMES.get(o, o)}")
     return out
